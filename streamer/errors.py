@@ -1,0 +1,78 @@
+"""Errors a user can cause or fix. Each carries the exit code the CLI returns.
+
+The message is one line that names the cause and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    OK = 0
+    INTERNAL = 1  # a bug: a traceback is printed
+    USAGE = 2  # bad flags (click)
+    SOURCE = 3  # input missing, unreadable, not a video
+    INFERENCE = 4  # server unreachable, model missing or not matching the contract
+    SINK = 5  # output cannot be written
+    INCOMPLETE = 6  # the run finished but frames failed inference or the input ended early
+    EXPORT = 7  # model export failed (weights unavailable, bad state dict)
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM
+
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    success
+  1    internal error (a bug: please report the traceback)
+  2    bad command-line usage
+  3    input problem (missing, empty, truncated, not a video)
+  4    inference problem (no server, model missing or not matching the contract)
+  5    output problem (folder missing, not writable, exists without --overwrite)
+  6    incomplete run (frames failed inference, or the input ended early)
+  7    model export failed (weights unavailable or not matching the arch)
+  130  interrupted (Ctrl-C / SIGTERM); what was processed is still written"""
+
+
+class StreamerError(Exception):
+    """Base class: one-line message, exit code."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SourceError(StreamerError):
+    exit_code = ExitCode.SOURCE
+
+
+class InferenceError(StreamerError):
+    exit_code = ExitCode.INFERENCE
+
+
+class ServerUnavailable(InferenceError):
+    """No server answers at the address, or it went away and did not come back."""
+
+
+class ModelNotReady(InferenceError):
+    """The server answers but does not serve the model."""
+
+
+class ModelMismatch(InferenceError):
+    """The served model's inputs/outputs differ from the contract."""
+
+
+class SinkError(StreamerError):
+    exit_code = ExitCode.SINK
+
+
+class ExportError(StreamerError):
+    exit_code = ExitCode.EXPORT
+
+
+class ServerStartError(StreamerError):
+    """The embedded tritonserver could not be started."""
+
+    exit_code = ExitCode.INFERENCE

@@ -1,0 +1,94 @@
+"""The two values that flow through the pipeline: a Frame and its Detections.
+
+Images are always RGB, H x W x 3, uint8. The only BGR conversion lives in
+`to_bgr` / `from_bgr`, used where OpenCV reads or writes files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterable, Optional
+
+import numpy as np
+
+
+def from_bgr(image: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR (or BGRA / gray) image -> our RGB uint8."""
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """Our RGB image -> OpenCV's BGR."""
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded picture.
+
+    index: 0-based position in capture order.
+    pts, time_base: presentation timestamp from the container (None when the
+        source has none); pts * time_base is the time in seconds.
+    wall_time: time.monotonic() when the frame was captured/decoded.
+    image: H x W x 3 RGB uint8.
+    """
+
+    index: int
+    pts: Optional[int]
+    time_base: Optional[Fraction]
+    wall_time: float
+    image: np.ndarray = field(repr=False)
+
+    @property
+    def time(self) -> Optional[float]:
+        if self.pts is None or self.time_base is None:
+            return None
+        return float(self.pts * self.time_base)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Parallel arrays: boxes N x 4 (x1, y1, x2, y2 in frame pixels, float32),
+    labels N (torchvision COCO category ids, int64), scores N (float32)."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self):
+        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if not (len(boxes) == len(labels) == len(scores)):
+            raise ValueError(
+                f"detections disagree in length: {len(boxes)} boxes, "
+                f"{len(labels)} labels, {len(scores)} scores"
+            )
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "scores", scores)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def _masked(self, mask: np.ndarray) -> "Detections":
+        return Detections(self.boxes[mask], self.labels[mask], self.scores[mask])
+
+    def above(self, threshold: float) -> "Detections":
+        """Only the detections scored >= threshold."""
+        return self._masked(self.scores >= threshold)
+
+    def with_labels(self, labels: Optional[Iterable[int]]) -> "Detections":
+        """Only the detections whose label is in `labels` (None keeps all)."""
+        if labels is None:
+            return self
+        return self._masked(np.isin(self.labels, np.fromiter(labels, dtype=np.int64)))

@@ -1,0 +1,153 @@
+"""Wire the stages for a file: source thread -> bounded queue -> inference -> render -> sinks.
+
+Data flows one way. The reader thread decodes into a bounded queue (blocking when full:
+nothing is lost); the main thread streams frames to Triton and gets them back in frame
+order; each frame is drawn and handed to every sink. A frame whose inference failed is
+still written, unannotated, and counted. Ctrl-C stops reading; what was written stays.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional, Protocol, Sequence
+
+import numpy as np
+
+from .frame_queue import FrameQueue
+from .frames import Detections, Frame
+from .triton import InferenceStream, Outcome
+
+
+class Sink(Protocol):
+    def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None: ...
+
+
+class Source(Protocol):
+    problem: Optional[str]
+
+    def frames(self) -> Iterator[Frame]: ...
+
+
+@dataclass
+class RunStats:
+    read: int = 0  # frames that entered inference
+    inferred: int = 0
+    written: int = 0
+    failed: int = 0
+    latencies: List[float] = field(default_factory=list)  # seconds, per inferred frame
+    started: float = field(default_factory=time.monotonic)
+    finished: Optional[float] = None
+    interrupted: bool = False
+    source_problem: Optional[str] = None
+    first_error: Optional[str] = None
+    server_compute: Optional[float] = None  # mean seconds per inference, from Triton's statistics
+    reconnects: int = 0
+
+    @property
+    def dropped(self) -> int:
+        """Frames read but not written (only when interrupted)."""
+        return self.read - self.written
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def fps(self) -> float:
+        return self.written / self.elapsed if self.elapsed > 0 else 0.0
+
+    def percentile_ms(self, q: float) -> Optional[float]:
+        if not self.latencies:
+            return None
+        return float(np.percentile(np.asarray(self.latencies), q) * 1000)
+
+    def line(self) -> str:
+        counts = f"frames: read {self.read}, inferred {self.inferred}, written {self.written}, failed {self.failed}"
+        if self.dropped:
+            counts += f", dropped {self.dropped} (interrupted)"
+        parts = [counts, f"{self.fps:.2f} fps"]
+        if self.latencies:
+            parts.append(f"latency p50 {self.percentile_ms(50):.0f} ms p95 {self.percentile_ms(95):.0f} ms")
+        if self.server_compute is not None:
+            parts.append(f"server {self.server_compute * 1000:.0f} ms/frame")
+        if self.reconnects:
+            parts.append(f"reconnects {self.reconnects}")
+        return " | ".join(parts)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.failed or self.source_problem or self.interrupted)
+
+    def count(self, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.inferred += 1
+            if outcome.latency is not None:
+                self.latencies.append(outcome.latency)
+        else:
+            self.failed += 1
+            self.first_error = self.first_error or outcome.error
+
+
+Annotate = Callable[[Frame, Detections], np.ndarray]
+Select = Callable[[Detections], Detections]
+
+
+@dataclass
+class FilePipeline:
+    source: Source
+    inference: InferenceStream
+    select: Select  # threshold and class filter: what is drawn and recorded
+    annotate: Annotate  # draws the selected detections on a copy of the frame
+    sinks: Sequence[Sink]
+    max_frames: Optional[int] = None
+    queue_size: int = 8
+    on_frame: Callable[[RunStats], None] = lambda stats: None
+
+    def _read(self, frames: FrameQueue, errors: list) -> None:
+        try:
+            for n, frame in enumerate(self.source.frames()):
+                if self.max_frames is not None and n >= self.max_frames:
+                    break
+                if not frames.put(frame):
+                    break  # the consumer is gone
+        except BaseException as err:  # handed to the main thread
+            errors.append(err)
+        finally:
+            frames.close()
+
+    def _taken(self, frames: FrameQueue, stats: RunStats) -> Iterator[Frame]:
+        for frame in frames:
+            stats.read += 1
+            yield frame
+
+    def run(self) -> RunStats:
+        stats = RunStats()
+        frames: FrameQueue[Frame] = FrameQueue(self.queue_size)
+        errors: list = []
+        reader = threading.Thread(target=self._read, args=(frames, errors), name="reader", daemon=True)
+        reader.start()
+        try:
+            for outcome in self.inference.process(self._taken(frames, stats)):
+                stats.count(outcome)
+                image = outcome.frame.image
+                detections = None
+                if outcome.ok:
+                    detections = self.select(outcome.detections)
+                    image = self.annotate(outcome.frame, detections)
+                for sink in self.sinks:
+                    sink.write(outcome.frame, image, detections)
+                stats.written += 1
+                self.on_frame(stats)
+        except KeyboardInterrupt:
+            stats.interrupted = True
+        finally:
+            frames.cancel()
+            reader.join(timeout=10)
+            stats.finished = time.monotonic()
+            stats.reconnects = self.inference.reconnects
+        if errors:
+            raise errors[0]
+        stats.source_problem = self.source.problem
+        return stats

@@ -1,0 +1,68 @@
+"""Draw detections: a pure function from (image, detections, names) to a new image.
+
+Images are RGB, so colors here are (R, G, B). Each class keeps one color on every
+frame (its COCO id picks it from a fixed palette); the label text is black or white,
+whichever reads better on that color.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import cv2
+import numpy as np
+
+from .frames import Detections
+
+Color = Tuple[int, int, int]
+
+# 20 distinct colors, (R, G, B). Label 1 (COCO "person") is red.
+PALETTE: Tuple[Color, ...] = (
+    (255, 179, 0), (230, 25, 25), (60, 180, 75), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (255, 225, 25),
+)
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def color_for(label: int) -> Color:
+    return PALETTE[int(label) % len(PALETTE)]
+
+
+def _text_color(color: Color) -> Color:
+    r, g, b = color
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+
+
+def draw_detections(
+    image: np.ndarray,
+    detections: Detections,
+    name_of: Callable[[int], str],
+    threshold: float = 0.0,
+) -> np.ndarray:
+    """A copy of `image` (RGB uint8) with a box, class name and score per detection >= threshold."""
+    out = image.copy()
+    shown = detections.above(threshold)
+    if not len(shown):
+        return out
+    h, w = out.shape[:2]
+    thickness = max(1, round(min(h, w) / 320))
+    scale = max(0.35, min(h, w) / 1000)
+    # Draw the weakest first so the strongest stay on top.
+    for i in np.argsort(shown.scores, kind="stable"):
+        x1, y1, x2, y2 = (int(round(float(v))) for v in shown.boxes[i])
+        x1, x2 = sorted((max(0, min(w - 1, x1)), max(0, min(w - 1, x2))))
+        y1, y2 = sorted((max(0, min(h - 1, y1)), max(0, min(h - 1, y2))))
+        label = int(shown.labels[i])
+        color = color_for(label)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        text = f"{name_of(label)} {float(shown.scores[i]):.2f}"
+        (tw, th), base = cv2.getTextSize(text, FONT, scale, max(1, thickness // 2))
+        ty = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else min(h - th - base - 2, y1 + thickness)
+        ty = max(0, ty)
+        cv2.rectangle(out, (x1, ty), (min(w - 1, x1 + tw + 4), ty + th + base + 2), color, cv2.FILLED)
+        cv2.putText(out, text, (x1 + 2, ty + th + 1), FONT, scale, _text_color(color),
+                    max(1, thickness // 2), cv2.LINE_AA)
+    return out

@@ -1,0 +1,196 @@
+"""Where annotated frames go: an H.264 mp4 and/or a JSON-lines detections file.
+
+Sinks are context managers. Both write to a temporary file beside the target and
+move it into place when closed (also after Ctrl-C or an error), so a killed run
+never leaves a half-written file under the requested name.
+
+The mp4: libx264, yuv420p, moov atom first (+faststart: a browser starts playing at
+once). Each frame keeps its source PTS and time base, so frame rate, variable frame
+rate and duration carry over exactly. yuv420p needs even sizes: an odd width or
+height is padded by one pixel, repeating the last column/row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import av
+import numpy as np
+
+from .errors import SinkError
+from .frames import Detections, Frame
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")
+
+
+def check_output_path(path: Path, overwrite: bool, inputs: Sequence[Path] = (), suffixes: Sequence[str] = ()) -> Path:
+    """Fail early, with the fix, on an output that cannot or must not be written."""
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise SinkError(f"{path}: use one of the extensions {', '.join(suffixes)}")
+    for source in inputs:
+        same = path.resolve() == Path(source).resolve() or (
+            path.exists() and Path(source).exists() and os.path.samefile(path, source))
+        if same:
+            raise SinkError(f"{path} is the input file; choose another output path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise SinkError(f"cannot write {path}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SinkError(f"cannot write {path}: folder {parent} is not writable")
+    if path.is_dir():
+        raise SinkError(f"{path} is a directory; give a file name")
+    if path.exists() and not overwrite:
+        raise SinkError(f"{path} exists; pass --overwrite to replace it")
+    return path
+
+
+def _temp_beside(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+
+
+def even_size(width: int, height: int):
+    return width + width % 2, height + height % 2
+
+
+def pad_to_even(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return image
+    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+class Mp4Sink:
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        time_base: Optional[Fraction],
+        rate: Optional[Fraction],
+        crf: int = 23,
+        preset: str = "veryfast",
+    ):
+        self.path = Path(path)
+        self.width, self.height = even_size(width, height)
+        self.rate = rate or Fraction(30, 1)
+        self.time_base = time_base or 1 / self.rate
+        self.crf = crf
+        self.preset = preset
+        self.written = 0
+        self._tmp = _temp_beside(self.path)
+        self._container = None
+        self._stream = None
+        self._first_pts: Optional[int] = None
+        self._last_pts: Optional[int] = None
+
+    def __enter__(self) -> "Mp4Sink":
+        try:
+            self._container = av.open(
+                str(self._tmp), mode="w", format="mp4" if self.path.suffix != ".mov" else "mov",
+                options={"movflags": "+faststart"},
+            )
+        except (av.FFmpegError, OSError) as err:
+            raise SinkError(f"cannot create {self.path} ({err})") from err
+        stream = self._container.add_stream("libx264", rate=self.rate)
+        stream.width, stream.height = self.width, self.height
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
+        stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self._stream = stream
+        return self
+
+    def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
+        pts = frame.pts if frame.pts is not None else self.written
+        if self._first_pts is None:
+            self._first_pts = pts
+        pts -= self._first_pts  # the output starts at 0
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # repeated/out-of-order source stamps: keep every frame
+        self._last_pts = pts
+        vframe = av.VideoFrame.from_ndarray(pad_to_even(image), format="rgb24").reformat(format="yuv420p")
+        vframe.pts = pts
+        vframe.time_base = self.time_base
+        self._mux(self._stream.encode(vframe))
+        self.written += 1
+
+    def _mux(self, packets) -> None:
+        try:
+            self._container.mux(packets)
+        except (av.FFmpegError, OSError) as err:
+            raise SinkError(f"writing {self.path} failed ({err})") from err
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            self._mux(self._stream.encode(None))  # flush the encoder's delayed frames
+        finally:
+            container, self._container = self._container, None
+            container.close()
+        if self.written:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class JsonlSink:
+    """One JSON object per frame: index, pts, time (s), status, detections (name, label id, score, box)."""
+
+    def __init__(self, path: Path, name_of: Callable[[int], str]):
+        self.path = Path(path)
+        self.name_of = name_of
+        self._tmp = _temp_beside(self.path)
+        self._file = None
+        self.written = 0
+
+    def __enter__(self) -> "JsonlSink":
+        try:
+            self._file = open(self._tmp, "w", encoding="utf-8")
+        except OSError as err:
+            raise SinkError(f"cannot create {self.path} ({err.strerror})") from err
+        return self
+
+    def record(self, frame: Frame, detections: Optional[Detections]) -> dict:
+        items: List[dict] = []
+        if detections is not None:
+            for box, label, score in zip(detections.boxes, detections.labels, detections.scores):
+                items.append({
+                    "name": self.name_of(int(label)),
+                    "label": int(label),
+                    "score": round(float(score), 4),
+                    "box": [round(float(v), 2) for v in box],
+                })
+        time_s = frame.time
+        return {
+            "frame": frame.index,
+            "pts": frame.pts,
+            "time": None if time_s is None else round(time_s, 6),
+            "status": "ok" if detections is not None else "failed",
+            "detections": items,
+        }
+
+    def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
+        try:
+            self._file.write(json.dumps(self.record(frame, detections)) + "\n")
+        except OSError as err:
+            raise SinkError(f"writing {self.path} failed ({err.strerror})") from err
+        self.written += 1
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        os.replace(self._tmp, self.path)
+
+    def __exit__(self, *exc) -> None:
+        self.close()

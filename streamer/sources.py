@@ -1,0 +1,172 @@
+"""Video sources: open a spec, yield Frames (RGB) with their container timestamps.
+
+This version reads video files (and file:// URLs) with PyAV. A file is decoded
+losslessly: every frame, in presentation order, with its own PTS. Decode
+errors do not stop the run: what decodes is yielded, and `problem` says what
+went wrong (a truncated file, corrupt packets) so the run can exit non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.parse
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Optional
+
+import av
+
+from .errors import SourceError
+from .frames import Frame
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    name: str
+    width: int
+    height: int
+    codec: str
+    frame_count: Optional[int]  # as declared by the container (None: unknown)
+    average_rate: Optional[Fraction]  # frames per second
+    time_base: Optional[Fraction]
+    duration: Optional[float]  # seconds
+
+    def describe(self) -> str:
+        fps = f"{float(self.average_rate):.3f} fps" if self.average_rate else "unknown fps"
+        count = f"{self.frame_count} frames" if self.frame_count else "unknown length"
+        return f"{self.name}: {self.width}x{self.height} {self.codec}, {fps}, {count}"
+
+
+def parse_source(spec: str) -> Path:
+    """A source spec -> the path of a local video file. Raises SourceError for other kinds."""
+    match = _SCHEME.match(spec)
+    if match:
+        scheme = match.group(1).lower()
+        if scheme != "file":
+            raise SourceError(
+                f"unsupported source scheme '{scheme}://': this version reads video files "
+                "(a path or file:///path); live cameras and streams are not supported yet"
+            )
+        spec = urllib.parse.unquote(urllib.parse.urlparse(spec).path)
+    path = Path(spec)
+    if not path.exists():
+        raise SourceError(f"no such file: {path}")
+    if path.is_dir():
+        raise SourceError(f"{path} is a directory, not a video file")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"{path} is not readable (permissions)")
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path} is empty (0 bytes); was it fully copied or recorded?")
+    return path
+
+
+class FileSource:
+    """`with FileSource(path) as src: for frame in src.frames(): ...`"""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.container = None
+        self.stream = None
+        self.info: Optional[VideoInfo] = None
+        self.decoded = 0
+        self.decode_errors = 0
+        self.problem: Optional[str] = None
+
+    def __enter__(self) -> "FileSource":
+        try:
+            self.container = av.open(str(self.path), mode="r")
+        except av.FFmpegError as err:
+            raise SourceError(
+                f"{self.path} is not a video PyAV can read ({_ffmpeg_reason(err)}); "
+                "a truncated mp4 without its index (moov atom) cannot be opened either"
+            ) from err
+        streams = self.container.streams.video
+        if not streams:
+            self.container.close()
+            raise SourceError(f"{self.path} has no video stream")
+        self.stream = streams[0]
+        ctx = self.stream.codec_context
+        if not ctx.width or not ctx.height:
+            self.container.close()
+            raise SourceError(f"{self.path}: the video stream has no picture size (unsupported or corrupt)")
+        duration = None
+        if self.stream.duration is not None and self.stream.time_base is not None:
+            duration = float(self.stream.duration * self.stream.time_base)
+        elif self.container.duration is not None:
+            duration = self.container.duration / av.time_base
+        self.info = VideoInfo(
+            name=self.path.name,
+            width=ctx.width,
+            height=ctx.height,
+            codec=ctx.name,
+            frame_count=self.stream.frames or None,
+            average_rate=Fraction(self.stream.average_rate) if self.stream.average_rate else None,
+            time_base=Fraction(self.stream.time_base) if self.stream.time_base else None,
+            duration=duration,
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+    def frames(self) -> Iterator[Frame]:
+        assert self.container is not None and self.info is not None, "use inside `with`"
+        last_pts: Optional[int] = None
+        step = self._pts_step()
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError as err:  # the container itself breaks off (truncated file)
+                self._note(f"reading stopped at frame {self.decoded} ({_ffmpeg_reason(err)})")
+                break
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as err:  # one corrupt packet: skip it, go on
+                if not self.decode_errors:
+                    first_error = f"near frame {self.decoded}: {_ffmpeg_reason(err)}"
+                self.decode_errors += 1
+                continue
+            for vframe in decoded:
+                pts = vframe.pts
+                if pts is None:  # no timestamp: continue the last one at the nominal rate
+                    pts = 0 if last_pts is None else last_pts + step
+                last_pts = pts
+                yield Frame(
+                    index=self.decoded,
+                    pts=pts,
+                    time_base=self.info.time_base,
+                    wall_time=time.monotonic(),
+                    image=vframe.to_ndarray(format="rgb24"),
+                )
+                self.decoded += 1
+        if self.decode_errors:
+            self._note(f"{self.decode_errors} corrupt packet(s) skipped (first {first_error})")
+        declared = self.info.frame_count
+        if declared and self.decoded < declared:
+            self._note(f"the input ended early: decoded {self.decoded} of {declared} frames (truncated file?)")
+        elif self.decoded == 0:
+            self._note("no frame could be decoded")
+
+    def _pts_step(self) -> int:
+        rate, tb = self.info.average_rate, self.info.time_base
+        if rate and tb:
+            return max(1, round(1 / (rate * tb)))
+        return 1
+
+    def _note(self, message: str) -> None:
+        self.problem = message if self.problem is None else f"{self.problem}; {message}"
+
+
+def _ffmpeg_reason(err: Exception) -> str:
+    text = getattr(err, "strerror", None) or str(err)
+    return " ".join(str(text).split())

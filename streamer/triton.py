@@ -1,0 +1,379 @@
+"""Everything that speaks Triton's protocol: the only module importing tritonclient's client.
+
+- `TritonClient.check()` turns "is the server there, does it serve our model, does the
+  model match the contract" into one clear error each.
+- `InferenceStream.process(frames)` sends frames over one gRPC stream with a bounded
+  number in flight (request id = frame index) and yields outcomes in frame order.
+  Per-request errors carry no reliable id: when one arrives we stop sending until
+  everything in flight has answered, and the requests left without a result are the
+  failed ones. A transport error (server gone) ends the stream: we wait for the server
+  (bounded), open a new stream and resend what was in flight.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from . import contract
+from .contract import ModelInfo
+from .errors import InferenceError, ModelMismatch, ModelNotReady, ServerUnavailable
+from .frames import Detections, Frame
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def to_input(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 H x W x 3 -> the contract's FP32 [3, H, W] in 0..1."""
+    chw = image.transpose(2, 0, 1).astype(np.float32)
+    chw *= np.float32(1.0 / 255.0)
+    return chw
+
+
+def parse_outputs(result) -> Detections:
+    """Detections from a Triton InferResult; ValueError when the shapes break the contract."""
+    boxes = result.as_numpy(contract.OUTPUTS[0].name)
+    labels = result.as_numpy(contract.OUTPUTS[1].name)
+    scores = result.as_numpy(contract.OUTPUTS[2].name)
+    if boxes is None or labels is None or scores is None:
+        raise ValueError("response lacks one of output__0/1/2")
+    if boxes.ndim != 2 or (boxes.size and boxes.shape[1] != 4):
+        raise ValueError(f"output__0 has shape {boxes.shape}, expected [N, 4]")
+    return Detections(boxes.reshape(-1, 4), labels, scores)
+
+
+def _is_transport_error(error: InferenceServerException) -> bool:
+    # Errors from the model/request come with only a message; gRPC failures of the
+    # stream itself carry a status such as "StatusCode.UNAVAILABLE".
+    return error.status() is not None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One frame after inference: detections, or None and the error when it failed."""
+
+    frame: Frame
+    detections: Optional[Detections]
+    error: Optional[str] = None
+    latency: Optional[float] = None  # seconds from sending to the answer (last attempt)
+
+    @property
+    def ok(self) -> bool:
+        return self.detections is not None
+
+
+class TritonClient:
+    def __init__(self, url: str, model: str = contract.MODEL_NAME, timeout: float = 10.0):
+        self.url = url
+        self.model = model
+        self.timeout = timeout
+        self._client = grpcclient.InferenceServerClient(url)
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # closing a client whose channel already broke
+            pass
+
+    def __enter__(self) -> "TritonClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- health and contract ---------------------------------------------------------------
+    def ready(self) -> bool:
+        try:
+            return bool(
+                self._client.is_server_ready(client_timeout=2)
+                and self._client.is_model_ready(self.model, client_timeout=2)
+            )
+        except InferenceServerException:
+            return False
+
+    def check(self) -> ModelInfo:
+        """Server live, model ready and matching the contract; the model's description."""
+        info = None
+        for _, _, info in self.checks():
+            pass
+        return info
+
+    def checks(self) -> Iterator[Tuple[str, str, Optional[ModelInfo]]]:
+        """Each health/contract check in turn: yields (what, detail, info-or-None) when it
+        passes, raises the matching InferenceError when it fails."""
+        try:
+            self._client.is_server_live(client_timeout=self.timeout)
+        except InferenceServerException as err:
+            raise ServerUnavailable(
+                f"no Triton server answers at {self.url} ({_short(err)}); start one with `streamer serve`, "
+                "or leave out --triton to run the embedded server"
+            ) from err
+        yield "server live", self.url, None
+        try:
+            if not self._client.is_server_ready(client_timeout=self.timeout):
+                raise ModelNotReady(
+                    f"the server at {self.url} is live but not ready (models: {self._models_summary()})"
+                )
+            yield "server ready", "", None
+            if not self._client.is_model_ready(self.model, client_timeout=self.timeout):
+                raise ModelNotReady(
+                    f"the server at {self.url} does not serve a ready model '{self.model}' "
+                    f"(models: {self._models_summary()}); export it with `streamer export-model` "
+                    "and restart the server"
+                )
+            yield "model ready", self.model, None
+            config = self._client.get_model_config(self.model, client_timeout=self.timeout).config
+        except InferenceServerException as err:
+            raise ServerUnavailable(f"Triton at {self.url} failed to answer ({_short(err)})") from err
+        problems = contract.check_io(config)
+        if problems:
+            raise ModelMismatch(
+                f"model '{self.model}' at {self.url} does not match the contract: {'; '.join(problems)}; "
+                "re-export it with `streamer export-model`"
+            )
+        yield "inputs/outputs match the contract", f"{config.backend or config.platform} backend", None
+        try:
+            info = contract.model_info(contract.config_parameters(config))
+        except ValueError as err:
+            raise ModelMismatch(f"model '{self.model}' at {self.url}: {err}") from err
+        yield "model metadata", info.describe(), info
+
+    def _models_summary(self) -> str:
+        index = self._client.get_model_repository_index(client_timeout=self.timeout)
+        parts = []
+        for m in index.models:
+            state = m.state or "unloaded"
+            parts.append(f"{m.name} {state}" + (f": {_squeeze(m.reason)}" if m.reason else ""))
+        return "; ".join(parts) or "none"
+
+    def compute_stats(self) -> Tuple[int, float]:
+        """(successful inferences, total compute seconds) the server counted for the model."""
+        try:
+            stats = self._client.get_inference_statistics(self.model, client_timeout=self.timeout)
+        except InferenceServerException:
+            return 0, 0.0
+        count, ns = 0, 0
+        for s in stats.model_stats:
+            count += s.inference_stats.success.count
+            ns += (s.inference_stats.compute_input.ns + s.inference_stats.compute_infer.ns
+                   + s.inference_stats.compute_output.ns)
+        return count, ns / 1e9
+
+    # -- inference ----------------------------------------------------------------------------
+    def _inputs(self, image: np.ndarray) -> List[grpcclient.InferInput]:
+        data = to_input(image)
+        tensor = grpcclient.InferInput(contract.INPUT.name, list(data.shape), contract.INPUT.datatype)
+        tensor.set_data_from_numpy(data)
+        return [tensor]
+
+    def _outputs(self) -> List[grpcclient.InferRequestedOutput]:
+        return [grpcclient.InferRequestedOutput(spec.name) for spec in contract.OUTPUTS]
+
+    def infer(self, image: np.ndarray, timeout: float = 300.0) -> Detections:
+        """One image, one request (no stream)."""
+        try:
+            result = self._client.infer(
+                self.model, self._inputs(image), outputs=self._outputs(), client_timeout=timeout
+            )
+        except InferenceServerException as err:
+            if _is_transport_error(err):
+                raise ServerUnavailable(f"Triton at {self.url} failed during inference ({_short(err)})") from err
+            raise InferenceError(f"inference failed on the server: {_short(err)}") from err
+        try:
+            return parse_outputs(result)
+        except ValueError as err:
+            raise ModelMismatch(f"model '{self.model}' answered outside the contract: {err}") from err
+
+
+def _squeeze(text: object, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _short(err: Exception) -> str:
+    return _squeeze(err.message() if isinstance(err, InferenceServerException) else err)
+
+
+class InferenceStream:
+    """Ordered, lossless streaming inference of a sequence of frames.
+
+    recover(deadline) is called after the stream broke; it may restart a server it owns.
+    The stream then waits until the server is ready again, at most `retry_timeout` seconds.
+    """
+
+    def __init__(
+        self,
+        client: TritonClient,
+        max_in_flight: int = 2,
+        retry_timeout: float = 60.0,
+        request_timeout: float = 300.0,
+        recover: Optional[Callable[[], None]] = None,
+        log: Log = _stderr,
+    ):
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        self.client = client
+        self.max_in_flight = max_in_flight
+        self.retry_timeout = retry_timeout
+        self.request_timeout = request_timeout
+        self.recover = recover
+        self.log = log
+        self.reconnects = 0
+        self.resent = 0
+        self._events: "queue.Queue[Tuple[int, object, Optional[InferenceServerException]]]" = queue.Queue()
+        self._generation = 0
+        self._streaming = False
+        self._server_gone = False
+        self._in_flight: Dict[int, Tuple[Frame, float]] = {}
+
+    # -- the gRPC stream ------------------------------------------------------------------
+    def _on_response(self, generation: int, result=None, error=None) -> None:
+        # Called on tritonclient's thread with keywords result=, error=. Only enqueue.
+        self._events.put((generation, result, error))
+
+    def _open(self) -> None:
+        self._generation += 1
+        self.client._client.start_stream(callback=functools.partial(self._on_response, self._generation))
+        self._streaming = True
+
+    def _close(self) -> None:
+        if self._streaming:
+            self._streaming = False
+            try:
+                self.client._client.stop_stream(cancel_requests=True)
+            except Exception:  # the stream may already be broken
+                pass
+
+    def _send(self, frame: Frame) -> None:
+        self._in_flight[frame.index] = (frame, time.monotonic())
+        self.client._client.async_stream_infer(
+            self.client.model,
+            self.client._inputs(frame.image),
+            outputs=self.client._outputs(),
+            request_id=str(frame.index),
+        )
+
+    # -- recovery ---------------------------------------------------------------------------
+    def _reconnect(self, reason: str) -> bool:
+        """After a transport failure: wait for the server, reopen, resend. False: gave up."""
+        self._close()
+        pending = sorted(self._in_flight)
+        self.log(
+            f"Triton at {self.client.url} is unreachable ({reason}); waiting up to "
+            f"{self.retry_timeout:.0f} s for it (--retry-timeout) to resend {len(pending)} frame(s) in flight"
+        )
+        deadline = time.monotonic() + self.retry_timeout
+        while time.monotonic() < deadline:
+            if self.recover is not None:
+                try:
+                    self.recover()
+                except Exception as err:  # the server we own failed to restart: keep trying
+                    self.log(f"restarting the server failed: {err}")
+            if self.client.ready():
+                try:
+                    self._open()
+                    for index in pending:
+                        self._send(self._in_flight[index][0])
+                except InferenceServerException:
+                    self._close()
+                    time.sleep(0.5)
+                    continue
+                self.reconnects += 1
+                self.resent += len(pending)
+                self.log(f"Triton is back; resent {len(pending)} frame(s)")
+                return True
+            time.sleep(0.5)
+        self._server_gone = True
+        self.log(f"Triton did not come back within {self.retry_timeout:.0f} s; remaining frames are written unannotated")
+        return False
+
+    def _fail_in_flight(self, results: Dict[int, Outcome], message: str) -> None:
+        for index, (frame, sent) in self._in_flight.items():
+            results[index] = Outcome(frame, None, message, time.monotonic() - sent)
+        self._in_flight.clear()
+
+    # -- the ordered generator --------------------------------------------------------------
+    def process(self, frames: Iterable[Frame]) -> Iterator[Outcome]:
+        source = iter(frames)
+        order: Deque[int] = deque()
+        results: Dict[int, Outcome] = {}
+        request_errors: List[str] = []  # per-request errors not yet tied to a frame
+        exhausted = False
+        self._open()
+        try:
+            while True:
+                # 1. keep the window full, unless a per-request error must first be tied to its frame
+                while not exhausted and not request_errors and len(self._in_flight) < self.max_in_flight:
+                    frame = next(source, None)
+                    if frame is None:
+                        exhausted = True
+                        break
+                    order.append(frame.index)
+                    if self._server_gone:
+                        results[frame.index] = Outcome(frame, None, "server unavailable")
+                        continue
+                    try:
+                        self._send(frame)
+                    except InferenceServerException as err:
+                        if not self._reconnect(_short(err)):
+                            self._fail_in_flight(results, "server unavailable")
+                # 2. release what is complete, in frame order
+                while order and order[0] in results:
+                    yield results.pop(order.popleft())
+                if exhausted and not order:
+                    return
+                if not self._in_flight:
+                    continue
+                # 3. wait for the next answer
+                try:
+                    generation, result, error = self._events.get(timeout=self.request_timeout)
+                except queue.Empty:
+                    if not self._reconnect(f"no answer for {self.request_timeout:.0f} s"):
+                        self._fail_in_flight(results, "server unavailable")
+                    continue
+                if generation != self._generation:
+                    continue  # a late event from a stream we already replaced
+                if error is not None and _is_transport_error(error):
+                    if not self._reconnect(_short(error)):
+                        self._fail_in_flight(results, "server unavailable")
+                    continue
+                if error is not None:
+                    request_errors.append(_short(error))
+                else:
+                    self._accept(result, results)
+                # Every request answers exactly once, so when the requests still in flight
+                # number the unattributed errors, those requests are the failed ones.
+                if request_errors and len(self._in_flight) <= len(request_errors):
+                    self._fail_in_flight(results, request_errors[0])
+                    request_errors.clear()
+        finally:
+            self._close()
+
+    def _accept(self, result, results: Dict[int, Outcome]) -> None:
+        try:
+            index = int(result.get_response().id)
+        except ValueError:
+            return
+        entry = self._in_flight.pop(index, None)
+        if entry is None:
+            return  # an answer for a frame already settled
+        frame, sent = entry
+        latency = time.monotonic() - sent
+        try:
+            detections = parse_outputs(result)
+        except ValueError as err:
+            results[index] = Outcome(frame, None, f"bad response: {err}", latency)
+            return
+        results[index] = Outcome(frame, detections, None, latency)
