@@ -148,7 +148,7 @@ def _start_embedded(model_repo: Path, threads: int, startup_timeout: float):
             if "already in use" in str(err) and attempt < 2:
                 continue  # a free port was taken meanwhile: pick others
             raise
-        say(f"embedded Triton ready in {time.monotonic() - started:.1f} s (gRPC {server.grpc_url})")
+        say(f"embedded Triton ready in {time.monotonic() - started:.1f} s (gRPC {server.grpc_url}, HTTP {server.http_url})")
         return server
     raise AssertionError("unreachable")
 

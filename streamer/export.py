@@ -154,7 +154,11 @@ def build_model(settings: ExportSettings) -> Tuple[torch.nn.Module, str, bool]:
             f"{path} predicts {cls.shape[0]} classes; this model contract serves COCO's "
             f"{COCO_NUM_CLASSES}-id label space"
         )
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # same keys, other shapes
+        first = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))
+        raise ExportError(f"{path} is not a state dict for {settings.arch} ({first[:200]}); check --arch") from err
     if result.missing_keys or result.unexpected_keys:
         sample = (result.missing_keys + result.unexpected_keys)[:3]
         raise ExportError(

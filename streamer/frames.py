@@ -36,6 +36,7 @@ class Frame:
         source has none); pts * time_base is the time in seconds.
     wall_time: time.monotonic() when the frame was captured/decoded.
     image: H x W x 3 RGB uint8.
+    duration: how long the frame shows, in time_base units (None: unknown).
     """
 
     index: int
@@ -43,6 +44,7 @@ class Frame:
     time_base: Optional[Fraction]
     wall_time: float
     image: np.ndarray = field(repr=False)
+    duration: Optional[int] = None
 
     @property
     def time(self) -> Optional[float]:

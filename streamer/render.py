@@ -48,7 +48,7 @@ def draw_detections(
     if not len(shown):
         return out
     h, w = out.shape[:2]
-    thickness = max(1, round(min(h, w) / 320))
+    thickness = max(2, round(min(h, w) / 320))  # 2 px at least: yuv420p halves color resolution
     scale = max(0.35, min(h, w) / 1000)
     # Draw the weakest first so the strongest stay on top.
     for i in np.argsort(shown.scores, kind="stable"):

@@ -5,8 +5,9 @@ move it into place when closed (also after Ctrl-C or an error), so a killed run
 never leaves a half-written file under the requested name.
 
 The mp4: libx264, yuv420p, moov atom first (+faststart: a browser starts playing at
-once). Each frame keeps its source PTS and time base, so frame rate, variable frame
-rate and duration carry over exactly. yuv420p needs even sizes: an odd width or
+once). Each frame keeps its source PTS, duration and time base, so frame rate, variable
+frame rate and duration carry over exactly. No B-frames: with them the muxer derives
+sample durations from reordered decode stamps and the last frames' durations drift. yuv420p needs even sizes: an odd width or
 height is padded by one pixel, repeating the last column/row.
 """
 
@@ -16,7 +17,7 @@ import json
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import av
 import numpy as np
@@ -87,6 +88,7 @@ class Mp4Sink:
         self._stream = None
         self._first_pts: Optional[int] = None
         self._last_pts: Optional[int] = None
+        self._durations: Dict[int, int] = {}  # pts -> duration of frames not yet muxed
 
     def __enter__(self) -> "Mp4Sink":
         try:
@@ -101,7 +103,7 @@ class Mp4Sink:
         stream.pix_fmt = "yuv420p"
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
-        stream.options = {"crf": str(self.crf), "preset": self.preset}
+        stream.options = {"crf": str(self.crf), "preset": self.preset, "bf": "0"}
         self._stream = stream
         return self
 
@@ -116,10 +118,17 @@ class Mp4Sink:
         vframe = av.VideoFrame.from_ndarray(pad_to_even(image), format="rgb24").reformat(format="yuv420p")
         vframe.pts = pts
         vframe.time_base = self.time_base
+        duration = frame.duration or max(1, round(1 / (self.rate * self.time_base)))
+        vframe.duration = duration
+        self._durations[pts] = duration
         self._mux(self._stream.encode(vframe))
         self.written += 1
 
     def _mux(self, packets) -> None:
+        for packet in packets:
+            # libx264 gives the last packet 1/rate; the source's own duration is exact.
+            if packet.pts is not None and packet.pts in self._durations:
+                packet.duration = self._durations.pop(packet.pts)
         try:
             self._container.mux(packets)
         except (av.FFmpegError, OSError) as err:

@@ -147,6 +147,7 @@ class FileSource:
                     time_base=self.info.time_base,
                     wall_time=time.monotonic(),
                     image=vframe.to_ndarray(format="rgb24"),
+                    duration=vframe.duration or None,
                 )
                 self.decoded += 1
         if self.decode_errors:

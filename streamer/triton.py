@@ -56,9 +56,12 @@ def parse_outputs(result) -> Detections:
 
 
 def _is_transport_error(error: InferenceServerException) -> bool:
-    # Errors from the model/request come with only a message; gRPC failures of the
-    # stream itself carry a status such as "StatusCode.UNAVAILABLE".
+    """On a stream: errors of one request come with only a message; a failure of the
+    stream itself carries a gRPC status such as "StatusCode.UNAVAILABLE"."""
     return error.status() is not None
+
+
+_UNREACHABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,32 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.detections is not None
+
+
+class ReorderBuffer:
+    """Releases items in the order their keys were registered, whatever order they complete in."""
+
+    def __init__(self):
+        self._order: Deque[int] = deque()
+        self._done: Dict[int, object] = {}
+
+    def expect(self, key: int) -> None:
+        self._order.append(key)
+
+    def put(self, key: int, item) -> None:
+        self._done[key] = item
+
+    def has(self, key: int) -> bool:
+        return key in self._done
+
+    def ready(self) -> Iterator:
+        """Pop the completed items at the head of the order."""
+        while self._order and self._order[0] in self._done:
+            yield self._done.pop(self._order.popleft())
+
+    def __len__(self) -> int:
+        """Keys registered and not yet released."""
+        return len(self._order)
 
 
 class TritonClient:
@@ -189,7 +218,7 @@ class TritonClient:
                 self.model, self._inputs(image), outputs=self._outputs(), client_timeout=timeout
             )
         except InferenceServerException as err:
-            if _is_transport_error(err):
+            if err.status() in _UNREACHABLE:
                 raise ServerUnavailable(f"Triton at {self.url} failed during inference ({_short(err)})") from err
             raise InferenceError(f"inference failed on the server: {_short(err)}") from err
         try:
@@ -203,7 +232,11 @@ def _squeeze(text: object, limit: int = 300) -> str:
 
 
 def _short(err: Exception) -> str:
-    return _squeeze(err.message() if isinstance(err, InferenceServerException) else err)
+    text = str(err.message() if isinstance(err, InferenceServerException) else err)
+    if "Traceback" in text:  # a TorchScript/Python traceback: its last line says what happened
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = lines[-1] if lines else text
+    return _squeeze(text)
 
 
 class InferenceStream:
@@ -299,18 +332,26 @@ class InferenceStream:
         self.log(f"Triton did not come back within {self.retry_timeout:.0f} s; remaining frames are written unannotated")
         return False
 
-    def _fail_in_flight(self, results: Dict[int, Outcome], message: str) -> None:
+    def _fail_in_flight(self, results: ReorderBuffer, message: str) -> None:
         for index, (frame, sent) in self._in_flight.items():
-            results[index] = Outcome(frame, None, message, time.monotonic() - sent)
+            results.put(index, Outcome(frame, None, message, time.monotonic() - sent))
         self._in_flight.clear()
 
     # -- the ordered generator --------------------------------------------------------------
     def process(self, frames: Iterable[Frame]) -> Iterator[Outcome]:
         source = iter(frames)
-        order: Deque[int] = deque()
-        results: Dict[int, Outcome] = {}
+        results = ReorderBuffer()
         request_errors: List[str] = []  # per-request errors not yet tied to a frame
         exhausted = False
+
+        def broken(reason: str) -> None:
+            # Keep answers that arrived before the failure; everything still in flight is
+            # then resent (or failed), so errors not yet tied to a frame no longer count.
+            self._drain(results)
+            request_errors.clear()
+            if not self._reconnect(reason):
+                self._fail_in_flight(results, "server unavailable")
+
         self._open()
         try:
             while True:
@@ -320,19 +361,17 @@ class InferenceStream:
                     if frame is None:
                         exhausted = True
                         break
-                    order.append(frame.index)
+                    results.expect(frame.index)
                     if self._server_gone:
-                        results[frame.index] = Outcome(frame, None, "server unavailable")
+                        results.put(frame.index, Outcome(frame, None, "server unavailable"))
                         continue
                     try:
                         self._send(frame)
                     except InferenceServerException as err:
-                        if not self._reconnect(_short(err)):
-                            self._fail_in_flight(results, "server unavailable")
+                        broken(_short(err))
                 # 2. release what is complete, in frame order
-                while order and order[0] in results:
-                    yield results.pop(order.popleft())
-                if exhausted and not order:
+                yield from results.ready()
+                if exhausted and not len(results):
                     return
                 if not self._in_flight:
                     continue
@@ -340,14 +379,12 @@ class InferenceStream:
                 try:
                     generation, result, error = self._events.get(timeout=self.request_timeout)
                 except queue.Empty:
-                    if not self._reconnect(f"no answer for {self.request_timeout:.0f} s"):
-                        self._fail_in_flight(results, "server unavailable")
+                    broken(f"no answer for {self.request_timeout:.0f} s")
                     continue
                 if generation != self._generation:
                     continue  # a late event from a stream we already replaced
                 if error is not None and _is_transport_error(error):
-                    if not self._reconnect(_short(error)):
-                        self._fail_in_flight(results, "server unavailable")
+                    broken(_short(error))
                     continue
                 if error is not None:
                     request_errors.append(_short(error))
@@ -361,7 +398,17 @@ class InferenceStream:
         finally:
             self._close()
 
-    def _accept(self, result, results: Dict[int, Outcome]) -> None:
+    def _drain(self, results: ReorderBuffer) -> None:
+        """Accept the answers of the current stream already waiting in the queue."""
+        while True:
+            try:
+                generation, result, error = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if generation == self._generation and error is None:
+                self._accept(result, results)
+
+    def _accept(self, result, results: ReorderBuffer) -> None:
         try:
             index = int(result.get_response().id)
         except ValueError:
@@ -374,6 +421,6 @@ class InferenceStream:
         try:
             detections = parse_outputs(result)
         except ValueError as err:
-            results[index] = Outcome(frame, None, f"bad response: {err}", latency)
+            results.put(index, Outcome(frame, None, f"bad response: {err}", latency))
             return
-        results[index] = Outcome(frame, detections, None, latency)
+        results.put(index, Outcome(frame, detections, None, latency))

@@ -1,0 +1,288 @@
+"""streamer.contract (config.pbtxt, check_io, ModelInfo), server.twin_config_text, cli.TritonAddress."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from tritonclient.grpc import model_config_pb2 as mc
+
+from streamer import contract
+from streamer.cli import TritonAddress
+from streamer.server import twin_config_text
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "model_repository" / contract.MODEL_NAME / contract.CONFIG_FILENAME
+
+# torchvision's COCO category names (weights meta): 91 ids, 'N/A' gaps. Typed here so
+# these tests need no torch.
+COCO_NAMES = [
+    "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack", "umbrella", "N/A",
+    "N/A", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle", "N/A",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed",
+    "N/A", "dining table", "N/A", "N/A", "toilet", "N/A", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "N/A", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+]
+
+
+def rendered_config() -> str:
+    return contract.render_config(
+        arch="fasterrcnn_resnet50_fpn_v2", weights="coco", untrained=False, class_names=COCO_NAMES,
+        min_size=800, max_size=1333, proposals=1000, box_score_thresh=0.05,
+    )
+
+
+@pytest.fixture(scope="module")
+def config_text() -> str:
+    """The committed config.pbtxt; the one render_config writes while none is committed."""
+    if COMMITTED.is_file():
+        return COMMITTED.read_text()
+    return rendered_config()
+
+
+@pytest.fixture
+def config(config_text) -> mc.ModelConfig:
+    return contract.parse_config(config_text)
+
+
+# -- the model config --------------------------------------------------------------------------
+
+
+def test_config_matches_the_contract(config):
+    assert config.name == "fasterrcnn"
+    assert contract.check_io(config) == []
+    assert config.platform == "pytorch_libtorch"
+    assert config.backend == ""
+    assert config.max_batch_size == 0
+    assert len(config.instance_group) >= 1
+    assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in config.instance_group)
+    assert [t.name for t in config.input] == ["input__0"]
+    assert [t.name for t in config.output] == ["output__0", "output__1", "output__2"]
+    assert list(config.output[0].dims) == [-1, 4]
+    assert config.output[1].data_type == mc.TYPE_INT64
+
+
+def test_config_parameters_describe_the_model(config):
+    info = contract.model_info(contract.config_parameters(config))
+    assert info.arch in contract.ARCHS
+    assert len(info.class_names) == 91
+    assert info.class_names[0] == "__background__"
+    assert info.class_names[1] == "person"
+    assert info.class_names[3] == "car"
+    assert info.class_names[12] == "N/A"
+    assert list(info.class_names) == COCO_NAMES
+    assert info.weights
+    assert isinstance(info.untrained, bool)
+
+
+def test_rendered_config_round_trips_its_parameters():
+    config = contract.parse_config(rendered_config())
+    params = contract.config_parameters(config)
+    info = contract.model_info(params)
+    assert info.arch == "fasterrcnn_resnet50_fpn_v2"
+    assert info.weights == "coco" and info.untrained is False
+    assert info.min_size == 800 and info.max_size == 1333
+    assert params["proposals"] == "1000"
+    assert float(params["box_score_thresh"]) == pytest.approx(0.05)
+    assert json.loads(params["class_names"]) == COCO_NAMES
+
+
+def test_parse_config_rejects_bad_syntax():
+    with pytest.raises(ValueError, match="does not parse"):
+        contract.parse_config('name: "x"\ninput [ { name: ')
+
+
+def test_read_config(tmp_path, config_text):
+    path = tmp_path / "config.pbtxt"
+    path.write_text(config_text)
+    assert contract.read_config(path) == contract.parse_config(config_text)
+
+
+# -- ModelInfo ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def info(config) -> contract.ModelInfo:
+    return contract.model_info(contract.config_parameters(config))
+
+
+def test_label_ids_case_insensitive(info):
+    assert info.label_ids(["person", "Car", " TRAFFIC LIGHT "]) == [1, 3, 10]
+    assert info.label_ids([]) == []
+
+
+def test_label_ids_unknown_names_raise_naming_them(info):
+    with pytest.raises(KeyError) as err:
+        info.label_ids(["person", "unicorn", "dragon"])
+    text = str(err.value)
+    assert "unicorn" in text and "dragon" in text and "person" not in text
+
+
+@pytest.mark.parametrize("name", ["N/A", "__background__"])
+def test_label_ids_placeholders_are_not_classes(info, name):
+    with pytest.raises(KeyError):
+        info.label_ids([name])
+
+
+def test_name_of(info):
+    assert info.name_of(1) == "person"
+    assert info.name_of(90) == "toothbrush"
+    assert info.name_of(91) == "class 91"
+    assert info.name_of(-1) == "class -1"
+    assert info.name_of(1000) == "class 1000"
+
+
+def test_model_info_missing_parameters_raise():
+    with pytest.raises(ValueError, match="class_names"):
+        contract.model_info({"arch": "a", "weights": "w", "untrained": "true"})
+
+
+# -- check_io ---------------------------------------------------------------------------------------
+
+
+def test_check_io_reports_wrong_dtype(config):
+    bad = copy.deepcopy(config)
+    bad.output[1].data_type = mc.TYPE_INT32
+    problems = contract.check_io(bad)
+    assert len(problems) == 1
+    assert "output__1" in problems[0] and "TYPE_INT32" in problems[0] and "TYPE_INT64" in problems[0]
+
+
+def test_check_io_reports_wrong_dims(config):
+    bad = copy.deepcopy(config)
+    del bad.input[0].dims[:]
+    bad.input[0].dims.extend([1, 3, -1, -1])
+    problems = contract.check_io(bad)
+    assert len(problems) == 1 and "input__0" in problems[0] and "dims" in problems[0]
+
+
+def test_check_io_reports_missing_output(config):
+    bad = copy.deepcopy(config)
+    del bad.output[2]
+    problems = contract.check_io(bad)
+    assert problems == ["output output__2 is missing"]
+
+
+def test_check_io_reports_extra_input(config):
+    bad = copy.deepcopy(config)
+    extra = bad.input.add()
+    extra.name = "input__1"
+    extra.data_type = mc.TYPE_FP32
+    extra.dims.extend([1])
+    problems = contract.check_io(bad)
+    assert len(problems) == 1 and "unexpected input" in problems[0] and "input__1" in problems[0]
+
+
+def test_check_io_reports_max_batch_size(config):
+    bad = copy.deepcopy(config)
+    bad.max_batch_size = 8
+    problems = contract.check_io(bad)
+    assert len(problems) == 1 and "max_batch_size" in problems[0] and "8" in problems[0]
+
+
+def test_check_io_reports_every_problem_at_once(config):
+    bad = copy.deepcopy(config)
+    bad.max_batch_size = 1
+    bad.output[0].data_type = mc.TYPE_FP16
+    bad.output[1].name = "labels"
+    assert len(contract.check_io(bad)) == 4  # dtype, missing output__1, unexpected labels, batch
+
+
+# -- the Python-backend twin ---------------------------------------------------------------------
+
+
+def test_twin_config(config_text, config):
+    twin = contract.parse_config(twin_config_text(config_text, threads=2))
+    assert twin.backend == "python"
+    assert twin.platform == ""
+    assert twin.name == config.name
+    assert list(twin.input) == list(config.input)
+    assert list(twin.output) == list(config.output)
+    assert twin.max_batch_size == 0
+    assert contract.check_io(twin) == []
+    assert len(twin.instance_group) >= 1
+    assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in twin.instance_group)
+    params = contract.config_parameters(twin)
+    assert params["threads"] == "2"
+    # Everything the client reads about the model travels to the twin.
+    assert contract.model_info(params) == contract.model_info(contract.config_parameters(config))
+
+
+def test_twin_of_a_gpu_config_runs_on_cpu(config_text):
+    gpu = contract.parse_config(config_text)
+    del gpu.instance_group[:]
+    group = gpu.instance_group.add()
+    group.count = 2
+    group.kind = mc.ModelInstanceGroup.KIND_GPU
+    group.gpus.extend([0])
+    from google.protobuf import text_format
+
+    twin = contract.parse_config(twin_config_text(text_format.MessageToString(gpu), threads=4))
+    assert len(twin.instance_group) == 1
+    assert twin.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert list(twin.instance_group[0].gpus) == []
+    assert twin.instance_group[0].count == 2
+    assert contract.config_parameters(twin)["threads"] == "4"
+
+
+# -- TritonAddress -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("localhost:8001", "localhost:8001"),
+    ("host", "host:8001"),
+    ("grpc://h:9", "h:9"),
+    (" 10.0.0.5:8001 ", "10.0.0.5:8001"),
+    ("h:065535", "h:65535"),
+])
+def test_triton_address_accepts(value, expected):
+    assert TritonAddress().convert(value, None, None) == expected
+
+
+@pytest.mark.parametrize("value,why", [
+    ("http://h:8000", "not a http URL"),
+    ("h:0", "port"),
+    ("h:65536", "port"),
+    ("h:abc", "port"),
+    (":8001", "missing host"),
+    ("h:", "port"),
+])
+def test_triton_address_rejects(value, why):
+    with pytest.raises(click.BadParameter, match=why):
+        TritonAddress().convert(value, None, None)
+
+
+def test_triton_address_in_a_command():
+    @click.command()
+    @click.option("--triton", type=TritonAddress())
+    def cmd(triton):
+        click.echo(f"got {triton}")
+
+    runner = CliRunner()
+    ok = runner.invoke(cmd, ["--triton", "example"])
+    assert ok.exit_code == 0 and ok.output.strip() == "got example:8001"
+    bad = runner.invoke(cmd, ["--triton", "http://example:8000"])
+    assert bad.exit_code == 2
+    assert "gRPC endpoint as HOST:PORT" in bad.output
+
+
+@pytest.mark.skipif(not COMMITTED.is_file(), reason="no committed config.pbtxt yet")
+def test_committed_config_is_what_export_writes():
+    committed = contract.read_config(COMMITTED)
+    params = contract.config_parameters(committed)
+    info = contract.model_info(params)
+    regenerated = contract.render_config(
+        arch=info.arch, weights=info.weights, untrained=info.untrained, class_names=list(info.class_names),
+        min_size=int(params["min_size"]), max_size=int(params["max_size"]),
+        proposals=int(params["proposals"]), box_score_thresh=float(params["box_score_thresh"]),
+    )
+    assert committed == contract.parse_config(regenerated)
