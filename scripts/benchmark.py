@@ -1,7 +1,8 @@
 """Speed of each model on this machine: end-to-end fps vs. the server's own time per frame.
 
 For each configuration: export (random weights unless --weights), run `streamer run` on
-the sample with the embedded Triton server, and read its accounting line. Figures belong
+the sample with the embedded Triton server, writing the annotated mp4, and read its
+accounting line. Figures belong
 here and in notes, not in test asserts.
 
     .venv/bin/python scripts/benchmark.py                  # all configurations
@@ -59,7 +60,8 @@ def main() -> None:
                 sys.exit(f"{name}: export failed: {exported.stderr.strip().splitlines()[-1]}")
             export_s = time.monotonic() - started
             for in_flight in args.in_flight:
-                run_args = ["run", args.input, "--model-repo", repo, "--in-flight", in_flight]
+                run_args = ["run", args.input, "--model-repo", repo, "--in-flight", in_flight,
+                            "--out", Path(tmp) / "out.mp4", "--overwrite"]
                 if args.max_frames:
                     run_args += ["--max-frames", args.max_frames]
                 result = streamer(*run_args)
