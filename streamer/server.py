@@ -239,9 +239,10 @@ class EmbeddedServer:
         while time.monotonic() < deadline:
             if not self.alive():
                 code = self.proc.returncode if self.proc else None
+                reason = self.log_error()
+                fix = "; re-export it with `streamer export-model`" if "failed to load" in reason else ""
                 raise ServerStartError(
-                    f"tritonserver exited during start-up (exit code {code}): {self.log_error()} "
-                    f"(full log: {self.log_path})"
+                    f"tritonserver exited during start-up (exit code {code}): {reason}{fix} (full log: {self.log_path})"
                 )
             if self.ready():
                 return

@@ -5,7 +5,9 @@ Flags are checked with click's CliRunner; the real command runs in a subprocess.
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -89,6 +91,17 @@ def test_output_folder_missing(clip, tmp_path):
                    5, "does not exist")
 
 
+def test_output_folder_not_writable(clip, tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root ignores permission bits; /proc/sys stops root too
+        folder = Path("/proc/sys")
+    assert not os.access(folder, os.W_OK)
+    one_line_error(streamer("run", clip, "--out", folder / "o.mp4", "--triton", "127.0.0.1:1"), 5,
+                   "not writable")
+
+
 def test_output_is_the_input(clip):
     one_line_error(streamer("run", clip, "--out", clip, "--overwrite", "--triton", "127.0.0.1:1"), 5,
                    "is the input")
@@ -108,6 +121,15 @@ def test_embedded_server_without_an_exported_model(clip, tmp_path):
     (repo / "fasterrcnn").mkdir(parents=True)
     (repo / "fasterrcnn" / "config.pbtxt").write_text('name: "fasterrcnn"\n')
     one_line_error(streamer("run", clip, "--model-repo", repo), 4, "streamer export-model")
+
+
+def test_embedded_server_with_a_corrupt_model(clip, tmp_path, repo_mobilenet):
+    model_dir = tmp_path / "repo" / "fasterrcnn"
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text((repo_mobilenet / "fasterrcnn" / "config.pbtxt").read_text())
+    (model_dir / "1" / "model.pt").write_text("not a TorchScript file")
+    one_line_error(streamer("run", clip, "--model-repo", tmp_path / "repo"), 4,
+                   "failed to load 'fasterrcnn'", "streamer export-model", "full log:")
 
 
 def test_serve_on_a_port_in_use(repo_mobilenet):

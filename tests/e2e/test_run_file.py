@@ -192,3 +192,36 @@ def test_overwrite_is_needed_to_replace_output(tmp_path, server_mobilenet):
 def test_frame_image_helper_codes_survive_h264(tmp_path):
     clip = write_clip(tmp_path / "in.mp4", 5, image_fn=frame_image)
     assert read_video(clip).codes == list(range(5))
+
+
+def test_progress_bar_with_eta_on_a_terminal_only(tmp_path, server_mobilenet):
+    import os
+    import pty
+    import subprocess
+
+    from ..helpers import STREAMER
+
+    clip = write_clip(tmp_path / "in.mp4", 40)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(STREAMER + ["run", str(clip), "--triton", server_mobilenet.grpc_url],
+                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the terminal closed: the command is done
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    stdout, _ = proc.communicate(timeout=120)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, terminal
+    assert "detecting" in terminal and "40/40" in terminal
+    assert re.search(r"\d+/40 .*\d\d:\d\d:\d\d", terminal), terminal  # position and ETA
+    assert "detecting" not in stdout.decode()
+
+    piped = streamer("run", clip, "--triton", server_mobilenet.grpc_url, "--max-frames", "3")
+    assert piped.returncode == 0 and "detecting" not in piped.stderr  # no bar when not a terminal
