@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -222,7 +221,3 @@ def alive(pid: int) -> bool:
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def interrupt(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
-    proc.send_signal(sig)

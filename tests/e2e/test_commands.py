@@ -51,7 +51,6 @@ def mobilenet_state_dict(tmp_path_factory):
 
 
 def exported_weight(repo: Path, key: str = "model.roi_heads.box_predictor.cls_score.weight"):
-    import torch
 
     from streamer.export import load_scripted
 

@@ -14,7 +14,7 @@ from streamer.errors import SinkError
 from streamer.frames import Detections, Frame
 from streamer.sinks import JsonlSink, Mp4Sink, check_output_path, even_size, pad_to_even
 
-from ..helpers import frame_image, moov_before_mdat, read_code, read_jsonl, read_video
+from ..helpers import frame_image, moov_before_mdat, read_jsonl, read_video
 
 
 def frames_for(pts, time_base, width=200, height=150):
