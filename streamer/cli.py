@@ -133,24 +133,14 @@ def triton_session(triton: Optional[str], model_repo: Path, threads: int, startu
 
 
 def _start_embedded(model_repo: Path, threads: int, startup_timeout: float):
-    from .server import EmbeddedServer, ServerSettings, free_port
+    from .server import start_on_free_ports
 
     say(f"starting the embedded Triton server on {model_repo} ...")
     started = time.monotonic()
-    for attempt in range(3):
-        server = EmbeddedServer(ServerSettings(
-            repo=model_repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-            threads=threads, startup_timeout=startup_timeout,
-        ))
-        try:
-            server.start()
-        except ServerStartError as err:
-            if "already in use" in str(err) and attempt < 2:
-                continue  # a free port was taken meanwhile: pick others
-            raise
-        say(f"embedded Triton ready in {time.monotonic() - started:.1f} s (gRPC {server.grpc_url}, HTTP {server.http_url})")
-        return server
-    raise AssertionError("unreachable")
+    server = start_on_free_ports(model_repo, threads, startup_timeout)
+    say(f"embedded Triton ready in {time.monotonic() - started:.1f} s "
+        f"(gRPC {server.grpc_url}, HTTP {server.http_url})")
+    return server
 
 
 def _class_filter(info: contract.ModelInfo, classes: Optional[str]) -> Optional[List[int]]:

@@ -76,3 +76,7 @@ class ServerStartError(StreamerError):
     """The embedded tritonserver could not be started."""
 
     exit_code = ExitCode.INFERENCE
+
+
+class PortInUse(ServerStartError):
+    """A port the embedded server should bind is taken."""

@@ -27,6 +27,13 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
+def frame_step(rate: Optional[Fraction], time_base: Optional[Fraction]) -> int:
+    """How long one frame at `rate` lasts, in `time_base` units (1 when either is unknown)."""
+    if rate and time_base:
+        return max(1, round(1 / (rate * time_base)))
+    return 1
+
+
 @dataclass(frozen=True)
 class Frame:
     """One decoded picture.

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import contract
-from .errors import ServerStartError
+from .errors import PortInUse, ServerStartError
 
 BACKEND_MODEL_FILE = Path(__file__).parent / "backend" / "model.py"
 LOOPBACK = "127.0.0.1"
@@ -189,7 +189,7 @@ class EmbeddedServer:
         s = self.settings
         for flag, port in (("--http-port", s.http_port), ("--grpc-port", s.grpc_port), ("--metrics-port", s.metrics_port)):
             if port_in_use(s.host, port):
-                raise ServerStartError(
+                raise PortInUse(
                     f"port {port} on {s.host} is already in use (another Triton server?); choose another with "
                     f"{flag}, or use the running server with `streamer run --triton {self._client_host}:{s.grpc_port}`"
                 )
@@ -307,3 +307,19 @@ class EmbeddedServer:
     def __exit__(self, *exc) -> None:
         self.stop()
         self.cleanup()
+
+
+def start_on_free_ports(repo: Path, threads: int = 0, startup_timeout: float = 180.0,
+                        attempts: int = 3) -> EmbeddedServer:
+    """A ready server on free loopback ports, picking others if one was taken meanwhile."""
+    for attempt in range(attempts):
+        server = EmbeddedServer(ServerSettings(
+            repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+            threads=threads, startup_timeout=startup_timeout,
+        ))
+        try:
+            return server.start()
+        except PortInUse:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -7,8 +7,9 @@ never leaves a half-written file under the requested name.
 The mp4: libx264, yuv420p, moov atom first (+faststart: a browser starts playing at
 once). Each frame keeps its source PTS, duration and time base, so frame rate, variable
 frame rate and duration carry over exactly. No B-frames: with them the muxer derives
-sample durations from reordered decode stamps and the last frames' durations drift. yuv420p needs even sizes: an odd width or
-height is padded by one pixel, repeating the last column/row.
+sample durations from reordered decode stamps and the last frames' durations drift.
+yuv420p needs even sizes: an odd width or height is padded by one pixel, repeating
+the last column/row.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import av
 import numpy as np
 
 from .errors import SinkError
-from .frames import Detections, Frame
+from .frames import Detections, Frame, frame_step
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")
 
@@ -118,9 +119,7 @@ class Mp4Sink:
         vframe = av.VideoFrame.from_ndarray(pad_to_even(image), format="rgb24").reformat(format="yuv420p")
         vframe.pts = pts
         vframe.time_base = self.time_base
-        duration = frame.duration or max(1, round(1 / (self.rate * self.time_base)))
-        vframe.duration = duration
-        self._durations[pts] = duration
+        self._durations[pts] = frame.duration or frame_step(self.rate, self.time_base)
         self._mux(self._stream.encode(vframe))
         self.written += 1
 

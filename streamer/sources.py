@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import av
 
 from .errors import SourceError
-from .frames import Frame
+from .frames import Frame, frame_step
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -119,7 +119,7 @@ class FileSource:
     def frames(self) -> Iterator[Frame]:
         assert self.container is not None and self.info is not None, "use inside `with`"
         last_pts: Optional[int] = None
-        step = self._pts_step()
+        step = frame_step(self.info.average_rate, self.info.time_base)
         packets = self.container.demux(self.stream)
         while True:
             try:
@@ -157,12 +157,6 @@ class FileSource:
             self._note(f"the input ended early: decoded {self.decoded} of {declared} frames (truncated file?)")
         elif self.decoded == 0:
             self._note("no frame could be decoded")
-
-    def _pts_step(self) -> int:
-        rate, tb = self.info.average_rate, self.info.time_base
-        if rate and tb:
-            return max(1, round(1 / (rate * tb)))
-        return 1
 
     def _note(self, message: str) -> None:
         self.problem = message if self.problem is None else f"{self.problem}; {message}"

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.errors import ServerStartError
-from streamer.server import EmbeddedServer, ServerSettings, free_port
+from streamer.server import EmbeddedServer, start_on_free_ports
 
 from .helpers import streamer
 
@@ -42,19 +41,9 @@ def repo_mobilenet(tmp_path_factory) -> Path:
     return export_repo(tmp_path_factory.mktemp("repo_mobilenet"), MOBILENET_EXPORT)
 
 
-def start_server(repo: Path, attempts: int = 3) -> EmbeddedServer:
-    """A real tritonserver on free loopback ports; retried if a port was taken meanwhile."""
-    for attempt in range(attempts):
-        server = EmbeddedServer(ServerSettings(
-            repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-            threads=SERVER_THREADS, startup_timeout=180,
-        ))
-        try:
-            return server.start()
-        except ServerStartError as err:
-            if "in use" not in str(err) or attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+def start_server(repo: Path) -> EmbeddedServer:
+    """A real tritonserver on free loopback ports (retried if a port was taken meanwhile)."""
+    return start_on_free_ports(repo, threads=SERVER_THREADS, startup_timeout=180)
 
 
 def serving(repo: Path):
