@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import signal
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Iterator, List, Optional
 
 import click
 
-from . import contract
+from . import contract, interrupts
 from .errors import EXIT_CODES_HELP, ExitCode, ServerStartError, SourceError, StreamerError
 from .frames import Detections, from_bgr, to_bgr
 
@@ -47,25 +46,19 @@ class UsageError(StreamerError):
     exit_code = ExitCode.USAGE
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def command(fn):
     """Turn StreamerErrors into one-line errors, Ctrl-C / SIGTERM into exit 130, return values into exit codes."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            code = fn(*args, **kwargs)
+            with interrupts.installed():
+                code = fn(*args, **kwargs)
         except StreamerError as err:
             raise CliError(err) from err
         except KeyboardInterrupt:
             say("interrupted")
             code = ExitCode.INTERRUPTED
-        finally:
-            signal.signal(signal.SIGTERM, previous)
         click.get_current_context().exit(code or 0)
 
     return wrapper
@@ -339,16 +332,20 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
             total = src.info.frame_count
             if max_frames is not None and total:
                 total = min(total, max_frames)
-            with _progress(total) as advance:
-                stats = FilePipeline(
-                    source=src,
-                    inference=stream,
-                    select=_selector(threshold, label_ids),
-                    annotate=lambda frame, dets: draw_detections(frame.image, dets, info.name_of),
-                    sinks=sinks,
-                    max_frames=max_frames,
-                    on_frame=lambda _stats: advance(),
-                ).run()
+            try:
+                with _progress(total) as advance:
+                    stats = FilePipeline(
+                        source=src,
+                        inference=stream,
+                        select=_selector(threshold, label_ids),
+                        annotate=lambda frame, dets: draw_detections(frame.image, dets, info.name_of),
+                        sinks=sinks,
+                        max_frames=max_frames,
+                        on_frame=lambda _stats: advance(),
+                    ).run()
+            finally:
+                with interrupts.critical():  # a second Ctrl-C must not cut the files short
+                    sinks_stack.close()
         count1, compute1 = client.compute_stats()
         if count1 > count0:
             stats.server_compute = (compute1 - compute0) / (count1 - count0)

@@ -15,6 +15,7 @@ from typing import Callable, Iterator, List, Optional, Protocol, Sequence
 
 import numpy as np
 
+from . import interrupts
 from .frame_queue import FrameQueue
 from .frames import Detections, Frame
 from .triton import InferenceStream, Outcome
@@ -136,9 +137,10 @@ class FilePipeline:
                 if outcome.ok:
                     detections = self.select(outcome.detections)
                     image = self.annotate(outcome.frame, detections)
-                for sink in self.sinks:
-                    sink.write(outcome.frame, image, detections)
-                stats.written += 1
+                with interrupts.critical():  # each frame goes to every sink whole, or not at all
+                    for sink in self.sinks:
+                        sink.write(outcome.frame, image, detections)
+                    stats.written += 1
                 self.on_frame(stats)
         except KeyboardInterrupt:
             stats.interrupted = True
