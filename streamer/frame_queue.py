@@ -1,6 +1,9 @@
-"""A bounded frame queue between the capture thread and the consumer.
+"""Bounded hand-offs between threads: a frame queue and a keep-latest slot.
 
 Files use back-pressure: put() blocks while the queue is full, so nothing is lost.
+A live source must never wait: put_latest() drops the oldest item when full (and
+returns it, so it is counted), and LatestSlot holds only the newest frame for
+inference, counting each frame it replaces before inference took it.
 close() says the producer is done (get() drains then returns None); cancel() says
 the consumer is gone (a producer blocked in put() wakes and gets False), so a
 reader blocked on a full queue can never hang the process.
@@ -39,6 +42,17 @@ class FrameQueue(Generic[T]):
             self._cond.notify_all()
             return True
 
+    def put_latest(self, item: T) -> Optional[T]:
+        """Never blocks: when full, the oldest item makes room and is returned."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("put_latest() after close()")
+            dropped = self._items.popleft() if len(self._items) >= self.maxsize else None
+            if not self._cancelled:
+                self._items.append(item)
+            self._cond.notify_all()
+            return dropped
+
     def get(self, timeout: Optional[float] = None) -> Optional[T]:
         """The oldest item; None once closed and drained (or cancelled, or timeout)."""
         with self._cond:
@@ -70,3 +84,43 @@ class FrameQueue(Generic[T]):
             if item is None:
                 return
             yield item
+
+
+class LatestSlot(Generic[T]):
+    """Room for one item, the newest: put() never blocks and replaces an item not yet taken.
+
+    `skipped` counts the items replaced (and the one left when closed) that get() never took.
+    """
+
+    def __init__(self):
+        self._item: Optional[T] = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self.skipped = 0
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            if self._closed:  # too late: it will never be taken
+                self.skipped += 1
+                return
+            if self._item is not None:
+                self.skipped += 1
+            self._item = item
+            self._cond.notify_all()
+
+    def get(self, timeout: Optional[float] = None) -> Optional[T]:
+        """Wait for an item and take it; None once closed (or on timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout=timeout)
+            if self._closed:
+                return None
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            if not self._closed and self._item is not None:
+                self.skipped += 1
+                self._item = None
+            self._closed = True
+            self._cond.notify_all()

@@ -1,6 +1,10 @@
-"""Video sources: open a spec, yield Frames (RGB) with their container timestamps.
+"""Video sources: what a source spec names, and the file source.
 
-This version reads video files (and file:// URLs) with PyAV. A file is decoded
+`classify_source` tells a file from a webcam and a network stream (live sources are
+read by `streamer.capture`). Credentials in URLs never leave this module unmasked:
+`mask_url` / `scrub` turn `rtsp://user:pass@host/path` into `rtsp://***@host/path`.
+
+A video file (or file:// URL) is read with PyAV and decoded
 losslessly: every frame, in presentation order, with its own PTS. Decode
 errors do not stop the run: what decodes is yielded, and `problem` says what
 went wrong (a truncated file, corrupt packets) so the run can exit non-zero.
@@ -23,6 +27,44 @@ from .errors import SourceError
 from .frames import Frame, frame_step
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]+@")
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp", "rtp")
+_WEBCAM_PATH = re.compile(r"^/dev/video\d+$")
+
+
+def scrub(text: str) -> str:
+    """Any URL credentials in `text` replaced by ***."""
+    return _USERINFO.sub(r"\1***@", str(text))
+
+
+def mask_url(url: str) -> str:
+    """`rtsp://user:pass@host/path` -> `rtsp://***@host/path`: safe to print, log and record."""
+    return scrub(url)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What the user asked to read. `target` may hold credentials: print `name` instead."""
+
+    kind: str  # "file", "webcam" or "network"
+    target: str  # file path, webcam index or device path, or URL
+    name: str  # safe to show
+
+    @property
+    def live(self) -> bool:
+        return self.kind != "file"
+
+
+def classify_source(spec: str) -> SourceSpec:
+    """A webcam (`0`, `/dev/video0`), a network stream (rtsp://...), or a video file (checked)."""
+    text = spec.strip()
+    if text.isdigit() or _WEBCAM_PATH.match(text):
+        return SourceSpec("webcam", text, f"webcam {text}")
+    match = _SCHEME.match(text)
+    if match and match.group(1).lower() in NETWORK_SCHEMES:
+        return SourceSpec("network", text, mask_url(text))
+    path = parse_source(spec)
+    return SourceSpec("file", str(path), str(path))
 
 
 @dataclass(frozen=True)
@@ -43,14 +85,14 @@ class VideoInfo:
 
 
 def parse_source(spec: str) -> Path:
-    """A source spec -> the path of a local video file. Raises SourceError for other kinds."""
+    """A file path or file:// URL -> the path of a readable local video file."""
     match = _SCHEME.match(spec)
     if match:
         scheme = match.group(1).lower()
         if scheme != "file":
             raise SourceError(
-                f"unsupported source scheme '{scheme}://': this version reads video files "
-                "(a path or file:///path); live cameras and streams are not supported yet"
+                f"unsupported source scheme '{scheme}://' in {mask_url(spec)}: give a video file (a path or "
+                f"file:///path), a webcam (0, /dev/video0) or a stream URL ({', '.join(NETWORK_SCHEMES)})"
             )
         spec = urllib.parse.unquote(urllib.parse.urlparse(spec).path)
     path = Path(spec)

@@ -7,7 +7,9 @@
   Per-request errors carry no reliable id: when one arrives we stop sending until
   everything in flight has answered, and the requests left without a result are the
   failed ones. A transport error (server gone) ends the stream: we wait for the server
-  (bounded), open a new stream and resend what was in flight.
+  (bounded), open a new stream and resend what was in flight. A live run instead fails
+  what was in flight (stale by then), waits as long as it runs (`abort()` ends the
+  wait), and its `state` tells the display whether inference is online.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import functools
 import queue
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -60,6 +63,8 @@ def _is_transport_error(error: InferenceServerException) -> bool:
     stream itself carries a gRPC status such as "StatusCode.UNAVAILABLE"."""
     return error.status() is not None
 
+
+_ABORT = object()  # put on the event queue by abort()
 
 _UNREACHABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
 
@@ -254,6 +259,7 @@ class InferenceStream:
         request_timeout: float = 300.0,
         recover: Optional[Callable[[], None]] = None,
         log: Log = _stderr,
+        resend: bool = True,
     ):
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
@@ -263,13 +269,21 @@ class InferenceStream:
         self.request_timeout = request_timeout
         self.recover = recover
         self.log = log
+        self.resend = resend
+        self.state = "online"  # or "offline" while waiting for the server
         self.reconnects = 0
         self.resent = 0
+        self._aborted = threading.Event()
         self._events: "queue.Queue[Tuple[int, object, Optional[InferenceServerException]]]" = queue.Queue()
         self._generation = 0
         self._streaming = False
         self._server_gone = False
         self._in_flight: Dict[int, Tuple[Frame, float]] = {}
+
+    def abort(self) -> None:
+        """From another thread: make process() return soon, dropping what is in flight."""
+        self._aborted.set()
+        self._events.put((self._generation, _ABORT, None))
 
     # -- the gRPC stream ------------------------------------------------------------------
     def _on_response(self, generation: int, result=None, error=None) -> None:
@@ -302,13 +316,17 @@ class InferenceStream:
     def _reconnect(self, reason: str) -> bool:
         """After a transport failure: wait for the server, reopen, resend. False: gave up."""
         self._close()
+        self.state = "offline"
         pending = sorted(self._in_flight)
-        self.log(
-            f"Triton at {self.client.url} is unreachable ({reason}); waiting up to "
-            f"{self.retry_timeout:.0f} s for it (--retry-timeout) to resend {len(pending)} frame(s) in flight"
-        )
+        if self.retry_timeout == float("inf"):
+            self.log(f"Triton at {self.client.url} is unreachable ({reason}); waiting for it")
+        else:
+            self.log(
+                f"Triton at {self.client.url} is unreachable ({reason}); waiting up to "
+                f"{self.retry_timeout:.0f} s for it (--retry-timeout) to resend {len(pending)} frame(s) in flight"
+            )
         deadline = time.monotonic() + self.retry_timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._aborted.is_set():
             if self.recover is not None:
                 try:
                     self.recover()
@@ -325,9 +343,12 @@ class InferenceStream:
                     continue
                 self.reconnects += 1
                 self.resent += len(pending)
-                self.log(f"Triton is back; resent {len(pending)} frame(s)")
+                self.state = "online"
+                self.log(f"Triton is back; resent {len(pending)} frame(s)" if pending else "Triton is back")
                 return True
-            time.sleep(0.5)
+            self._aborted.wait(0.5)
+        if self._aborted.is_set():
+            return False
         self._server_gone = True
         self.log(f"Triton did not come back within {self.retry_timeout:.0f} s; remaining frames are written unannotated")
         return False
@@ -349,6 +370,8 @@ class InferenceStream:
             # then resent (or failed), so errors not yet tied to a frame no longer count.
             self._drain(results)
             request_errors.clear()
+            if not self.resend:  # live: by the time the server is back, these frames are stale
+                self._fail_in_flight(results, f"server unavailable ({reason})")
             if not self._reconnect(reason):
                 self._fail_in_flight(results, "server unavailable")
 
@@ -357,6 +380,8 @@ class InferenceStream:
             while True:
                 # 1. keep the window full, unless a per-request error must first be tied to its frame
                 while not exhausted and not request_errors and len(self._in_flight) < self.max_in_flight:
+                    if self._aborted.is_set():
+                        return
                     frame = next(source, None)
                     if frame is None:
                         exhausted = True
@@ -371,7 +396,7 @@ class InferenceStream:
                         broken(_short(err))
                 # 2. release what is complete, in frame order
                 yield from results.ready()
-                if exhausted and not len(results):
+                if (exhausted and not len(results)) or self._aborted.is_set():
                     return
                 if not self._in_flight:
                     continue
@@ -381,6 +406,8 @@ class InferenceStream:
                 except queue.Empty:
                     broken(f"no answer for {self.request_timeout:.0f} s")
                     continue
+                if result is _ABORT:
+                    return
                 if generation != self._generation:
                     continue  # a late event from a stream we already replaced
                 if error is not None and _is_transport_error(error):
@@ -404,6 +431,9 @@ class InferenceStream:
             try:
                 generation, result, error = self._events.get_nowait()
             except queue.Empty:
+                return
+            if result is _ABORT:
+                self._events.put((generation, result, error))  # process() still has to see it
                 return
             if generation == self._generation and error is None:
                 self._accept(result, results)
