@@ -277,50 +277,107 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @click.option("--classes", default=None, metavar="NAMES",
               help="Only these COCO classes, comma-separated, e.g. person,car.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
+@click.option("--show", is_flag=True,
+              help="Show the annotated video in a window (q or Esc closes it). Files play at their own pace.")
+@click.option("--hold-detections", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Live: how long the newest detections stay drawn on the frames after theirs. "
+                   "Default: until newer ones arrive, but never older than 3 inference times (2 s at least), "
+                   "so boxes vanish while inference is offline. 0: only on the frame they were computed for.")
 @triton_options
-@click.option("--in-flight", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Requests on the gRPC stream at once (overlaps transfer and compute).")
+@click.option("--in-flight", type=click.IntRange(1, 64), default=None,
+              help="Requests on the gRPC stream at once (overlaps transfer and compute). "
+                   "Default: 2 for files; 1 for live sources (lowest latency).")
 @click.option("--retry-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="If the server goes away, seconds to wait for it before frames count as failed.")
+              help="Files: if the server goes away, seconds to wait for it before frames count as failed. "
+                   "Live runs keep the video going and wait for the server as long as they run.")
 @click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds without any answer before the server counts as gone.")
+@click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True,
+              help="RTSP: interleaved over TCP (works through NAT and firewalls) or RTP over UDP.")
+@click.option("--open-timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              help="Live: seconds to connect to the camera/stream before it counts as unreachable.")
+@click.option("--stall-timeout", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="Live: seconds without data (socket still open) before the stream counts as dropped.")
+@click.option("--status-every", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Live: print a status line (fps, refresh rate, frame age) every SECONDS on stderr. "
+                   "Default: 10 without --show, none with it (the window has its HUD); 0: never.")
+@click.option("--max-reconnect-time", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Live: seconds a dropped camera may stay offline (reconnecting with backoff) "
+                   "before the run ends with an error.")
 @command
-def run(source, out, detections_path, overwrite, threshold, classes, max_frames, triton, model_repo, threads,
-        startup_timeout, in_flight, retry_timeout, request_timeout):
-    """Detect objects in every frame of the video file SOURCE.
+def run(source, out, detections_path, overwrite, threshold, classes, max_frames, show, hold_detections, triton,
+        model_repo, threads, startup_timeout, in_flight, retry_timeout, request_timeout, rtsp_transport,
+        open_timeout, stall_timeout, status_every, max_reconnect_time):
+    """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
-    Frames are decoded with PyAV, streamed to Triton over gRPC and written back in order:
-    the output has every input frame, with the input's timestamps (fps, VFR and duration
-    are kept). A frame whose inference fails is written unannotated and counted; then the
-    exit code is 6. Odd frame sizes are padded by one pixel (H.264 yuv420p needs even sizes).
+    \b
+    Files: every frame is decoded with PyAV, streamed to Triton over gRPC and written back
+    in order: the output has every input frame, with the input's timestamps (fps, VFR and
+    duration are kept). A frame whose inference fails is written unannotated and counted;
+    then the exit code is 6. Odd frame sizes are padded by one pixel (yuv420p needs even sizes).
+
+    \b
+    Live sources: every captured frame is shown (--show) and recorded (--out), drawn with the
+    newest detections; inference takes the newest frame whenever it is free, so latency
+    never grows (the frames it skips are counted). A camera that drops is reconnected with
+    backoff; a Triton server that goes away leaves the video running until it is back.
+    Credentials in URLs are never printed (rtsp://***@host/path).
     """
+    from .sinks import VIDEO_SUFFIXES, check_output_path
+    from .sources import classify_source
+
+    spec = classify_source(source)
+    inputs = [Path(spec.target)] if not spec.live else []
+    if out is not None:
+        check_output_path(out, overwrite, inputs=inputs, suffixes=VIDEO_SUFFIXES)
+    if detections_path is not None:
+        check_output_path(detections_path, overwrite, inputs=inputs + ([out] if out else []))
+    if show:
+        from .window import Window
+
+        Window.check_display()
+    if out is None and detections_path is None and not show:
+        say("note: no --out, --detections or --show given: frames are detected and counted only")
+    if spec.live:
+        from .capture import CaptureSettings
+
+        settings = CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout,
+                                   rtsp_transport=rtsp_transport, max_reconnect_time=max_reconnect_time)
+        return _run_live(spec, settings, out, detections_path, threshold, classes, max_frames, show,
+                         hold_detections, (triton, model_repo, threads, startup_timeout), in_flight or 1,
+                         request_timeout, status_every if status_every is not None else (0 if show else 10))
+    return _run_file(Path(spec.target), out, detections_path, threshold, classes, max_frames, show,
+                     (triton, model_repo, threads, startup_timeout), in_flight or 2, retry_timeout,
+                     request_timeout)
+
+
+def _recover_hook(server):
+    """Restart an embedded server that died (None when the server is not ours)."""
+    if server is None:
+        return None
+
+    def recover():
+        if not server.alive():
+            say("the embedded Triton server died; restarting it")
+            server.restart()
+
+    return recover
+
+
+def _run_file(path, out, detections_path, threshold, classes, max_frames, show, session, in_flight,
+              retry_timeout, request_timeout):
     from .pipeline import FilePipeline
     from .render import draw_detections
-    from .sinks import VIDEO_SUFFIXES, JsonlSink, Mp4Sink, check_output_path
-    from .sources import FileSource, parse_source
+    from .sinks import JsonlSink, Mp4Sink
+    from .sources import FileSource
     from .triton import InferenceStream
 
-    path = parse_source(source)
-    if out is not None:
-        check_output_path(out, overwrite, inputs=[path], suffixes=VIDEO_SUFFIXES)
-    if detections_path is not None:
-        check_output_path(detections_path, overwrite, inputs=[path] + ([out] if out else []))
-    if out is None and detections_path is None:
-        say("note: no --out or --detections given: frames are detected and counted only")
-
-    with FileSource(path) as src, triton_session(triton, model_repo, threads, startup_timeout) as (
-            client, info, server):
+    with FileSource(path) as src, triton_session(*session) as (client, info, server):
         say(src.info.describe())
         label_ids = _class_filter(info, classes)
         warn_untrained(info)
-        recover = None
-        if server is not None:
-            def recover():
-                if not server.alive():
-                    say("the embedded Triton server died; restarting it")
-                    server.restart()
         stream = InferenceStream(client, max_in_flight=in_flight, retry_timeout=retry_timeout,
-                                 request_timeout=request_timeout, recover=recover, log=say)
+                                 request_timeout=request_timeout, recover=_recover_hook(server), log=say)
         count0, compute0 = client.compute_stats()
         with contextlib.ExitStack() as sinks_stack:
             sinks = []
@@ -332,6 +389,10 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
             total = src.info.frame_count
             if max_frames is not None and total:
                 total = min(total, max_frames)
+            if show:
+                from .window import FileWindowSink, Window
+
+                sinks.append(FileWindowSink(sinks_stack.enter_context(Window(f"streamer: {path.name}")), total))
             try:
                 with _progress(total) as advance:
                     stats = FilePipeline(
@@ -355,6 +416,74 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     return ExitCode.OK if stats.complete else ExitCode.INCOMPLETE
 
 
+def _run_live(spec, settings, out, detections_path, threshold, classes, max_frames, show, hold, session,
+              in_flight, request_timeout, status_every):
+    from .capture import LiveCapture, make_reader
+    from .live import LivePipeline, RecordingSink
+    from .render import draw_detections
+    from .sinks import JsonlSink, Mp4Sink
+    from .triton import InferenceStream
+
+    reader = make_reader(spec, settings)
+    capture = LiveCapture(spec, reader, settings, emit=lambda frame: None, log=say)
+    say(f"connecting to {spec.name} ...")
+    capture.connect()  # a wrong URL or a dead camera fails here, before the server starts
+    size = f"{reader.size[0]}x{reader.size[1]}" if reader.size else "size unknown"
+    rate = f"{float(reader.rate):.2f} fps" if reader.rate else "fps unknown"
+    say(f"{spec.name}: live, {size}, {rate}")
+    reader.close()  # a live stream is not paused while the server starts: reopen when ready
+    try:
+        with triton_session(*session) as (client, info, server):
+            capture.connect()
+            label_ids = _class_filter(info, classes)
+            warn_untrained(info)
+            stream = InferenceStream(client, max_in_flight=in_flight, retry_timeout=float("inf"),
+                                     request_timeout=request_timeout, recover=_recover_hook(server), log=say,
+                                     resend=False)
+            with contextlib.ExitStack() as stack:
+                recorders, result_sinks = [], []
+                if out is not None:
+                    def open_mp4(width, height):
+                        from .capture import TIME_BASE
+
+                        return stack.enter_context(Mp4Sink(out, width, height, TIME_BASE, reader.rate))
+
+                    recorders.append(RecordingSink(open_mp4))
+                if detections_path is not None:
+                    result_sinks.append(stack.enter_context(JsonlSink(detections_path, info.name_of)))
+                window = None
+                if show:
+                    from .window import Window
+
+                    window = stack.enter_context(Window(f"streamer: {spec.name}"))
+                pipeline = LivePipeline(
+                    capture=capture, inference=stream, select=_selector(threshold, label_ids),
+                    annotate=lambda image, dets: draw_detections(image, dets, info.name_of),
+                    recorders=recorders, result_sinks=result_sinks, window=window, hold=hold,
+                    max_frames=max_frames, source_rate=float(reader.rate) if reader.rate else None,
+                    status_every=status_every, log=say)
+                try:
+                    stats = pipeline.run()
+                finally:
+                    with interrupts.critical():
+                        stack.close()
+            click.echo(f"{stats.line()} | model {info.describe()}")
+    finally:
+        capture.stop()
+        reader.close()
+    for path in (out, detections_path):
+        if path is not None and path.exists():
+            say(f"wrote {path}")
+    if stats.quit:
+        say("window closed by the user")
+    if stats.failed:
+        say(f"WARNING: inference failed on {stats.failed} frame(s) (first error: {stats.first_error})")
+    warn_untrained(info)
+    if capture.error is not None:
+        raise capture.error
+    return ExitCode.INTERRUPTED if stats.interrupted else ExitCode.OK
+
+
 def _report(stats, info: contract.ModelInfo, outputs: List[Path]) -> None:
     click.echo(f"{stats.line()} | model {info.describe()}")
     for path in outputs:
@@ -366,6 +495,8 @@ def _report(stats, info: contract.ModelInfo, outputs: List[Path]) -> None:
         say(f"WARNING: input problem: {stats.source_problem}")
     if stats.interrupted:
         say(f"interrupted: stopped after {stats.written} frame(s); the output holds what was processed")
+    if stats.quit:
+        say(f"window closed: stopped after {stats.written} frame(s); the output holds what was processed")
     warn_untrained(info)
 
 

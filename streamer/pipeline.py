@@ -19,6 +19,7 @@ from . import interrupts
 from .frame_queue import FrameQueue
 from .frames import Detections, Frame
 from .triton import InferenceStream, Outcome
+from .window import UserQuit
 
 
 class Sink(Protocol):
@@ -41,6 +42,7 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
     finished: Optional[float] = None
     interrupted: bool = False
+    quit: bool = False  # the user closed the --show window
     source_problem: Optional[str] = None
     first_error: Optional[str] = None
     server_compute: Optional[float] = None  # mean seconds per inference, from Triton's statistics
@@ -67,7 +69,7 @@ class RunStats:
     def line(self) -> str:
         counts = f"frames: read {self.read}, inferred {self.inferred}, written {self.written}, failed {self.failed}"
         if self.dropped:
-            counts += f", dropped {self.dropped} (interrupted)"
+            counts += f", dropped {self.dropped} ({'window closed' if self.quit else 'interrupted'})"
         parts = [counts, f"{self.fps:.2f} fps"]
         if self.latencies:
             parts.append(f"latency p50 {self.percentile_ms(50):.0f} ms p95 {self.percentile_ms(95):.0f} ms")
@@ -139,9 +141,14 @@ class FilePipeline:
                     image = self.annotate(outcome.frame, detections)
                 with interrupts.critical():  # each frame goes to every sink whole, or not at all
                     for sink in self.sinks:
-                        sink.write(outcome.frame, image, detections)
+                        try:
+                            sink.write(outcome.frame, image, detections)
+                        except UserQuit:  # the window is closed; the files still get this frame
+                            stats.quit = True
                     stats.written += 1
                 self.on_frame(stats)
+                if stats.quit:
+                    break
         except KeyboardInterrupt:
             stats.interrupted = True
         finally:

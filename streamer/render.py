@@ -2,12 +2,12 @@
 
 Images are RGB, so colors here are (R, G, B). Each class keeps one color on every
 frame (its COCO id picks it from a fixed palette); the label text is black or white,
-whichever reads better on that color.
+whichever reads better on that color. `draw_hud` adds the live status panel and banner.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -65,4 +65,36 @@ def draw_detections(
         cv2.rectangle(out, (x1, ty), (min(w - 1, x1 + tw + 4), ty + th + base + 2), color, cv2.FILLED)
         cv2.putText(out, text, (x1 + 2, ty + th + 1), FONT, scale, _text_color(color),
                     max(1, thickness // 2), cv2.LINE_AA)
+    return out
+
+
+def draw_hud(image: np.ndarray, lines: Sequence[str], banner: Optional[str] = None) -> np.ndarray:
+    """A copy of `image` with status lines top-left on a dark panel, and an optional red
+    banner across the middle (e.g. OFFLINE / reconnecting)."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    scale = max(0.4, min(h, w) / 900)
+    thick = 1 if scale < 0.8 else 2
+    (_, th), base = cv2.getTextSize("Ag", FONT, scale, thick)
+    step = th + base + 4
+    if lines:
+        widest = max(cv2.getTextSize(line, FONT, scale, thick)[0][0] for line in lines)
+        if widest + 12 > w:  # a small frame: shrink the text to fit
+            scale *= (w - 12) / widest
+            (_, th), base = cv2.getTextSize("Ag", FONT, scale, thick)
+            step = th + base + 4
+        width = max(cv2.getTextSize(line, FONT, scale, thick)[0][0] for line in lines) + 12
+        height = step * len(lines) + 6
+        panel = out[0:min(h, height), 0:min(w, width)]
+        panel[:] = (panel.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken: readable on any picture
+        for i, line in enumerate(lines):
+            cv2.putText(out, line, (6, 4 + th + i * step), FONT, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    if banner:
+        big = scale * 1.6
+        (bw, bh), bbase = cv2.getTextSize(banner, FONT, big, thick + 1)
+        y1 = max(0, h // 2 - bh)
+        y2 = min(h, h // 2 + bh + bbase)
+        cv2.rectangle(out, (0, y1), (w - 1, y2), (200, 20, 20), cv2.FILLED)
+        cv2.putText(out, banner, (max(4, (w - bw) // 2), min(h - 2, h // 2 + bh // 2)), FONT, big,
+                    (255, 255, 255), thick + 1, cv2.LINE_AA)
     return out
