@@ -8,7 +8,12 @@ PYTHON  ?= python3
 WEIGHTS ?= coco
 BIN      = $(VENV)/bin
 
-.PHONY: demo test install system-deps benchmark clean
+# What the tests drive for real: a virtual display and key presses for the --show window, an
+# RTSP camera (gst-rtsp-server through Debian's python3-gi), docker-compose to parse the compose files.
+TEST_DEBS = xvfb xdotool python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad docker-compose
+
+.PHONY: demo test install system-deps test-deps benchmark live-benchmark clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +23,14 @@ system-deps:
 		echo "installing libgl1 libglib2.0-0 (needed by opencv-python)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends libgl1 libglib2.0-0; \
+	fi
+
+test-deps:
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing for the tests:" $$missing; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
 $(VENV)/.installed: pyproject.toml | system-deps
@@ -33,11 +46,15 @@ demo: install
 	$(BIN)/streamer run samples/sample.mp4 --out out/sample_annotated.mp4 \
 		--detections out/sample_detections.jsonl --overwrite
 
-test: install
+test: install test-deps
 	$(BIN)/python -m pytest -q
 
 benchmark: install
 	$(BIN)/python scripts/benchmark.py
+
+# Several minutes of a 25 fps RTSP camera with a model slower than the stream: frame age stays flat.
+live-benchmark: install test-deps
+	$(BIN)/python scripts/live_benchmark.py
 
 clean:
 	rm -rf out .pytest_cache

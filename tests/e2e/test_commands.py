@@ -149,8 +149,15 @@ def test_serve_runs_until_signalled_then_leaves_nothing(sig, repo_mobilenet):
 
         wait_until(ready, 180, what="serve to be ready")
         assert proc.poll() is None
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
-            assert b"nv_inference_count" in r.read()
+        def metrics_text() -> bytes:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+                    return r.read()
+            except OSError:
+                return b""
+
+        # tritonserver may open its metrics port a moment after it reports ready
+        wait_until(lambda: b"nv_inference_count" in metrics_text(), 30, what="the metrics endpoint")
         servers = [pid for pid in children(proc.pid) if process_name(pid) == "tritonserver"]
         assert len(servers) == 1
         stubs = [pid for pid in children(servers[0])]

@@ -1,0 +1,108 @@
+"""The --show window, for real: Xvfb, screenshots of the window (FFmpeg x11grab), keys
+pressed with xdotool. Frames are identified by the index code they carry, so "the video
+advances" means distinct source frames, not window refreshes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ..cameras import RtspCamera, Run, VirtualDisplay, bottom_code_image, camera_clip, read_bottom_code
+from ..helpers import read_video, streamer
+from .test_live_rtsp import live_counts
+
+pytestmark = pytest.mark.slow
+
+HUD = (slice(2, 40), slice(2, 150))  # rows, cols inside the HUD panel (top-left)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return camera_clip(tmp_path_factory.mktemp("camera") / "camera.mp4", 500)
+
+
+def snapshots(display: VirtualDisplay, window: str, count: int, interval: float = 0.3):
+    """(code, image) of `count` screenshots of the window."""
+    shots = []
+    for _ in range(count):
+        image = display.window_image(window)
+        shots.append((read_bottom_code(image), image))
+        time.sleep(interval)
+    return shots
+
+
+def differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > 60
+
+
+def test_window_shows_boxes_and_the_hud(clip, server_v2):
+    with VirtualDisplay() as display, RtspCamera(clip) as cam:
+        run = Run("run", cam.url, "--show", "--triton", server_v2.grpc_url, env=display.env)
+        try:
+            window = display.find_window("streamer: rtsp://")
+            run.wait_for(": live,")
+            time.sleep(3)  # detections arrive
+            shots = [(code, img) for code, img in snapshots(display, window, 10) if code is not None]
+            display.press(window, "q")
+            assert run.finish(timeout=60) == 0, run.stderr
+        finally:
+            run.kill()
+    assert shots, "no screenshot showed a readable frame code"
+    boxed = 0
+    for code, image in shots:
+        assert image.shape[:2] == (240, 320)
+        source = bottom_code_image(code)
+        diff = differs(image, source)
+        # the HUD: a darkened panel with bright text, top-left
+        panel, original = image[HUD].astype(int).sum(axis=2), source[HUD].astype(int).sum(axis=2)
+        bright = original > 150  # where darkening shows; text and boxes are a minority of the panel
+        assert np.median(panel[bright] / original[bright]) < 0.6, "no darkened HUD panel"
+        assert (image[HUD].min(axis=2) > 200).sum() > 30, "no HUD text"
+        # boxes and labels drawn over the picture, outside the HUD
+        body = diff[60:220]
+        boxed += body.mean() > 0.01
+    assert boxed >= len(shots) // 2, "boxes missing from the window"
+
+
+def test_window_plays_distinct_frames_and_q_quits_cleanly(tmp_path, clip, server_mobilenet):
+    out = tmp_path / "rec.mp4"
+    with VirtualDisplay() as display, RtspCamera(clip) as cam:
+        run = Run("run", cam.url, "--show", "--out", out, "--triton", server_mobilenet.grpc_url, env=display.env)
+        try:
+            window = display.find_window("streamer: rtsp://")
+            run.wait_for(": live,")
+            time.sleep(1)
+            codes = [code for code, _ in snapshots(display, window, 12, interval=0.25)]
+            display.press(window, "q")
+            assert run.finish(timeout=60) == 0, run.stderr
+        finally:
+            run.kill()
+    readable = [c for c in codes if c is not None]
+    assert len(readable) >= 8, codes
+    # distinct source frames, in capture order: the picture advances with the camera
+    assert len(set(readable)) >= 6, codes
+    assert readable == sorted(readable), codes
+    assert "window closed by the user" in run.stderr
+    counts = live_counts(run.out)
+    assert counts["shown"] > 0
+    assert len(read_video(out).images) == counts["shown"]
+
+
+def test_show_plays_a_file_and_writes_every_frame(tmp_path, clip, server_mobilenet):
+    short = camera_clip(tmp_path / "short.mp4", 40)
+    out = tmp_path / "out.mp4"
+    with VirtualDisplay() as display:
+        result = streamer("run", short, "--show", "--out", out, "--triton", server_mobilenet.grpc_url,
+                          env=display.env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [read_bottom_code(img) for img in read_video(out).images] == list(range(40))
+
+
+def test_show_without_a_display_says_how_to_get_one(tmp_path, clip):
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = streamer("run", clip, "--show", env=env, timeout=60)
+    assert result.returncode == 5
+    assert "--show needs a display" in result.stderr and "xvfb-run" in result.stderr
