@@ -9,17 +9,18 @@
 # the LibTorch it was saved with (or a newer one). Triton's PyTorch backend of release YY.MM is
 # built from the LibTorch (and TorchVision, whose nms/roi_align this model needs) of NGC's
 # nvcr.io/nvidia/pytorch:YY.MM-py3 (Triton pytorch_backend README: "the PyTorch version compatible
-# with the YY.MM release of Triton is available as nvcr.io/nvidia/pytorch:YY.MM-py3"). So stage
+# with the 25.09 release of Triton is available as nvcr.io/nvidia/pytorch:25.09-py3"). So stage
 # `model-export` runs `streamer export-model` in that PyTorch image of the same NGC_RELEASE as the
 # final stage: the pairing holds by construction, whatever torch the host has.
 #
 # Build arguments:
-#   NGC_RELEASE   the NGC release of both images (26.11 = Triton 2.75.0)
+#   NGC_RELEASE   the NGC release of both images (26.11 = Triton 2.75.0, per Triton's GitHub
+#                 release notes: "Release 2.75.0 corresponding to NGC container 26.11")
 #   WEIGHTS       coco (downloads torchvision's weights at build time), random (untrained), or a
 #                 .pth path inside the build context
 #   EXPORT_ARGS   more export-model options, e.g. "--min-size 480 --max-size 640 --proposals 300"
 #   MODEL_SOURCE  export (default) or context: copy the model_repository/ exported beforehand on
-#                 the host with `streamer export-model` (no 20 GB PyTorch image to pull); that
+#                 the host with `streamer export-model` (no PyTorch image to pull); that
 #                 model.pt must come from a torch no newer than this release's LibTorch.
 ARG NGC_RELEASE=26.11
 ARG MODEL_SOURCE=export
