@@ -202,7 +202,7 @@ def export(settings: ExportSettings, repo: Path) -> Path:
     scripted = script(model)
     self_check(scripted)
     transform = model.transform
-    text = contract.render_config(
+    options = dict(
         arch=settings.arch,
         weights=weights_desc,
         untrained=untrained,
@@ -216,7 +216,11 @@ def export(settings: ExportSettings, repo: Path) -> Path:
     tmp = target.with_suffix(".pt.tmp")
     scripted.save(str(tmp))
     os.replace(tmp, target)
-    (model_dir / contract.CONFIG_FILENAME).write_text(text)
+    (model_dir / contract.CONFIG_FILENAME).write_text(contract.render_config(**options))
+    # The same model on a GPU: `tritonserver --model-config-name=gpu` (see docker-compose.gpu.yml).
+    configs = model_dir / contract.CONFIGS_DIR
+    configs.mkdir(exist_ok=True)
+    (configs / f"{contract.GPU_CONFIG_NAME}.pbtxt").write_text(contract.render_config(**options, kind="KIND_GPU"))
     return model_dir
 
 
