@@ -270,13 +270,15 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the annotated video here (.mp4: H.264, yuv420p, moov first).")
 @click.option("--detections", "detections_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write one JSON line per frame: index, pts, time, status and each detection.")
+              help="Write one JSON line per frame (live: per inference result): index, pts, time, status "
+                   "and each detection.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --out / --detections files.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Draw and record detections scored at least this.")
 @click.option("--classes", default=None, metavar="NAMES",
               help="Only these COCO classes, comma-separated, e.g. person,car.")
-@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Stop after N frames (live: N captured frames).")
 @click.option("--show", is_flag=True,
               help="Show the annotated video in a window (q or Esc closes it). Files play at their own pace.")
 @click.option("--hold-detections", type=click.FloatRange(min=0), default=None, metavar="SECONDS",

@@ -106,3 +106,35 @@ def test_show_without_a_display_says_how_to_get_one(tmp_path, clip):
     result = streamer("run", clip, "--show", env=env, timeout=60)
     assert result.returncode == 5
     assert "--show needs a display" in result.stderr and "xvfb-run" in result.stderr
+
+
+def red_banner(image: np.ndarray) -> bool:
+    """A row across the middle of the window that is almost all banner red."""
+    band = image[image.shape[0] // 3: 2 * image.shape[0] // 3].astype(int)
+    red = (band[..., 0] > 150) & (band[..., 1] < 80) & (band[..., 2] < 80)
+    return bool(red.mean(axis=1).max() > 0.9)
+
+
+def test_window_shows_offline_while_the_camera_is_gone(clip, server_mobilenet):
+    with VirtualDisplay() as display:
+        cam = RtspCamera(clip).start()
+        run = Run("run", cam.url, "--show", "--triton", server_mobilenet.grpc_url, env=display.env)
+        try:
+            window = display.find_window("streamer: rtsp://")
+            run.wait_for(": live,")
+            time.sleep(1)
+            assert not red_banner(display.window_image(window))
+            cam.stop()
+            run.wait_for("dropped", timeout=60)
+            time.sleep(1)
+            assert red_banner(display.window_image(window)), "no OFFLINE banner while the camera is gone"
+            cam.start()
+            run.wait_for("is back", timeout=90)
+            time.sleep(1.5)
+            assert not red_banner(display.window_image(window)), "the banner stayed after the reconnect"
+            display.press(window, "Escape")
+            assert run.finish(timeout=60) == 0, run.stderr
+        finally:
+            run.kill()
+            cam.stop()
+    assert "reconnects 1," in run.out
