@@ -28,6 +28,8 @@ import av
 import cv2
 import numpy as np
 
+from streamer.server import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 STREAMER = [sys.executable, "-m", "streamer"]
 
@@ -48,14 +50,6 @@ def write_clip(path: Path, seconds: float, rate: int = 25, width: int = 640, hei
             out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         out.mux(stream.encode(None))
     return count
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:

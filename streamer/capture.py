@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import SourceError
 from .frames import Frame, from_bgr
-from .sources import SourceSpec, scrub
+from .sources import SourceSpec, ffmpeg_reason, scrub
 
 TIME_BASE = Fraction(1, 90000)
 
@@ -61,8 +61,7 @@ class Reader(Protocol):
 
 
 def _av_reason(err: Exception) -> str:
-    text = getattr(err, "strerror", None) or str(err)
-    return scrub(" ".join(str(text).split()))
+    return scrub(ffmpeg_reason(err))
 
 
 class NetworkReader:
@@ -175,12 +174,12 @@ class LiveCapture:
     """Reads a live source in a thread, reconnecting; counts frames, reconnects and offline time."""
 
     def __init__(self, spec: SourceSpec, reader: Reader, settings: CaptureSettings,
-                 emit: Callable[[Frame], None], log: Callable[[str], None], seed: Optional[int] = None):
+                 log: Callable[[str], None], seed: Optional[int] = None):
         self.spec = spec
         self.reader = reader
         self.settings = settings
-        self.emit = emit
         self.log = log
+        self._emit: Callable[[Frame], None] = lambda frame: None
         self.state = "connecting"  # connecting | live | offline | stopped | failed
         self.captured = 0
         self.reconnects = 0
@@ -200,7 +199,9 @@ class LiveCapture:
         self.reader.open()
         self.state = "live"
 
-    def start(self) -> None:
+    def start(self, emit: Callable[[Frame], None]) -> None:
+        """Read in a thread, handing every frame to `emit` (called on that thread)."""
+        self._emit = emit
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
 
@@ -246,7 +247,7 @@ class LiveCapture:
             self.state = "failed"
         finally:
             self.reader.close()
-            if self.state not in ("failed",):
+            if self.state != "failed":
                 self.state = "stopped"
 
     def _deliver(self, image: np.ndarray) -> None:
@@ -257,7 +258,7 @@ class LiveCapture:
                       wall_time=now, image=image)
         self.captured += 1
         self.last_frame_time = now
-        self.emit(frame)
+        self._emit(frame)
 
     def _reconnect(self, reason: str) -> bool:
         self.state = "offline"

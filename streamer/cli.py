@@ -420,14 +420,14 @@ def _run_file(path, out, detections_path, threshold, classes, max_frames, show, 
 
 def _run_live(spec, settings, out, detections_path, threshold, classes, max_frames, show, hold, session,
               in_flight, request_timeout, status_every):
-    from .capture import LiveCapture, make_reader
+    from .capture import TIME_BASE, LiveCapture, make_reader
     from .live import LivePipeline, RecordingSink
     from .render import draw_detections
     from .sinks import JsonlSink, Mp4Sink
     from .triton import InferenceStream
 
     reader = make_reader(spec, settings)
-    capture = LiveCapture(spec, reader, settings, emit=lambda frame: None, log=say)
+    capture = LiveCapture(spec, reader, settings, log=say)
     say(f"connecting to {spec.name} ...")
     capture.connect()  # a wrong URL or a dead camera fails here, before the server starts
     size = f"{reader.size[0]}x{reader.size[1]}" if reader.size else "size unknown"
@@ -446,8 +446,6 @@ def _run_live(spec, settings, out, detections_path, threshold, classes, max_fram
                 recorders, result_sinks = [], []
                 if out is not None:
                     def open_mp4(width, height):
-                        from .capture import TIME_BASE
-
                         return stack.enter_context(Mp4Sink(out, width, height, TIME_BASE, reader.rate))
 
                     recorders.append(RecordingSink(open_mp4))

@@ -29,16 +29,13 @@ from . import interrupts
 from .capture import LiveCapture
 from .frame_queue import FrameQueue, LatestSlot
 from .frames import Detections, Frame
+from .pipeline import p50_p95
 from .render import draw_hud
 from .triton import InferenceStream, Outcome
 from .window import Window
 
 Annotate = Callable[[np.ndarray, Detections], np.ndarray]
 Select = Callable[[Detections], Detections]
-
-
-def percentile_ms(values: Sequence[float], q: float) -> Optional[float]:
-    return float(np.percentile(np.asarray(values), q) * 1000) if len(values) else None
 
 
 @dataclass
@@ -76,9 +73,9 @@ class LiveStats:
             f"display {self.shown / el:.1f} fps, detections {self.inferred / el:.2f}/s",
         ]
         if self.ages:
-            parts.append(f"frame age p50 {percentile_ms(self.ages, 50):.0f} ms p95 {percentile_ms(self.ages, 95):.0f} ms")
+            parts.append(f"frame age {p50_p95(self.ages)}")
         if self.latencies:
-            parts.append(f"inference p50 {percentile_ms(self.latencies, 50):.0f} ms")
+            parts.append(f"inference p50 {np.median(self.latencies) * 1000:.0f} ms")
         parts.append(f"reconnects {self.reconnects}, offline {self.offline:.1f} s")
         if self.server_reconnects:
             parts.append(f"server reconnects {self.server_reconnects}")
@@ -276,9 +273,8 @@ class LivePipeline:
             return
         span = now - iv.start
         shown, inferred = self.stats.shown - iv.shown0, self.stats.inferred - iv.inferred0
-        age = (f"frame age p50 {percentile_ms(iv.ages, 50):.0f} ms p95 {percentile_ms(iv.ages, 95):.0f} ms"
-               if iv.ages else "no frames")
-        result_age = (f", detections {percentile_ms(iv.result_ages, 50):.0f} ms old on arrival"
+        age = f"frame age {p50_p95(iv.ages)}" if iv.ages else "no frames"
+        result_age = (f", detections {np.median(iv.result_ages) * 1000:.0f} ms old on arrival"
                       if iv.result_ages else "")
         self.log(f"[{now - self.stats.started:.0f} s] display {shown / span:.1f} fps, detections "
                  f"{inferred / span:.2f}/s, {age}{result_age}, skipped for inference {self._slot.skipped}, "
@@ -287,9 +283,8 @@ class LivePipeline:
 
     def run(self) -> LiveStats:
         stats = self.stats
-        self.capture.emit = self._emit
         inferrer = threading.Thread(target=self._infer, name="inference", daemon=True)
-        self.capture.start()
+        self.capture.start(self._emit)
         inferrer.start()
         try:
             while True:

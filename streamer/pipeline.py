@@ -22,6 +22,12 @@ from .triton import InferenceStream, Outcome
 from .window import UserQuit
 
 
+def p50_p95(seconds: Sequence[float]) -> str:
+    """"p50 X ms p95 Y ms" of durations given in seconds (not empty)."""
+    p50, p95 = np.percentile(np.asarray(seconds), [50, 95]) * 1000
+    return f"p50 {p50:.0f} ms p95 {p95:.0f} ms"
+
+
 class Sink(Protocol):
     def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None: ...
 
@@ -61,18 +67,13 @@ class RunStats:
     def fps(self) -> float:
         return self.written / self.elapsed if self.elapsed > 0 else 0.0
 
-    def percentile_ms(self, q: float) -> Optional[float]:
-        if not self.latencies:
-            return None
-        return float(np.percentile(np.asarray(self.latencies), q) * 1000)
-
     def line(self) -> str:
         counts = f"frames: read {self.read}, inferred {self.inferred}, written {self.written}, failed {self.failed}"
         if self.dropped:
             counts += f", dropped {self.dropped} ({'window closed' if self.quit else 'interrupted'})"
         parts = [counts, f"{self.fps:.2f} fps"]
         if self.latencies:
-            parts.append(f"latency p50 {self.percentile_ms(50):.0f} ms p95 {self.percentile_ms(95):.0f} ms")
+            parts.append(f"latency {p50_p95(self.latencies)}")
         if self.server_compute is not None:
             parts.append(f"server {self.server_compute * 1000:.0f} ms/frame")
         if self.reconnects:

@@ -124,7 +124,7 @@ class FileSource:
             self.container = av.open(str(self.path), mode="r")
         except av.FFmpegError as err:
             raise SourceError(
-                f"{self.path} is not a video PyAV can read ({_ffmpeg_reason(err)}); "
+                f"{self.path} is not a video PyAV can read ({ffmpeg_reason(err)}); "
                 "a truncated mp4 without its index (moov atom) cannot be opened either"
             ) from err
         streams = self.container.streams.video
@@ -169,13 +169,13 @@ class FileSource:
             except StopIteration:
                 break
             except av.FFmpegError as err:  # the container itself breaks off (truncated file)
-                self._note(f"reading stopped at frame {self.decoded} ({_ffmpeg_reason(err)})")
+                self._note(f"reading stopped at frame {self.decoded} ({ffmpeg_reason(err)})")
                 break
             try:
                 decoded = packet.decode()
             except av.FFmpegError as err:  # one corrupt packet: skip it, go on
                 if not self.decode_errors:
-                    first_error = f"near frame {self.decoded}: {_ffmpeg_reason(err)}"
+                    first_error = f"near frame {self.decoded}: {ffmpeg_reason(err)}"
                 self.decode_errors += 1
                 continue
             for vframe in decoded:
@@ -204,6 +204,7 @@ class FileSource:
         self.problem = message if self.problem is None else f"{self.problem}; {message}"
 
 
-def _ffmpeg_reason(err: Exception) -> str:
+def ffmpeg_reason(err: Exception) -> str:
+    """PyAV's error message on one line, without the file name or URL it appends."""
     text = getattr(err, "strerror", None) or str(err)
     return " ".join(str(text).split())

@@ -21,6 +21,8 @@ from typing import List, Optional
 import av
 import numpy as np
 
+from streamer.server import free_port
+
 from .helpers import CELL, CODE_BITS, frame_image, start_streamer, wait_until, write_clip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,12 +62,6 @@ def camera_clip(path: Path, count: int, rate: int = 25, width: int = 320, height
 
 # -- the RTSP camera ------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    from streamer.server import free_port
-
-    return free_port()
-
-
 class RtspCamera:
     """`with RtspCamera(clip) as cam: cam.url` -- stop(), start() again on the same port, pause()/resume()."""
 
@@ -74,7 +70,7 @@ class RtspCamera:
         self.path = path
         self.user = user
         self.password = password
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: Optional[subprocess.Popen] = None
 
     @property

@@ -147,17 +147,17 @@ class FlakyReader:
         pass
 
 
-def capture(reader, settings: CaptureSettings, frames: list) -> LiveCapture:
+def capture(reader, settings: CaptureSettings) -> LiveCapture:
     return LiveCapture(SourceSpec("network", "rtsp://u:pw@h/x", "rtsp://***@h/x"), reader, settings,
-                       emit=frames.append, log=lambda message: None, seed=0)
+                       log=lambda message: None, seed=0)
 
 
 def test_capture_reconnects_then_gives_up_with_a_clear_error():
     frames: list = []
     settings = CaptureSettings(max_reconnect_time=1.0, backoff_initial=0.05, backoff_max=0.2)
-    cap = capture(FlakyReader(per_session=5, fail_after=3), settings, frames)
+    cap = capture(FlakyReader(per_session=5, fail_after=3), settings)
     cap.connect()
-    cap.start()
+    cap.start(frames.append)
     cap.join(timeout=30)
     assert not cap.running
     assert len(frames) == 15 and [f.index for f in frames] == list(range(15))
@@ -172,9 +172,9 @@ def test_capture_reconnects_then_gives_up_with_a_clear_error():
 
 def test_capture_stops_promptly_while_reconnecting():
     settings = CaptureSettings(max_reconnect_time=600, backoff_initial=5, backoff_max=5)
-    cap = capture(FlakyReader(per_session=1, fail_after=1), settings, [])
+    cap = capture(FlakyReader(per_session=1, fail_after=1), settings)
     cap.connect()
-    cap.start()
+    cap.start(lambda frame: None)
     wait_until(lambda: cap.state == "offline", 10, what="offline")
     started = time.monotonic()
     cap.stop()
@@ -189,10 +189,10 @@ def test_webcam_reader_through_real_opencv_on_a_clip(tmp_path):
     frames: list = []
     spec = SourceSpec("webcam", str(clip), "webcam test")
     cap = LiveCapture(spec, WebcamReader(spec, CaptureSettings(backoff_initial=0.05)), CaptureSettings(
-        backoff_initial=0.05, backoff_max=0.1), emit=frames.append, log=lambda m: None)
+        backoff_initial=0.05, backoff_max=0.1), log=lambda m: None)
     cap.connect()
     assert cap.reader.rate is not None and float(cap.reader.rate) == pytest.approx(29.97, abs=0.01)
-    cap.start()
+    cap.start(frames.append)
     wait_until(lambda: len(frames) >= 20, 30, what="frames after a reconnect")
     cap.stop()
     cap.join(timeout=10)
