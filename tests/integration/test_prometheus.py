@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict
 
 import pytest
@@ -22,6 +23,16 @@ from ..helpers import frame_image
 from ..prometheus import Prometheus
 
 pytestmark = pytest.mark.slow
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+# The README's queries, verbatim (a test below keeps them in step).
+FPS = "rate(streamer_frames_captured_total[1m])"
+REFRESH = "rate(streamer_frames_inferred_total[1m])"
+SKIPPED = "rate(streamer_frames_skipped_total[1m]) / rate(streamer_frames_captured_total[1m])"
+DOWN = "streamer_camera_up == 0"
+P95 = "histogram_quantile(0.95, sum by (camera, le) (rate(streamer_inference_latency_seconds_bucket[1m])))"
+PEOPLE = 'rate(streamer_detections_total{class="person"}[1m]) * 60'
+QUEUE_US = "rate(nv_inference_queue_duration_us[1m]) / rate(nv_inference_request_success[1m])"
 
 
 @dataclass
@@ -84,22 +95,21 @@ def test_prometheus_scrapes_per_camera_series_and_the_embedded_triton(server_mob
                           timeout=60, what="the captured counter to grow")
             assert {labels["camera"] for labels, _ in prom.query("streamer_frames_captured_total")} == \
                 {"front", "garage"}
-            assert {labels["job"] for labels, v in prom.query("up") if v == 1} == {"streamer", "triton"}
+            prom.wait_for("up == 1", lambda r: {labels["job"] for labels, _ in r} == {"streamer", "triton"},
+                          timeout=60, what="both targets up")
 
-            # The README's queries, as written there.
-            fps = prom.wait_for("rate(streamer_frames_captured_total[10s])", lambda r: len(r) == 2, timeout=60)
-            assert all(v > 0 for _, v in fps)
-            skipped = prom.query("rate(streamer_frames_skipped_total[1m]) / rate(streamer_frames_captured_total[1m])")
-            assert {labels["camera"] for labels, _ in skipped} == {"front", "garage"}
-            assert all(0 < v < 1 for _, v in skipped), skipped
-            p95 = prom.wait_for(
-                "histogram_quantile(0.95, sum by (camera, le) (rate(streamer_inference_latency_seconds_bucket[1m])))",
-                lambda r: len(r) == 2 and all(math.isfinite(v) for _, v in r), timeout=60)
+            # The README's queries.
+            for query in (FPS, REFRESH):
+                rates = prom.wait_for(query, lambda r: len(r) == 2 and all(v > 0 for _, v in r), timeout=60)
+                assert {labels["camera"] for labels, _ in rates} == {"front", "garage"}
+            skipped = prom.query(SKIPPED)
+            assert len(skipped) == 2 and all(0 < v < 1 for _, v in skipped), skipped
+            p95 = prom.wait_for(P95, lambda r: len(r) == 2 and all(math.isfinite(v) for _, v in r), timeout=60)
             assert all(0.3 < v <= 0.5 for _, v in p95), p95  # the 0.4 s observations fall in (0.3, 0.5]
-            assert prom.query('rate(streamer_detections_total{class="person"}[1m]) > 0')
-            assert prom.query("streamer_camera_up == 0") == []
+            assert len(prom.query(PEOPLE)) == 2 and all(v > 0 for _, v in prom.query(PEOPLE))
+            assert prom.query(DOWN) == []
             cameras[1].camera_up = False
-            down = prom.wait_for("streamer_camera_up == 0", lambda r: len(r) == 1, timeout=60)
+            down = prom.wait_for(DOWN, lambda r: len(r) == 1, timeout=60)
             assert down[0][0]["camera"] == "garage"
 
             # Triton's own metrics: present, and counting an inference made meanwhile.
@@ -108,9 +118,14 @@ def test_prometheus_scrapes_per_camera_series_and_the_embedded_triton(server_mob
             with TritonClient(server_mobilenet.grpc_url) as client:
                 client.infer(frame_image(0, 320, 240))
             prom.wait_for('nv_inference_count{model="fasterrcnn"}', lambda r: one(r) >= before + 1, timeout=60)
-            queue_us = prom.query("increase(nv_inference_queue_duration_us[1m]) / "
-                                  "increase(nv_inference_request_success[1m])")
+            queue_us = prom.query(QUEUE_US)
             assert queue_us and all(math.isfinite(v) and v >= 0 for _, v in queue_us), queue_us
     finally:
         stop.set()
         ticker.join(10)
+
+
+def test_the_readme_shows_these_queries_verbatim():
+    text = README.read_text()
+    for query in (FPS, REFRESH, SKIPPED, DOWN, P95, PEOPLE, QUEUE_US):
+        assert f"\n{query}\n" in text, query
