@@ -257,7 +257,10 @@ class MetricsServer:
         if err.errno == errno.EACCES:
             return ServerStartError(f"not allowed to listen on {where} for metrics (ports below 1024 need root); "
                              f"choose another with --metrics-port")
-        if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+        if isinstance(err, socket.gaierror):
+            return ServerStartError(f"cannot serve metrics on {where}: {self.host} is not a known host name; "
+                                    f"fix --metrics-host (127.0.0.1, or 0.0.0.0 for every interface)")
+        if err.errno == errno.EADDRNOTAVAIL:
             return ServerStartError(f"cannot serve metrics on {where}: {self.host} is not an address of this "
                                     f"machine; fix --metrics-host (127.0.0.1, or 0.0.0.0 for every interface)")
         return ServerStartError(f"cannot serve metrics on {where}: {err.strerror or err}; "

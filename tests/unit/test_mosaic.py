@@ -85,7 +85,7 @@ def test_the_offline_banner_is_on_its_own_tile_only():
     assert red_pixels(compose([Tile(None, "d", [], "OFFLINE")], TILE)) > 320 * 10
 
 
-@pytest.mark.parametrize("image_size", [(400, 100), (100, 400), (320, 240), (64, 48), (1, 1), (7, 3)])
+@pytest.mark.parametrize("image_size", [(400, 100), (100, 400), (320, 240), (64, 48), (1, 1), (7, 3), (1919, 1081), (2000, 500)])
 def test_letterboxing_keeps_the_aspect_ratio_with_black_bars(image_size):
     iw, ih = image_size
     tile = render_tile(Tile(solid(iw, ih, (255, 255, 255)), ""), TILE)
