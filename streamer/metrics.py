@@ -217,6 +217,8 @@ def _url_host(host: str) -> str:
 class MetricsServer:
     """The /metrics endpoint: `with MetricsServer(samples).start() as m: print(m.url)`.
 
+    `samples` is called on the server's thread at every scrape: it must be quick and read
+    counters that other threads update (ints and a LatencyHistogram are safe to read).
     `port=0` picks a free port (read `port` after start). `info` becomes a
     `streamer_build_info{...} 1` series; its values must hold no secrets.
     """
