@@ -29,6 +29,7 @@ from . import interrupts
 from .capture import LiveCapture
 from .frame_queue import FrameQueue, LatestSlot
 from .frames import Detections, Frame
+from .metrics import LatencyHistogram
 from .pipeline import p50_p95
 from .render import draw_hud
 from .triton import InferenceStream, Outcome
@@ -53,9 +54,10 @@ class LiveStats:
     reconnects: int = 0
     offline: float = 0.0
     server_reconnects: int = 0
-    # capture -> display and send -> answer, seconds: the most recent ones (memory stays flat for days)
+    # capture -> display, seconds: the most recent ones (memory stays flat for days)
     ages: Deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
-    latencies: Deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    # send -> answer per inferred frame: Prometheus buckets over the run + recent values for p50
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     started: float = field(default_factory=time.monotonic)
     finished: Optional[float] = None
     quit: bool = False
@@ -77,8 +79,9 @@ class LiveStats:
         ]
         if self.ages:
             parts.append(f"frame age {p50_p95(self.ages)}")
-        if self.latencies:
-            parts.append(f"inference p50 {np.median(self.latencies) * 1000:.0f} ms")
+        p50 = self.latency.quantile(0.5)
+        if p50 is not None:
+            parts.append(f"inference p50 {p50 * 1000:.0f} ms")
         parts.append(f"reconnects {self.reconnects}, offline {self.offline:.1f} s")
         if self.server_reconnects:
             parts.append(f"server reconnects {self.server_reconnects}")
@@ -200,7 +203,7 @@ class CameraFeed:
                 self.stats.inferred += 1
                 self._interval.result_ages.append(now - outcome.frame.wall_time)
                 if outcome.latency is not None:
-                    self.stats.latencies.append(outcome.latency)
+                    self.stats.latency.observe(outcome.latency)
                 outcome = Outcome(outcome.frame, self.select(outcome.detections), None, outcome.latency)
                 for label in outcome.detections.labels:
                     self.detections_by_class[int(label)] = self.detections_by_class.get(int(label), 0) + 1
@@ -216,7 +219,7 @@ class CameraFeed:
     def _hold_limit(self) -> float:
         if self.hold is not None:
             return self.hold
-        recent = list(self.stats.latencies)[-5:]
+        recent = self.stats.latency.recent()[-5:]
         return max(2.0, 3 * float(np.median(recent))) if recent else 2.0
 
     def _detections_for(self, frame: Frame) -> Optional[Outcome]:
@@ -394,6 +397,7 @@ class LivePipeline:
     log: Callable[[str], None] = print
     wake: threading.Event = field(default_factory=threading.Event)
     mosaic_fps: float = 15.0  # how often the mosaic is redrawn
+    mosaic_size: Tuple[int, int] = (1280, 720)  # the mosaic's size at most (the window can be resized)
     connect: bool = True  # the capture threads open their sources (a failure there is a drop)
 
     def __post_init__(self):
@@ -413,7 +417,7 @@ class LivePipeline:
                 self.log(line if self.single else f"{feed.name}: {line}")
 
     def _show_mosaic(self, now: float, force: bool) -> bool:
-        from .mosaic import compose
+        from .mosaic import compose, tile_size_to_fit
 
         if not force and now - self._mosaic_shown < 1 / self.mosaic_fps:
             return True
@@ -421,7 +425,7 @@ class LivePipeline:
         state = self.inference.state
         tiles = [(f.last_image, f.name, f.hud_lines(now, f.last_frame, f.last_shown, state), f.banner(now, state))
                  for f in self.feeds]
-        return self.window.show(compose(tiles))
+        return self.window.show(compose(tiles, tile_size_to_fit(len(tiles), self.mosaic_size)))
 
     def _step(self, now: float) -> bool:
         """Draw, record and show what the cameras captured. False: the user closed the window."""
@@ -493,7 +497,8 @@ def total_line(stats: Sequence[LiveStats]) -> str:
                      "skipped", "reconnects", "offline", "server_reconnects"):
             setattr(total, name, getattr(total, name) + getattr(s, name))
         total.ages.extend(s.ages)
-        total.latencies.extend(s.latencies)
+        for latency in s.latency.recent():
+            total.latency.observe(latency)
     total.server_reconnects = max(s.server_reconnects for s in stats)
     total.finished = max(s.finished or time.monotonic() for s in stats)
     return total.line()

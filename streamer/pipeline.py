@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence
 
 import numpy as np
 
 from . import interrupts
 from .frame_queue import FrameQueue
 from .frames import Detections, Frame
+from .metrics import LatencyHistogram
 from .triton import InferenceStream, Outcome
 from .window import UserQuit
 
@@ -26,6 +27,9 @@ def p50_p95(seconds: Sequence[float]) -> str:
     """"p50 X ms p95 Y ms" of durations given in seconds (not empty)."""
     p50, p95 = np.percentile(np.asarray(seconds), [50, 95]) * 1000
     return f"p50 {p50:.0f} ms p95 {p95:.0f} ms"
+
+
+FILE_WINDOW = 200_000  # latencies kept for a file run's p50/p95 (1.6 MB)
 
 
 class Sink(Protocol):
@@ -44,7 +48,9 @@ class RunStats:
     inferred: int = 0
     written: int = 0
     failed: int = 0
-    latencies: List[float] = field(default_factory=list)  # seconds, per inferred frame
+    # seconds from send to answer, per inferred frame (the whole run's values for p50/p95)
+    latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(window=FILE_WINDOW))
+    detections_by_class: Dict[int, int] = field(default_factory=dict)  # label id -> detections written
     started: float = field(default_factory=time.monotonic)
     finished: Optional[float] = None
     interrupted: bool = False
@@ -72,8 +78,8 @@ class RunStats:
         if self.dropped:
             counts += f", dropped {self.dropped} ({'window closed' if self.quit else 'interrupted'})"
         parts = [counts, f"{self.fps:.2f} fps"]
-        if self.latencies:
-            parts.append(f"latency {p50_p95(self.latencies)}")
+        if self.latency.count:
+            parts.append(f"latency {p50_p95(self.latency.recent())}")
         if self.server_compute is not None:
             parts.append(f"server {self.server_compute * 1000:.0f} ms/frame")
         if self.reconnects:
@@ -88,7 +94,7 @@ class RunStats:
         if outcome.ok:
             self.inferred += 1
             if outcome.latency is not None:
-                self.latencies.append(outcome.latency)
+                self.latency.observe(outcome.latency)
         else:
             self.failed += 1
             self.first_error = self.first_error or outcome.error
@@ -126,8 +132,11 @@ class FilePipeline:
             stats.read += 1
             yield frame
 
+    def __post_init__(self):
+        self.stats = RunStats()  # read by the metrics endpoint while the run goes on
+
     def run(self) -> RunStats:
-        stats = RunStats()
+        stats = self.stats
         frames: FrameQueue[Frame] = FrameQueue(self.queue_size)
         errors: list = []
         reader = threading.Thread(target=self._read, args=(frames, errors), name="reader", daemon=True)
@@ -140,6 +149,8 @@ class FilePipeline:
                 if outcome.ok:
                     detections = self.select(outcome.detections)
                     image = self.annotate(outcome.frame, detections)
+                    for label in detections.labels:
+                        stats.detections_by_class[int(label)] = stats.detections_by_class.get(int(label), 0) + 1
                 with interrupts.critical():  # each frame goes to every sink whole, or not at all
                     for sink in self.sinks:
                         try:

@@ -144,7 +144,7 @@ def run_command(settings: RunSettings, console: Console) -> int:
     if settings.out is None and settings.detections is None and not settings.show:
         console.say("note: no --out, --detections or --show given: frames are detected and counted only")
     if spec.live:
-        camera = CameraSettings(name=spec.name, source=settings.source, record=settings.out,
+        camera = CameraSettings(name="cam1", source=settings.source, record=settings.out,
                                 detections=settings.detections, selection=settings.selection,
                                 hold_detections=settings.hold_detections, max_frames=settings.max_frames)
         watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
@@ -197,7 +197,8 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> int:
                         max_frames=settings.max_frames,
                         on_frame=lambda _stats: advance(),
                     )
-                    with metrics_endpoint(settings.metrics, lambda: [file_sample(path.name, pipeline)], say):
+                    samples = lambda: [file_sample(path.name, pipeline, info.name_of)]  # noqa: E731
+                    with metrics_endpoint(settings.metrics, samples, say):
                         stats = pipeline.run()
             finally:
                 with interrupts.critical():  # a second Ctrl-C must not cut the files short
@@ -211,15 +212,23 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> int:
     return ExitCode.OK if stats.complete else ExitCode.INCOMPLETE
 
 
-def file_sample(name: str, pipeline):
-    """A file run's counters as one camera's metrics sample."""
+def by_name(counts, name_of) -> dict:
+    named: dict = {}
+    for label, n in list(counts.items()):
+        named[name_of(label)] = named.get(name_of(label), 0) + n
+    return named
+
+
+def file_sample(name: str, pipeline, name_of):
+    """A file run's counters as one camera's metrics sample (the file's name is the camera label)."""
     from .metrics import CameraSample
 
     stats = pipeline.stats
     return CameraSample(
         camera=name, captured=stats.read, shown=stats.written, inferred=stats.inferred, skipped=0,
-        failed=stats.failed, reconnects=stats.reconnects, camera_up=True, inference_up=True,
-        frame_age_seconds=None, detections=dict(stats.detections_by_class), latency=stats.latency)
+        failed=stats.failed, reconnects=pipeline.inference.reconnects, camera_up=stats.finished is None,
+        inference_up=pipeline.inference.state == "online", frame_age_seconds=None,
+        detections=by_name(stats.detections_by_class, name_of), latency=stats.latency)
 
 
 def _report_file(stats, info: contract.ModelInfo, outputs: List[Path], console: Console) -> None:
@@ -368,7 +377,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> int:
                     window = stack.enter_context(Window(title))
                 pipeline = LivePipeline(feeds=feeds, inference=stream, window=window, status_every=status_every,
                                         log=say)
-                samples = lambda: [live_sample(feed, stream) for feed in feeds]  # noqa: E731
+                samples = lambda: [live_sample(feed, stream, info.name_of) for feed in feeds]  # noqa: E731
                 try:
                     with metrics_endpoint(settings.metrics, samples, say):
                         stats_list = pipeline.run()
@@ -409,7 +418,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> int:
     return ExitCode.OK
 
 
-def live_sample(feed, stream):
+def live_sample(feed, stream, name_of):
     """One camera's counters as a metrics sample (read at scrape time)."""
     from .metrics import CameraSample
 
@@ -418,7 +427,7 @@ def live_sample(feed, stream):
         camera=feed.name, captured=s.captured, shown=s.shown, inferred=s.inferred, skipped=feed.slot.skipped,
         failed=s.failed, reconnects=feed.capture.reconnects, camera_up=feed.capture.state == "live",
         inference_up=stream.state == "online", frame_age_seconds=feed.frame_age,
-        detections=dict(feed.detections_by_name), latency=feed.latency)
+        detections=by_name(feed.detections_by_class, name_of), latency=s.latency)
 
 
 def watch_command(settings: WatchSettings, console: Console) -> int:

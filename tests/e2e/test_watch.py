@@ -1,0 +1,226 @@
+"""`streamer watch`: several real RTSP cameras (gst-rtsp-server on 127.0.0.1) sharing one real Triton.
+
+Every check reads real outputs: each camera's recording (frame codes), its JSONL, the
+per-camera accounting lines. No timing asserts: timeouts are generous.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from ..cameras import RtspCamera, Run, camera_clip, read_bottom_code
+from ..helpers import read_jsonl, read_video, streamer
+
+pytestmark = pytest.mark.slow
+
+LINE = re.compile(r"camera (\S+) \| live: captured (\d+), shown (\d+), inferred (\d+), "
+                  r"skipped for inference (\d+), failed (\d+)")
+
+
+def per_camera(out: str) -> dict:
+    found = {m.group(1): dict(zip(("captured", "shown", "inferred", "skipped", "failed"), map(int, m.groups()[1:])))
+             for m in LINE.finditer(out)}
+    for name, c in found.items():
+        assert c["inferred"] + c["skipped"] + c["failed"] == c["captured"], (name, c)
+    assert re.search(r"total \(\d+ cameras\) \| live: captured \d+", out), out
+    return found
+
+
+def codes(path: Path):
+    return [read_bottom_code(img) for img in read_video(path).images]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return camera_clip(tmp_path_factory.mktemp("watch") / "cam25.mp4", 500)
+
+
+@pytest.fixture(scope="module")
+def slow_clip(tmp_path_factory) -> Path:
+    return camera_clip(tmp_path_factory.mktemp("watch") / "cam8.mp4", 200, rate=8)
+
+
+def camera_file(tmp_path: Path, cameras: dict, extra: str = "") -> Path:
+    lines = [extra] if extra else []
+    lines.append("cameras:")
+    for name, spec in cameras.items():
+        lines.append(f"  {name}:")
+        lines += [f"    {k}: {v}" for k, v in spec.items()]
+    path = tmp_path / "cameras.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_three_cameras_one_restarted_the_others_record_every_frame(tmp_path, clip, server_mobilenet):
+    cams = [RtspCamera(clip, path=f"/{n}") for n in ("a", "b", "c")]
+    for cam in cams:
+        cam.start()
+    try:
+        config = camera_file(tmp_path, {
+            name: {"source": cam.url, "record": f"{name}.mp4", "detections": f"{name}.jsonl"}
+            for name, cam in zip(("front", "garage", "yard"), cams)})
+        run = Run("watch", config, "--triton", server_mobilenet.grpc_url, "--max-frames", 150,
+                  "--status-every", 2)
+        run.wait_for("garage (rtsp://127.0.0.1")
+        run.wait_for("front: [", timeout=60)  # a status line: the cameras are running
+        cams[1].stop()
+        run.wait_for("dropped", timeout=60)
+        cams[1].start()
+        run.wait_for("is back (reconnect 1)", timeout=90)
+        assert run.finish() == 0, run.stderr
+    finally:
+        for cam in cams:
+            cam.stop()
+    counts = per_camera(run.out)
+    assert set(counts) == {"front", "garage", "yard"}
+    for name in ("front", "yard"):  # untouched by the other camera's outage: every frame, in order
+        assert counts[name]["captured"] == counts[name]["shown"] == 150
+        assert codes(tmp_path / f"{name}.mp4") == list(range(150))
+        assert counts[name]["inferred"] > 0
+    garage = codes(tmp_path / "garage.mp4")
+    restarts = [i for i in range(1, len(garage)) if garage[i] < garage[i - 1]]
+    assert len(restarts) == 1 and len(garage) == 150, garage  # it reconnected and went on recording
+    for name in ("front", "garage", "yard"):
+        records = read_jsonl(tmp_path / f"{name}.jsonl")
+        frames = [r["frame"] for r in records]
+        assert frames == sorted(set(frames)) and len(records) == counts[name]["inferred"] + counts[name]["failed"]
+
+
+def test_cameras_at_different_rates_get_the_same_refresh(tmp_path, clip, slow_clip, server_mobilenet):
+    with RtspCamera(clip, path="/fast") as fast, RtspCamera(slow_clip, path="/slow") as slow:
+        run = Run("watch", fast.url, slow.url, "--triton", server_mobilenet.grpc_url, "--status-every", 0)
+        try:
+            run.wait_for("cam2 (rtsp://", timeout=60)
+            time.sleep(20)
+            run.proc.send_signal(signal.SIGINT)
+            assert run.finish() == 130, run.stderr
+        finally:
+            run.kill()
+    counts = per_camera(run.out)
+    fast_n, slow_n = counts["cam1"]["inferred"], counts["cam2"]["inferred"]
+    assert counts["cam1"]["captured"] > 2 * counts["cam2"]["captured"]  # 25 fps vs 8 fps
+    assert fast_n > 10 and slow_n > 10
+    assert abs(fast_n - slow_n) <= 0.2 * max(fast_n, slow_n), counts  # refresh within +-20 %
+
+
+def test_a_camera_with_a_wrong_password_is_reported_and_the_others_run(tmp_path, clip, server_mobilenet):
+    with RtspCamera(clip, path="/ok") as good, RtspCamera(clip, path="/locked", user="u", password="right") as locked:
+        bad_url = locked.url.replace(":right@", ":WRONG@")
+        config = camera_file(tmp_path, {"good": {"source": good.url, "record": "good.mp4"},
+                                        "locked": {"source": bad_url, "record": "locked.mp4"}})
+        result = streamer("watch", config, "--triton", server_mobilenet.grpc_url, "--max-frames", 60, timeout=180)
+    assert result.returncode == 3, result.stderr  # documented: a camera could not be opened
+    assert "error: camera locked:" in result.stderr and "refused access" in result.stderr
+    assert "WRONG" not in result.stderr + result.stdout and "right" not in result.stdout
+    counts = per_camera(result.stdout)
+    assert counts["good"]["captured"] == counts["good"]["shown"] == 60
+    assert codes(tmp_path / "good.mp4") == list(range(60))
+    assert not (tmp_path / "locked.mp4").exists()
+
+
+def test_all_cameras_failing_is_an_input_error(tmp_path):
+    result = streamer("watch", "rtsp://127.0.0.1:9/a", "rtsp://127.0.0.1:9/b", "--open-timeout", 2, timeout=60)
+    assert result.returncode == 3
+    assert "none of the 2 cameras could be opened" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_files_as_cameras_play_at_their_pace_and_end(tmp_path, server_mobilenet):
+    a = camera_clip(tmp_path / "a.mp4", 30, rate=15)
+    b = camera_clip(tmp_path / "b.mp4", 45, rate=15)
+    started = time.monotonic()
+    result = streamer("watch", a, b, "--out-dir", tmp_path, "--triton", server_mobilenet.grpc_url, timeout=180)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    counts = per_camera(result.stdout)
+    assert counts["cam1"]["captured"] == 30 and counts["cam2"]["captured"] == 45
+    assert codes(tmp_path / "cam1.mp4") == list(range(30))
+    assert codes(tmp_path / "cam2.mp4") == list(range(45))
+    assert "end of file" in result.stderr
+    assert elapsed > 3  # 45 frames at 15 fps take 3 s: played at their own pace, not as fast as possible
+
+
+def test_the_mosaic_shows_every_camera_and_the_offline_banner_on_its_tile(tmp_path, clip, server_mobilenet):
+    from streamer.mosaic import picture_rect, tile_rect, tile_size_to_fit
+
+    from ..cameras import VirtualDisplay
+    from .test_live_window import red_banner
+
+    with VirtualDisplay(1400, 800) as display, RtspCamera(clip, path="/a") as a, RtspCamera(clip, path="/b") as b:
+        config = camera_file(tmp_path, {"front": {"source": a.url}, "yard": {"source": b.url}})
+        run = Run("watch", config, "--show", "--triton", server_mobilenet.grpc_url, env=display.env)
+        try:
+            window = display.find_window("streamer: 2 cameras")
+            tile_size = tile_size_to_fit(2, (1280, 720))
+
+            def tiles():
+                image = display.window_image(window)
+                return [image[y:y + h, x:x + w] for x, y, w, h in (tile_rect(i, 2, tile_size) for i in range(2))], \
+                    [image[y:y + h, x:x + w] for x, y, w, h in (picture_rect(i, 2, (320, 240), tile_size)
+                                                                for i in range(2))]
+
+            seen = {0: set(), 1: set()}
+            for _ in range(8):
+                _, pictures = tiles()
+                for i, picture in enumerate(pictures):
+                    code = read_bottom_code(picture)
+                    if code is not None:
+                        seen[i].add(code)
+                time.sleep(0.5)
+            assert len(seen[0]) >= 3 and len(seen[1]) >= 3, seen  # both cameras play in their tiles
+            titles = [t[:12] for t in tiles()[0]]
+            assert not (titles[0] == titles[1]).all(), "the two tiles should carry different names"
+            assert not any(red_banner(t) for t in tiles()[0])
+            b.stop()
+            run.wait_for("dropped", timeout=60)
+            time.sleep(1.5)
+            left, right = tiles()[0]
+            assert red_banner(right) and not red_banner(left), "the OFFLINE banner belongs on yard's tile only"
+            display.press(window, "q")
+            assert run.finish() == 0, run.stderr
+        finally:
+            run.kill()
+    assert "window closed by the user" in run.stderr
+    per_camera(run.out)
+
+
+def test_prometheus_scrapes_each_camera_and_the_embedded_triton(tmp_path, clip, repo_mobilenet):
+    from streamer.server import free_port
+
+    from ..prometheus import Prometheus
+
+    metrics_port, triton_metrics = free_port(), free_port()
+    with RtspCamera(clip, path="/a") as a, RtspCamera(clip, path="/b") as b:
+        config = camera_file(tmp_path, {"front": {"source": a.url}, "yard": {"source": b.url}},
+                             extra=f"metrics_port: {metrics_port}")
+        run = Run("watch", config, "--model-repo", repo_mobilenet, "--threads", 2,
+                  "--triton-metrics-port", triton_metrics)
+        try:
+            run.wait_for(f"metrics: http://127.0.0.1:{metrics_port}/metrics", timeout=180)
+            run.wait_for(f"metrics http://127.0.0.1:{triton_metrics}/metrics", timeout=10)
+            targets = {"streamer": [f"127.0.0.1:{metrics_port}"], "triton": [f"127.0.0.1:{triton_metrics}"]}
+            with Prometheus(targets, tmp_path) as prom:
+                query = "streamer_frames_captured_total"
+                prom.wait_for(query, lambda series: len(series) == 2, timeout=60)
+                first = {s[0]["camera"]: s[1] for s in prom.query(query)}
+                time.sleep(3)
+                prom.wait_for(query, lambda series: all(v > first[labels["camera"]] for labels, v in series), 60)
+                assert set(first) == {"front", "yard"}
+                for name in ("streamer_frames_inferred_total", "streamer_camera_up", "streamer_inference_up",
+                             "streamer_frame_age_seconds", "streamer_inference_latency_seconds_count"):
+                    prom.wait_for(name, lambda series: {s[0]["camera"] for s in series} == {"front", "yard"}, 60)
+                up = {s[0]["camera"]: s[1] for s in prom.query("streamer_camera_up")}
+                assert up == {"front": 1.0, "yard": 1.0}
+                prom.wait_for('nv_inference_count{model="fasterrcnn"}', lambda series: series and series[0][1] > 0, 60)
+                b.stop()
+                prom.wait_for('streamer_camera_up{camera="yard"}', lambda series: series and series[0][1] == 0, 60)
+            run.proc.send_signal(signal.SIGTERM)
+            assert run.finish() == 130, run.stderr
+        finally:
+            run.kill()
+    counts = per_camera(run.out)
+    assert counts["front"]["captured"] > 0
