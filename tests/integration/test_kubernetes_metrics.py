@@ -23,7 +23,8 @@ from ..helpers import streamer, wait_until, write_clip
 
 pytestmark = pytest.mark.slow
 
-ADAPTER_VALUES = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "monitoring" / "prometheus-adapter-values.yaml"
+ADAPTER_VALUES = (Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "monitoring"
+                  / "prometheus-adapter-values.yaml")
 POD = "triton-7d9c6b5f4-x2x8q"
 
 

@@ -47,11 +47,11 @@ def render(directory: Path) -> list:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def overlay(tmp_path: Path, *, components=(), extra: dict = None, files: dict = None) -> list:
-    """Render a kustomization of our own on top of base (what a user's site overlay does)."""
+def overlay(tmp_path: Path, *, resource: str = "base", components=(), extra: dict = None, files: dict = None) -> list:
+    """Render a kustomization of our own on top of ours (what a user's site overlay does)."""
     rel = lambda p: os.path.relpath(p, tmp_path)  # noqa: E731
     kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                     "resources": [rel(KUBE / "base")], "components": [rel(KUBE / "components" / c) for c in components]}
+                     "resources": [rel(KUBE / resource)], "components": [rel(KUBE / "components" / c) for c in components]}
     kustomization.update(extra or {})
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     for name, text in (files or {}).items():
@@ -403,13 +403,16 @@ def test_container_command_exports_started_at_and_execs_streamer_with_the_args(c
 
 
 def test_a_site_overlay_replaces_cameras_credentials_and_images(tmp_path):
+    """README's my-site/kustomization.yaml."""
     cameras = "cameras:\n  gate:\n    source: rtsp://admin:${GATE_PASSWORD}@10.0.0.9/live\n" \
               "    record: /recordings/gate-${STARTED_AT}.mp4\n"
-    objects = overlay(tmp_path, components=["monitoring"], files={"cameras.yaml": cameras, "site.env": "GATE_PASSWORD=s3cret\n"}, extra={
+    registry = "registry.example.com/vision"
+    objects = overlay(tmp_path, resource="overlays/gpu", files={"cameras.yaml": cameras, "site.env": "GATE_PASSWORD=s3cret\n"},
+                      extra={
         "configMapGenerator": [{"name": "streamer-cameras", "behavior": "replace", "files": ["cameras.yaml"]}],
         "secretGenerator": [{"name": "streamer-credentials", "behavior": "replace", "envs": ["site.env"]}],
-        "images": [{"name": "triton-fasterrcnn", "newName": "registry.example.com/vision/triton-fasterrcnn", "newTag": "1.2"},
-                   {"name": "streamer-client", "newName": "registry.example.com/vision/streamer-client", "newTag": "1.2"}],
+        "images": [{"name": "triton-fasterrcnn", "newName": f"{registry}/triton-fasterrcnn", "newTag": "1.2"},
+                   {"name": "streamer-client", "newName": f"{registry}/streamer-client", "newTag": "1.2"}],
     })
     assert list(camera_file(objects)["cameras"]) == ["gate"]
     secret = find(objects, "Secret", "streamer-credentials")
@@ -418,9 +421,8 @@ def test_a_site_overlay_replaces_cameras_credentials_and_images(tmp_path):
     assert spec["containers"][0]["envFrom"][0]["secretRef"]["name"] == secret["metadata"]["name"]
     assert next(v for v in spec["volumes"] if v["name"] == "cameras")["configMap"]["name"] == \
         find(objects, "ConfigMap", "streamer-cameras")["metadata"]["name"]
-    assert container(find(objects, "Deployment", "triton"))["image"] == "registry.example.com/vision/triton-fasterrcnn:1.2"
-    assert {c["image"] for c in spec["containers"] + spec["initContainers"]} == {
-        "registry.example.com/vision/streamer-client:1.2"}
+    assert container(find(objects, "Deployment", "triton"))["image"] == f"{registry}/triton-fasterrcnn:1.2"
+    assert {c["image"] for c in spec["containers"] + spec["initContainers"]} == {f"{registry}/streamer-client:1.2"}
 
 
 # -- network policy -------------------------------------------------------------------------------
