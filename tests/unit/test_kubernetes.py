@@ -306,6 +306,7 @@ def test_services_reach_tritons_ports(cpu):
             assert ports[port["targetPort"]] == port["port"], port
     assert headless["spec"]["clusterIP"] == "None"
     assert not headless["spec"].get("publishNotReadyAddresses"), "only ready servers may be handed to the client"
+    assert headless["spec"]["ipFamilyPolicy"] == "SingleStack", "each pod once, not once per IP family"
     assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]
     assert sorted(p["name"] for p in service["spec"]["ports"]) == ["grpc", "http", "metrics"]
     assert service["spec"].get("clusterIP") != "None"
