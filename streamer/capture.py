@@ -162,12 +162,64 @@ class WebcamReader:
             self._cap = None
 
 
-def make_reader(spec: SourceSpec, settings: CaptureSettings) -> Reader:
+class FileCameraReader:
+    """A video file played like a camera: at its own pace (its timestamps against the wall
+    clock), from its start; at its end it stops, or starts again with `loop`."""
+
+    finite = True
+
+    def __init__(self, spec: SourceSpec, settings: CaptureSettings, loop: bool = False):
+        self.spec = spec
+        self.settings = settings
+        self.loop = loop
+        self.rate: Optional[Fraction] = None
+        self.size: Optional[tuple] = None
+        self._source = None
+
+    def open(self) -> None:
+        from pathlib import Path
+
+        from .sources import FileSource
+
+        source = FileSource(Path(self.spec.target))
+        source.__enter__()
+        self._source = source
+        self.size = (source.info.width, source.info.height)
+        self.rate = source.info.average_rate
+
+    def images(self) -> Iterator[np.ndarray]:
+        from pathlib import Path
+
+        from .sources import FileSource
+
+        while self._source is not None:
+            start = time.monotonic()
+            first: Optional[float] = None
+            for frame in self._source.frames():
+                if frame.time is not None:
+                    first = frame.time if first is None else first
+                    due = start + frame.time - first
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                yield frame.image
+            if not self.loop:
+                return
+            self._source.__exit__(None, None, None)
+            self._source = FileSource(Path(self.spec.target)).__enter__()
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.__exit__(None, None, None)
+            self._source = None
+
+
+def make_reader(spec: SourceSpec, settings: CaptureSettings, loop: bool = False) -> Reader:
     if spec.kind == "webcam":
         return WebcamReader(spec, settings)
     if spec.kind == "network":
         return NetworkReader(spec, settings)
-    raise ValueError(f"{spec.kind} is not a live source")
+    return FileCameraReader(spec, settings, loop=loop)
 
 
 class LiveCapture:
@@ -191,6 +243,7 @@ class LiveCapture:
         self._t0: Optional[float] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._connect_first = False
         self._rng = random.Random(seed)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -199,9 +252,11 @@ class LiveCapture:
         self.reader.open()
         self.state = "live"
 
-    def start(self, emit: Callable[[Frame], None]) -> None:
-        """Read in a thread, handing every frame to `emit` (called on that thread)."""
+    def start(self, emit: Callable[[Frame], None], connect: bool = False) -> None:
+        """Read in a thread, handing every frame to `emit` (called on that thread). With
+        `connect`, the thread opens the source first (a failure is a drop: it reconnects)."""
         self._emit = emit
+        self._connect_first = connect
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
 
@@ -228,6 +283,13 @@ class LiveCapture:
     # -- the capture thread ----------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            if self._connect_first:
+                try:
+                    self.reader.open()
+                    self.state = "live"
+                except SourceError as err:
+                    if not self._reconnect(str(err)):
+                        return
             while not self._stop.is_set():
                 reason = "the stream ended"
                 try:
@@ -239,6 +301,9 @@ class LiveCapture:
                     reason = str(err)
                 self.reader.close()
                 if self._stop.is_set():
+                    return
+                if getattr(self.reader, "finite", False) and reason == "the stream ended":
+                    self.log(f"{self.spec.name}: end of file ({self.captured} frames)")
                     return
                 if not self._reconnect(reason):
                     return

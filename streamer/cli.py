@@ -24,11 +24,9 @@ def say(message: str) -> None:
 
 
 def warn_untrained(info: contract.ModelInfo) -> None:
-    if info.untrained:
-        say(
-            "WARNING: the served model has UNTRAINED (random) weights: its boxes, labels and scores are "
-            "meaningless. Export real weights with `streamer export-model --weights coco` (or a .pth)."
-        )
+    from .runner import warn_untrained as warn
+
+    warn(info, say)
 
 
 class CliError(click.ClickException):
@@ -104,54 +102,35 @@ def triton_options(fn):
     return fn
 
 
-@contextlib.contextmanager
-def triton_session(triton: Optional[str], model_repo: Path, threads: int, startup_timeout: float):
-    """(client, model info, embedded server or None) for the length of a command."""
-    from .triton import TritonClient
+def server_settings(triton, model_repo, threads, startup_timeout, triton_metrics_port=None):
+    from .settings import ServerSettings
 
-    server = None
-    if triton is None:
-        server = _start_embedded(model_repo, threads, startup_timeout)
-        url = server.grpc_url
-    else:
-        url = triton
-    try:
-        with TritonClient(url) as client:
-            info = client.check()
-            yield client, info, server
-    finally:
-        if server is not None:
-            server.stop()
-            server.cleanup()
+    return ServerSettings(triton=triton, model_repo=model_repo, threads=threads, startup_timeout=startup_timeout,
+                          metrics_port=triton_metrics_port)
 
 
-def _start_embedded(model_repo: Path, threads: int, startup_timeout: float):
-    from .server import start_on_free_ports
+def console() -> "Console":
+    from .runner import Console
 
-    say(f"starting the embedded Triton server on {model_repo} ...")
-    started = time.monotonic()
-    server = start_on_free_ports(model_repo, threads, startup_timeout)
-    say(f"embedded Triton ready in {time.monotonic() - started:.1f} s "
-        f"(gRPC {server.grpc_url}, HTTP {server.http_url})")
-    return server
+    return Console(say=say, out=click.echo, progress=_progress)
 
 
-def _class_filter(info: contract.ModelInfo, classes: Optional[str]) -> Optional[List[int]]:
-    if not classes:
-        return None
-    names = [c for c in classes.split(",") if c.strip()]
-    try:
-        return info.label_ids(names)
-    except KeyError as err:
-        known = ", ".join(n for n in info.class_names if n not in ("N/A", "__background__"))
-        raise UsageError(f"--classes: unknown class name(s) {err.args[0]}; known: {known}") from err
-
-
-def _selector(threshold: float, label_ids: Optional[List[int]]):
-    def select(detections: Detections) -> Detections:
-        return detections.above(threshold).with_labels(label_ids)
-
-    return select
+def metrics_options(fn):
+    """--metrics-port/--metrics-host (the pipeline's Prometheus endpoint), --triton-metrics-port."""
+    options = [
+        click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+                     help="Serve this run's own Prometheus metrics (per camera: frames captured, shown, "
+                          "inferred, skipped, failed, reconnects, latency...) on http://HOST:PORT/metrics. "
+                          "(On `serve` the same flag is Triton's own metrics port.)"),
+        click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                     help="Address the metrics endpoint binds; 0.0.0.0 lets other hosts scrape it."),
+        click.option("--triton-metrics-port", type=click.IntRange(1, 65535), default=None,
+                     help="Fix the embedded Triton server's own metrics port (default: a free port, printed "
+                          "at start), so that Prometheus can scrape it too."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -306,10 +285,12 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @click.option("--max-reconnect-time", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="Live: seconds a dropped camera may stay offline (reconnecting with backoff) "
                    "before the run ends with an error.")
+@metrics_options
 @command
 def run(source, out, detections_path, overwrite, threshold, classes, max_frames, show, hold_detections, triton,
         model_repo, threads, startup_timeout, in_flight, retry_timeout, request_timeout, rtsp_transport,
-        open_timeout, stall_timeout, status_every, max_reconnect_time):
+        open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
+        triton_metrics_port):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
     \b
@@ -325,179 +306,132 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     backoff; a Triton server that goes away leaves the video running until it is back.
     Credentials in URLs are never printed (rtsp://***@host/path).
     """
-    from .sinks import VIDEO_SUFFIXES, check_output_path
-    from .sources import classify_source
+    from .capture import CaptureSettings
+    from .runner import run_command
+    from .settings import InferenceSettings, MetricsSettings, RunSettings, Selection
 
-    spec = classify_source(source)
-    inputs = [Path(spec.target)] if not spec.live else []
-    if out is not None:
-        check_output_path(out, overwrite, inputs=inputs, suffixes=VIDEO_SUFFIXES)
-    if detections_path is not None:
-        check_output_path(detections_path, overwrite, inputs=inputs + ([out] if out else []))
-    if show:
-        from .window import Window
-
-        Window.check_display()
-    if out is None and detections_path is None and not show:
-        say("note: no --out, --detections or --show given: frames are detected and counted only")
-    if spec.live:
-        from .capture import CaptureSettings
-
-        settings = CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout,
-                                   rtsp_transport=rtsp_transport, max_reconnect_time=max_reconnect_time)
-        return _run_live(spec, settings, out, detections_path, threshold, classes, max_frames, show,
-                         hold_detections, (triton, model_repo, threads, startup_timeout), in_flight or 1,
-                         request_timeout, status_every if status_every is not None else (0 if show else 10))
-    return _run_file(Path(spec.target), out, detections_path, threshold, classes, max_frames, show,
-                     (triton, model_repo, threads, startup_timeout), in_flight or 2, retry_timeout,
-                     request_timeout)
+    settings = RunSettings(
+        source=source, out=out, detections=detections_path, overwrite=overwrite,
+        selection=Selection(threshold, _class_names(classes)), max_frames=max_frames, show=show,
+        hold_detections=hold_detections,
+        server=server_settings(triton, model_repo, threads, startup_timeout, triton_metrics_port),
+        inference=InferenceSettings(in_flight=in_flight, retry_timeout=retry_timeout,
+                                    request_timeout=request_timeout),
+        capture=CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout,
+                                rtsp_transport=rtsp_transport, max_reconnect_time=max_reconnect_time),
+        status_every=status_every,
+        metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
+    )
+    return run_command(settings, console())
 
 
-def _recover_hook(server):
-    """Restart an embedded server that died (None when the server is not ours)."""
-    if server is None:
-        return None
-
-    def recover():
-        if not server.alive():
-            say("the embedded Triton server died; restarting it")
-            server.restart()
-
-    return recover
+def _class_names(classes: Optional[str]) -> Optional[tuple]:
+    names = tuple(c.strip() for c in (classes or "").split(",") if c.strip())
+    return names or None
 
 
-def _run_file(path, out, detections_path, threshold, classes, max_frames, show, session, in_flight,
-              retry_timeout, request_timeout):
-    from .pipeline import FilePipeline
-    from .render import draw_detections
-    from .sinks import JsonlSink, Mp4Sink
-    from .sources import FileSource
-    from .triton import InferenceStream
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("cameras", nargs=-1, required=True, metavar="CAMERAS.yaml | SOURCE...")
+@click.option("--show", is_flag=True,
+              help="One window with a mosaic of all cameras, each tile with its name, HUD line and its own "
+                   "OFFLINE banner (q or Esc closes it).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Without a camera file: record each camera to OUT_DIR/camN.mp4 and camN.jsonl.")
+@click.option("--overwrite", is_flag=True, help="Replace existing recordings and detection files.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Draw and record detections scored at least this (a camera file's `threshold` wins).")
+@click.option("--classes", default=None, metavar="NAMES",
+              help="Only these COCO classes, comma-separated (a camera file's `classes` wins).")
+@click.option("--hold-detections", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="How long the newest detections stay drawn (see `run --help`).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Each camera stops after N captured frames.")
+@triton_options
+@click.option("--in-flight", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Requests in flight per server, shared by all cameras (each free slot goes to the camera "
+                   "served least recently).")
+@click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Seconds without any answer before the server counts as gone.")
+@click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
+@click.option("--open-timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+              help="Seconds to connect to a camera before it counts as unreachable.")
+@click.option("--stall-timeout", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="Seconds without data before a camera counts as dropped.")
+@click.option("--status-every", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="A status line per camera every SECONDS on stderr (default: 10 without --show; 0: never).")
+@click.option("--max-reconnect-time", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Seconds a dropped camera may stay offline before it is given up; the other cameras "
+                   "go on and the run's exit code becomes 3.")
+@metrics_options
+@command
+def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections, max_frames, triton, model_repo,
+          threads, startup_timeout, in_flight, request_timeout, rtsp_transport, open_timeout, stall_timeout,
+          status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port):
+    """Watch several cameras in one run, sharing one Triton server.
 
-    with FileSource(path) as src, triton_session(*session) as (client, info, server):
-        say(src.info.describe())
-        label_ids = _class_filter(info, classes)
-        warn_untrained(info)
-        stream = InferenceStream(client, max_in_flight=in_flight, retry_timeout=retry_timeout,
-                                 request_timeout=request_timeout, recover=_recover_hook(server), log=say)
-        count0, compute0 = client.compute_stats()
-        with contextlib.ExitStack() as sinks_stack:
-            sinks = []
-            if out is not None:
-                sinks.append(sinks_stack.enter_context(Mp4Sink(
-                    out, src.info.width, src.info.height, src.info.time_base, src.info.average_rate)))
-            if detections_path is not None:
-                sinks.append(sinks_stack.enter_context(JsonlSink(detections_path, info.name_of)))
-            total = src.info.frame_count
-            if max_frames is not None and total:
-                total = min(total, max_frames)
-            if show:
-                from .window import FileWindowSink, Window
+    \b
+    With a camera file (YAML):
+      streamer watch cameras.yaml [--show] [--metrics-port 9108]
+    or for a quick look, with cameras named cam1, cam2, ...:
+      streamer watch rtsp://a/1 rtsp://b/2 0 [--out-dir recordings/]
 
-                sinks.append(FileWindowSink(sinks_stack.enter_context(Window(f"streamer: {path.name}")), total))
-            try:
-                with _progress(total) as advance:
-                    stats = FilePipeline(
-                        source=src,
-                        inference=stream,
-                        select=_selector(threshold, label_ids),
-                        annotate=lambda frame, dets: draw_detections(frame.image, dets, info.name_of),
-                        sinks=sinks,
-                        max_frames=max_frames,
-                        on_frame=lambda _stats: advance(),
-                    ).run()
-            finally:
-                with interrupts.critical():  # a second Ctrl-C must not cut the files short
-                    sinks_stack.close()
-        count1, compute1 = client.compute_stats()
-        if count1 > count0:
-            stats.server_compute = (compute1 - compute0) / (count1 - count0)
-        _report(stats, info, [p for p in (out, detections_path) if p is not None])
-    if stats.interrupted:
-        return ExitCode.INTERRUPTED
-    return ExitCode.OK if stats.complete else ExitCode.INCOMPLETE
+    \b
+    Every camera: every captured frame shown and recorded, the newest frame offered for
+    inference; each free inference slot goes to the camera served least recently, so
+    cameras of different frame rates refresh alike. Each camera reconnects on its own;
+    one that is down never stalls the others. Files listed as cameras play at their own
+    pace and end at their end (unless `loop: true`). Paths in a camera file are relative
+    to the file's folder; `${VAR}` is taken from the environment.
 
+    \b
+    Camera file keys: triton, metrics_port, metrics_host, defaults {threshold, classes,
+    hold_detections, loop}, cameras {NAME: {source, record, detections, threshold,
+    classes, hold_detections, loop}}. Exit 3 when a camera could not be opened or was
+    given up on (the others still ran); 2 for a bad camera file.
+    """
+    from .capture import CaptureSettings
+    from .runner import watch_command
+    from .settings import (InferenceSettings, MetricsSettings, Selection, SettingsError, WatchSettings,
+                           load_camera_file, quick_cameras, with_max_frames)
 
-def _run_live(spec, settings, out, detections_path, threshold, classes, max_frames, show, hold, session,
-              in_flight, request_timeout, status_every):
-    from .capture import TIME_BASE, LiveCapture, make_reader
-    from .live import LivePipeline, RecordingSink
-    from .render import draw_detections
-    from .sinks import JsonlSink, Mp4Sink
-    from .triton import InferenceStream
+    base = Selection(threshold, _class_names(classes))
+    first = Path(cameras[0])
+    if first.suffix.lower() in (".yaml", ".yml"):
+        if len(cameras) > 1:
+            raise SettingsError("give either one camera file or a list of sources, not both")
+        if out_dir is not None:
+            raise SettingsError("--out-dir is for a list of sources; a camera file names each `record:` itself")
+        if not first.is_file():
+            raise SettingsError(f"no camera file at {first}")
+        loaded = load_camera_file(first, base=base)
+        cams = with_max_frames(loaded.cameras, max_frames)
+        if hold_detections is not None:
+            from dataclasses import replace
 
-    reader = make_reader(spec, settings)
-    capture = LiveCapture(spec, reader, settings, log=say)
-    say(f"connecting to {spec.name} ...")
-    capture.connect()  # a wrong URL or a dead camera fails here, before the server starts
-    size = f"{reader.size[0]}x{reader.size[1]}" if reader.size else "size unknown"
-    rate = f"{float(reader.rate):.2f} fps" if reader.rate else "fps unknown"
-    say(f"{spec.name}: live, {size}, {rate}")
-    reader.close()  # a live stream is not paused while the server starts: reopen when ready
-    try:
-        with triton_session(*session) as (client, info, server):
-            capture.connect()
-            label_ids = _class_filter(info, classes)
-            warn_untrained(info)
-            stream = InferenceStream(client, max_in_flight=in_flight, retry_timeout=float("inf"),
-                                     request_timeout=request_timeout, recover=_recover_hook(server), log=say,
-                                     resend=False)
-            with contextlib.ExitStack() as stack:
-                recorders, result_sinks = [], []
-                if out is not None:
-                    def open_mp4(width, height):
-                        return stack.enter_context(Mp4Sink(out, width, height, TIME_BASE, reader.rate))
+            cams = tuple(c if c.hold_detections is not None else replace(c, hold_detections=hold_detections)
+                         for c in cams)
+        triton = triton or loaded.triton
+        metrics_port = metrics_port or loaded.metrics_port
+        if loaded.metrics_host and metrics_host == "127.0.0.1":
+            metrics_host = loaded.metrics_host
+    else:
+        if out_dir is not None and not out_dir.is_dir():
+            from .errors import SinkError
 
-                    recorders.append(RecordingSink(open_mp4))
-                if detections_path is not None:
-                    result_sinks.append(stack.enter_context(JsonlSink(detections_path, info.name_of)))
-                window = None
-                if show:
-                    from .window import Window
-
-                    window = stack.enter_context(Window(f"streamer: {spec.name}"))
-                pipeline = LivePipeline(
-                    capture=capture, inference=stream, select=_selector(threshold, label_ids),
-                    annotate=lambda image, dets: draw_detections(image, dets, info.name_of),
-                    recorders=recorders, result_sinks=result_sinks, window=window, hold=hold,
-                    max_frames=max_frames, source_rate=float(reader.rate) if reader.rate else None,
-                    status_every=status_every, log=say)
-                try:
-                    stats = pipeline.run()
-                finally:
-                    with interrupts.critical():
-                        stack.close()
-            click.echo(f"{stats.line()} | model {info.describe()}")
-    finally:
-        capture.stop()
-        reader.close()
-    for path in (out, detections_path):
-        if path is not None and path.exists():
-            say(f"wrote {path}")
-    if stats.quit:
-        say("window closed by the user")
-    if stats.failed:
-        say(f"WARNING: inference failed on {stats.failed} frame(s) (first error: {stats.first_error})")
-    warn_untrained(info)
-    if capture.error is not None:
-        raise capture.error
-    return ExitCode.INTERRUPTED if stats.interrupted else ExitCode.OK
-
-
-def _report(stats, info: contract.ModelInfo, outputs: List[Path]) -> None:
-    click.echo(f"{stats.line()} | model {info.describe()}")
-    for path in outputs:
-        say(f"wrote {path}")
-    if stats.failed:
-        say(f"WARNING: {stats.failed} frame(s) failed inference and were written unannotated "
-            f"(first error: {stats.first_error})")
-    if stats.source_problem:
-        say(f"WARNING: input problem: {stats.source_problem}")
-    if stats.interrupted:
-        say(f"interrupted: stopped after {stats.written} frame(s); the output holds what was processed")
-    if stats.quit:
-        say(f"window closed: stopped after {stats.written} frame(s); the output holds what was processed")
-    warn_untrained(info)
+            raise SinkError(f"--out-dir {out_dir} does not exist (create it first)")
+        cams = quick_cameras(list(cameras), out_dir, base, hold_detections, max_frames)
+    if triton is not None:
+        triton = TritonAddress().convert(triton, None, None)
+    settings = WatchSettings(
+        cameras=cams,
+        server=server_settings(triton, model_repo, threads, startup_timeout, triton_metrics_port),
+        inference=InferenceSettings(in_flight=in_flight, request_timeout=request_timeout),
+        capture=CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout,
+                                rtsp_transport=rtsp_transport, max_reconnect_time=max_reconnect_time),
+        show=show, overwrite=overwrite, status_every=status_every,
+        metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
+    )
+    return watch_command(settings, console())
 
 
 @contextlib.contextmanager
@@ -535,10 +469,13 @@ def detect(image, out, overwrite, threshold, classes, triton, model_repo, thread
     if bgr is None:
         raise SourceError(f"{image} is not an image OpenCV can read (png, jpg, bmp, webp, tiff...)")
     rgb = from_bgr(bgr)
-    with triton_session(triton, model_repo, threads, startup_timeout) as (client, info, _server):
+    from .runner import label_filter, selector, triton_session
+
+    server = server_settings(triton, model_repo, threads, startup_timeout)
+    with triton_session(server, say) as (client, info, _server):
         warn_untrained(info)
         started = time.monotonic()
-        detections = _selector(threshold, _class_filter(info, classes))(client.infer(rgb))
+        detections = selector(threshold, label_filter(info, _class_names(classes)))(client.infer(rgb))
         elapsed = time.monotonic() - started
     click.echo(f"{image}: {rgb.shape[1]}x{rgb.shape[0]}, {len(detections)} detection(s) >= {threshold} "
                f"in {elapsed * 1000:.0f} ms ({info.describe()})")

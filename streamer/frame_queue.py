@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Deque, Generic, Iterator, Optional, TypeVar
+from typing import Callable, Deque, Generic, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -92,11 +92,12 @@ class LatestSlot(Generic[T]):
     `skipped` counts the items replaced (and the one left when closed) that get() never took.
     """
 
-    def __init__(self):
+    def __init__(self, notify: Optional[Callable[[], None]] = None):
         self._item: Optional[T] = None
         self._cond = threading.Condition()
         self._closed = False
         self.skipped = 0
+        self.notify = notify  # called after each put (e.g. to wake a scheduler watching several slots)
 
     def put(self, item: T) -> None:
         with self._cond:
@@ -107,6 +108,13 @@ class LatestSlot(Generic[T]):
                 self.skipped += 1
             self._item = item
             self._cond.notify_all()
+        if self.notify is not None:
+            self.notify()
+
+    def peek(self) -> Optional[T]:
+        """The waiting item, without taking it (None: empty or closed)."""
+        with self._cond:
+            return None if self._closed else self._item
 
     def get(self, timeout: Optional[float] = None) -> Optional[T]:
         """Wait for an item and take it; None once closed (or on timeout)."""

@@ -19,8 +19,8 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable, Deque, List, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -33,6 +33,8 @@ from .pipeline import p50_p95
 from .render import draw_hud
 from .triton import InferenceStream, Outcome
 from .window import Window
+
+RECENT = 50_000  # observations kept for the p50/p95 of a live run's summary
 
 Annotate = Callable[[np.ndarray, Detections], np.ndarray]
 Select = Callable[[Detections], Detections]
@@ -51,8 +53,9 @@ class LiveStats:
     reconnects: int = 0
     offline: float = 0.0
     server_reconnects: int = 0
-    ages: List[float] = field(default_factory=list)  # capture -> display, seconds, per shown frame
-    latencies: List[float] = field(default_factory=list)  # send -> answer, seconds, per inferred frame
+    # capture -> display and send -> answer, seconds: the most recent ones (memory stays flat for days)
+    ages: Deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    latencies: Deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     started: float = field(default_factory=time.monotonic)
     finished: Optional[float] = None
     quit: bool = False
@@ -127,67 +130,70 @@ class RecordingSink:
         self.sink.write(frame, image, detections)
 
 
-@dataclass
-class LivePipeline:
-    capture: LiveCapture
-    inference: InferenceStream
-    select: Select
-    annotate: Annotate
-    recorders: Sequence = ()  # sinks for every shown frame (the annotated mp4)
-    result_sinks: Sequence = ()  # sinks for every inference result (JSONL)
-    window: Optional[Window] = None
-    hold: Optional[float] = None  # seconds detections stay drawn; None: auto
-    max_frames: Optional[int] = None
-    source_rate: Optional[float] = None
-    display_queue: int = 32
-    status_every: float = 0.0  # seconds between status lines on the log (0: none)
-    log: Callable[[str], None] = print
 
-    def __post_init__(self):
+class CameraFeed:
+    """One live camera: every captured frame goes to its display queue (drawn with the newest
+    detections, recorded, shown), the newest one also to its inference slot. Results come
+    back through `deliver()`. Owns the camera's counters (`stats`)."""
+
+    def __init__(self, name: str, capture: LiveCapture, select: Select, annotate: Annotate,
+                 recorders: Sequence = (), result_sinks: Sequence = (), hold: Optional[float] = None,
+                 max_frames: Optional[int] = None, source_rate: Optional[float] = None,
+                 display_queue: int = 32, wake: Optional[threading.Event] = None):
+        self.name = name
+        self.capture = capture
+        self.select = select
+        self.annotate = annotate
+        self.recorders = recorders
+        self.result_sinks = result_sinks
+        self.hold = hold
+        self.max_frames = max_frames
+        self.source_rate = source_rate
+        self.wake = wake or threading.Event()
         self.stats = LiveStats()
-        self._frames: FrameQueue[Frame] = FrameQueue(self.display_queue)
-        self._slot: LatestSlot[Frame] = LatestSlot()
-        self._outcomes: "queue.Queue[Outcome]" = queue.Queue()
-        self._inference_error: List[BaseException] = []
-        self._latest: Optional[Outcome] = None
+        self.frames: FrameQueue[Frame] = FrameQueue(display_queue)
+        self.slot: LatestSlot[Frame] = LatestSlot()
+        self.outcomes: "queue.Queue[Outcome]" = queue.Queue()
+        self.latest: Optional[Outcome] = None
+        self.last_served: Optional[float] = None  # when inference last took a frame of this camera
+        self.last_image: Optional[np.ndarray] = None  # the newest drawn frame (for the window)
+        self.last_frame: Optional[Frame] = None
+        self.last_shown: Optional[Outcome] = None
+        self.frame_age: Optional[float] = None  # age of the newest frame when it was shown
+        self.detections_by_class: Dict[int, int] = {}
         self._display_rate = Rate()
         self._capture_rate = Rate()
         self._result_rate = Rate()
-        self._last_shown: Optional[np.ndarray] = None
         self._interval = _Interval(time.monotonic())
 
-    # -- the two worker threads' ends --------------------------------------------------------------
-    def _emit(self, frame: Frame) -> None:
-        """Called by the capture thread for every frame."""
+    # -- the capture thread ---------------------------------------------------------------------
+    def emit(self, frame: Frame) -> None:
         if self.max_frames is not None and frame.index >= self.max_frames:
             self.capture.stop()
             return
         self.stats.captured += 1
         self._capture_rate.tick(frame.wall_time)
-        if self._frames.put_latest(frame) is not None:
+        if self.frames.put_latest(frame) is not None:
             self.stats.dropped_display += 1
-        self._slot.put(frame)
+        self.slot.put(frame)
+        self.wake.set()
 
-    def _infer(self) -> None:
-        def taken():
-            while True:
-                frame = self._slot.get()
-                if frame is None:
-                    return
-                self.stats.taken += 1
-                yield frame
+    # -- the inference thread -----------------------------------------------------------------
+    def deliver(self, outcome: Outcome) -> None:
+        self.outcomes.put(outcome)
+        self.wake.set()
 
-        try:
-            for outcome in self.inference.process(taken()):
-                self._outcomes.put(outcome)
-        except BaseException as err:  # handed to the main thread
-            self._inference_error.append(err)
+    # -- the main thread ----------------------------------------------------------------------
+    @property
+    def ended(self) -> bool:
+        """The capture stopped (end of a file camera, --max-frames, given up) and all is shown."""
+        return not self.capture.running and not len(self.frames)
 
-    # -- the main thread ----------------------------------------------------------------------------
-    def _collect(self, now: float) -> None:
+    def collect(self, now: float) -> None:
+        """Take the inference results that arrived: newest detections, result sinks."""
         while True:
             try:
-                outcome = self._outcomes.get_nowait()
+                outcome = self.outcomes.get_nowait()
             except queue.Empty:
                 return
             if outcome.ok:
@@ -196,7 +202,9 @@ class LivePipeline:
                 if outcome.latency is not None:
                     self.stats.latencies.append(outcome.latency)
                 outcome = Outcome(outcome.frame, self.select(outcome.detections), None, outcome.latency)
-                self._latest = outcome
+                for label in outcome.detections.labels:
+                    self.detections_by_class[int(label)] = self.detections_by_class.get(int(label), 0) + 1
+                self.latest = outcome
                 self._result_rate.tick(now)
             else:
                 self.stats.failed += 1
@@ -208,11 +216,11 @@ class LivePipeline:
     def _hold_limit(self) -> float:
         if self.hold is not None:
             return self.hold
-        recent = self.stats.latencies[-5:]
+        recent = list(self.stats.latencies)[-5:]
         return max(2.0, 3 * float(np.median(recent))) if recent else 2.0
 
     def _detections_for(self, frame: Frame) -> Optional[Outcome]:
-        latest = self._latest
+        latest = self.latest
         if latest is None:
             return None
         if self.hold == 0:
@@ -221,105 +229,271 @@ class LivePipeline:
             return None
         return latest
 
-    def _hud(self, image: np.ndarray, frame: Optional[Frame], shown: Optional[Outcome], now: float) -> np.ndarray:
-        cap = self.capture
-        source = f"source {self._capture_rate.per_second(now):.1f} fps"
-        if self.source_rate:
-            source += f" (nominal {self.source_rate:.1f})"
-        lines = [
-            f"display {self._display_rate.per_second(now):.1f} fps | {source}",
-            f"detections {self._result_rate.per_second(now):.2f}/s | skipped for inference {self._slot.skipped}",
-            f"frame age {(now - frame.wall_time) * 1000:.0f} ms | detections age "
-            + (f"{(now - shown.frame.wall_time) * 1000:.0f} ms ({len(shown.detections)})" if shown else "-")
-            if frame is not None else "frame age -",
-            f"camera {cap.state} | inference {self.inference.state}"
-            + (f" | reconnects {cap.reconnects}" if cap.reconnects else ""),
-        ]
-        banner = None
-        if cap.state == "offline":
-            banner = f"OFFLINE - reconnecting ({cap.offline_for:.0f} s)"
-        elif cap.last_frame_time is not None and now - cap.last_frame_time > 2.0 and cap.state == "live":
-            banner = f"NO FRAMES FOR {now - cap.last_frame_time:.0f} s"
-        elif self.inference.state != "online":
-            banner = "INFERENCE OFFLINE"
-        return draw_hud(image, lines, banner)
+    def next_frame(self) -> Optional[Frame]:
+        return self.frames.get(timeout=0)
 
-    def _show(self, frame: Frame, now: float) -> bool:
-        """Draw, record and display one captured frame. False: the user closed the window."""
+    def show(self, frame: Frame, now: float) -> np.ndarray:
+        """Draw one captured frame with the newest detections and record it; the drawn image."""
         shown = self._detections_for(frame)
         image = self.annotate(frame.image, shown.detections) if shown is not None else frame.image
         with interrupts.critical():
             for sink in self.recorders:
                 sink.write(frame, image, shown.detections if shown else None)
         self.stats.shown += 1
-        self.stats.ages.append(now - frame.wall_time)
-        self._interval.ages.append(now - frame.wall_time)
+        self.frame_age = now - frame.wall_time
+        self.stats.ages.append(self.frame_age)
+        self._interval.ages.append(self.frame_age)
         self._display_rate.tick(now)
-        if self.window is None:
-            return True
-        self._last_shown = image
-        return self.window.show(self._hud(image, frame, shown, now))
+        self.last_image, self.last_frame, self.last_shown = image, frame, shown
+        return image
 
-    def _idle(self, now: float) -> bool:
-        """No new frame: keep the window responsive, with the banner. False: closed."""
-        if self.window is None or self._last_shown is None:
-            return True
-        return self.window.show(self._hud(self._last_shown, None, None, now))
+    def hud_lines(self, now: float, frame: Optional[Frame] = None, shown: Optional[Outcome] = None,
+                  inference_state: str = "online") -> List[str]:
+        cap = self.capture
+        source = f"source {self._capture_rate.per_second(now):.1f} fps"
+        if self.source_rate:
+            source += f" (nominal {self.source_rate:.1f})"
+        return [
+            f"display {self._display_rate.per_second(now):.1f} fps | {source}",
+            f"detections {self._result_rate.per_second(now):.2f}/s | skipped for inference {self.slot.skipped}",
+            f"frame age {(now - frame.wall_time) * 1000:.0f} ms | detections age "
+            + (f"{(now - shown.frame.wall_time) * 1000:.0f} ms ({len(shown.detections)})" if shown else "-")
+            if frame is not None else "frame age -",
+            f"camera {cap.state} | inference {inference_state}"
+            + (f" | reconnects {cap.reconnects}" if cap.reconnects else ""),
+        ]
 
-    def _status(self, now: float) -> None:
-        """Every `status_every` seconds, one line on the log about that interval."""
+    def banner(self, now: float, inference_state: str = "online") -> Optional[str]:
+        cap = self.capture
+        if cap.state == "offline":
+            return f"OFFLINE - reconnecting ({cap.offline_for:.0f} s)"
+        if cap.state == "failed":
+            return "OFFLINE - given up"
+        if cap.last_frame_time is not None and now - cap.last_frame_time > 2.0 and cap.state == "live":
+            return f"NO FRAMES FOR {now - cap.last_frame_time:.0f} s"
+        if cap.state == "stopped" and self.ended and self.stats.captured:
+            return "ENDED"
+        if inference_state != "online":
+            return "INFERENCE OFFLINE"
+        return None
+
+    def hud(self, image: np.ndarray, now: float, frame: Optional[Frame], shown: Optional[Outcome],
+            inference_state: str) -> np.ndarray:
+        return draw_hud(image, self.hud_lines(now, frame, shown, inference_state),
+                        self.banner(now, inference_state))
+
+    def status(self, now: float, every: float, inference_state: str) -> Optional[str]:
+        """One status line about the last `every` seconds, when they have passed."""
         iv = self._interval
-        if not self.status_every or now - iv.start < self.status_every:
-            return
+        if not every or now - iv.start < every:
+            return None
         span = now - iv.start
         shown, inferred = self.stats.shown - iv.shown0, self.stats.inferred - iv.inferred0
         age = f"frame age {p50_p95(iv.ages)}" if iv.ages else "no frames"
         result_age = (f", detections {np.median(iv.result_ages) * 1000:.0f} ms old on arrival"
                       if iv.result_ages else "")
-        self.log(f"[{now - self.stats.started:.0f} s] display {shown / span:.1f} fps, detections "
-                 f"{inferred / span:.2f}/s, {age}{result_age}, skipped for inference {self._slot.skipped}, "
-                 f"camera {self.capture.state}, inference {self.inference.state}")
         self._interval = _Interval(now, self.stats.shown, self.stats.inferred)
+        return (f"[{now - self.stats.started:.0f} s] display {shown / span:.1f} fps, detections "
+                f"{inferred / span:.2f}/s, {age}{result_age}, skipped for inference {self.slot.skipped}, "
+                f"camera {self.capture.state}, inference {inference_state}")
 
-    def run(self) -> LiveStats:
+    def finish(self, inference_reconnects: int) -> LiveStats:
+        """Close the counts once the capture and inference threads are done."""
         stats = self.stats
-        inferrer = threading.Thread(target=self._infer, name="inference", daemon=True)
-        self.capture.start(self._emit)
-        inferrer.start()
+        self.collect(time.monotonic())
+        stats.finished = time.monotonic()
+        stats.skipped = self.slot.skipped + (stats.taken - stats.inferred - stats.failed)
+        stats.reconnects = self.capture.reconnects
+        stats.offline = self.capture.offline_seconds
+        stats.server_reconnects = inference_reconnects
+        stats.cut_at_exit = stats.captured - stats.shown - stats.dropped_display  # still queued at the end
+        return stats
+
+
+class InferenceScheduler:
+    """One inference stream shared by every camera.
+
+    Each free request slot goes to the camera served least recently among those holding a
+    frame not yet inferred (ties: the older frame first), so cameras of different frame
+    rates get the same refresh rate and a camera that is down takes nothing. Frames are
+    re-numbered for the stream (camera frame indexes collide) and results routed back.
+    """
+
+    def __init__(self, feeds: Sequence[CameraFeed], inference: InferenceStream, wake: threading.Event):
+        self.feeds = list(feeds)
+        self.inference = inference
+        self.wake = wake
+        self.error: List[BaseException] = []
+        self._stop = threading.Event()
+        self._routes: Dict[int, Tuple[CameraFeed, Frame]] = {}
+        self._seq = 0
+        self._thread: Optional[threading.Thread] = None
+        self._pending = threading.Event()  # set when any camera puts a frame in its slot
+
+    def pick(self) -> Optional[CameraFeed]:
+        """The camera whose newest frame goes next (None: no camera has one)."""
+        waiting = [(f, f.slot.peek()) for f in self.feeds]
+        waiting = [(f, frame) for f, frame in waiting if frame is not None]
+        if not waiting:
+            return None
+        never = float("-inf")
+        feed, _ = min(waiting, key=lambda fw: (fw[0].last_served if fw[0].last_served is not None else never,
+                                               fw[1].wall_time))
+        return feed
+
+    def _frames(self) -> Iterator[Frame]:
+        while not self._stop.is_set():
+            feed = self.pick()
+            frame = feed.slot.get(timeout=0) if feed is not None else None
+            if frame is None:
+                self._pending.wait(0.05)
+                self._pending.clear()
+                continue
+            feed.last_served = time.monotonic()
+            feed.stats.taken += 1
+            self._seq += 1
+            self._routes[self._seq] = (feed, frame)
+            yield replace(frame, index=self._seq)
+
+    def _run(self) -> None:
+        try:
+            for outcome in self.inference.process(self._frames()):
+                feed, frame = self._routes.pop(outcome.frame.index)
+                feed.deliver(replace(outcome, frame=frame))
+        except BaseException as err:  # handed to the main thread
+            self.error.append(err)
+            self.wake.set()
+
+    def start(self) -> None:
+        for feed in self.feeds:
+            feed.slot.notify = self._pending.set
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.inference.abort()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+@dataclass
+class LivePipeline:
+    """Wires live cameras to one inference stream, their recordings and one window.
+
+    The main thread draws and records every captured frame of every camera; the window
+    shows the one camera with its HUD, or a mosaic of all of them with a HUD per tile.
+    """
+
+    feeds: Sequence[CameraFeed]
+    inference: InferenceStream
+    window: Optional[Window] = None
+    status_every: float = 0.0  # seconds between status lines on the log (0: none)
+    log: Callable[[str], None] = print
+    wake: threading.Event = field(default_factory=threading.Event)
+    mosaic_fps: float = 15.0  # how often the mosaic is redrawn
+    connect: bool = True  # the capture threads open their sources (a failure there is a drop)
+
+    def __post_init__(self):
+        self.quit = False
+        self.interrupted = False
+        self._mosaic_shown = 0.0
+
+    @property
+    def single(self) -> bool:
+        return len(self.feeds) == 1
+
+    def _log_status(self, now: float) -> None:
+        state = self.inference.state
+        for feed in self.feeds:
+            line = feed.status(now, self.status_every, state)
+            if line:
+                self.log(line if self.single else f"{feed.name}: {line}")
+
+    def _show_mosaic(self, now: float, force: bool) -> bool:
+        from .mosaic import compose
+
+        if not force and now - self._mosaic_shown < 1 / self.mosaic_fps:
+            return True
+        self._mosaic_shown = now
+        state = self.inference.state
+        tiles = [(f.last_image, f.name, f.hud_lines(now, f.last_frame, f.last_shown, state), f.banner(now, state))
+                 for f in self.feeds]
+        return self.window.show(compose(tiles))
+
+    def _step(self, now: float) -> bool:
+        """Draw, record and show what the cameras captured. False: the user closed the window."""
+        state = self.inference.state
+        drew = False
+        for feed in self.feeds:
+            while True:
+                frame = feed.next_frame()
+                if frame is None:
+                    break
+                image = feed.show(frame, now)
+                drew = True
+                if self.window is not None and self.single:
+                    if not self.window.show(feed.hud(image, now, frame, feed.last_shown, state)):
+                        return False
+        if self.window is None:
+            return True
+        if not self.single:
+            return self._show_mosaic(now, force=False)
+        if not drew and self.feeds[0].last_image is not None:  # keep the window responsive, with the banner
+            return self.window.show(self.feeds[0].hud(self.feeds[0].last_image, now, None, None, state))
+        return True
+
+    def run(self) -> List[LiveStats]:
+        scheduler = InferenceScheduler(self.feeds, self.inference, self.wake)
+        for feed in self.feeds:
+            feed.wake = self.wake
+            feed.capture.start(feed.emit, connect=self.connect)
+        scheduler.start()
         try:
             while True:
-                frame = self._frames.get(timeout=0.05)
+                self.wake.wait(0.05)
+                self.wake.clear()
                 now = time.monotonic()
-                self._collect(now)
-                self._status(now)
-                if self._inference_error:
+                for feed in self.feeds:
+                    feed.collect(now)
+                self._log_status(now)
+                if scheduler.error:
                     break
-                if frame is None:
-                    if not self.capture.running and not len(self._frames):
-                        break  # the source ended, failed or hit --max-frames
-                    if not self._idle(now):
-                        stats.quit = True
-                        break
-                    continue
-                if not self._show(frame, now):
-                    stats.quit = True
+                if not self._step(now):
+                    self.quit = True
+                    break
+                if all(feed.ended for feed in self.feeds):
                     break
         except KeyboardInterrupt:
-            stats.interrupted = True
+            self.interrupted = True
         finally:
-            self.capture.stop()
-            self._slot.close()
-            self.inference.abort()
-            self._frames.cancel()
-            self.capture.join(timeout=15)
-            inferrer.join(timeout=15)
-            self._collect(time.monotonic())
-            stats.finished = time.monotonic()
-            stats.skipped = self._slot.skipped + (stats.taken - stats.inferred - stats.failed)
-            stats.reconnects = self.capture.reconnects
-            stats.offline = self.capture.offline_seconds
-            stats.server_reconnects = self.inference.reconnects
-            stats.cut_at_exit = stats.captured - stats.shown - stats.dropped_display  # still queued at the end
-        if self._inference_error:
-            raise self._inference_error[0]
-        return stats
+            for feed in self.feeds:
+                feed.capture.stop()
+                feed.slot.close()
+            scheduler.stop()
+            for feed in self.feeds:
+                feed.frames.cancel()
+                feed.capture.join(timeout=15)
+            scheduler.join(timeout=15)
+            results = [feed.finish(self.inference.reconnects) for feed in self.feeds]
+            for stats in results:
+                stats.quit, stats.interrupted = self.quit, self.interrupted
+        if scheduler.error:
+            raise scheduler.error[0]
+        return results
+
+
+def total_line(stats: Sequence[LiveStats]) -> str:
+    """The run's total over several cameras, in the per-camera line's style."""
+    total = LiveStats(started=min(s.started for s in stats))
+    for s in stats:
+        for name in ("captured", "shown", "dropped_display", "cut_at_exit", "taken", "inferred", "failed",
+                     "skipped", "reconnects", "offline", "server_reconnects"):
+            setattr(total, name, getattr(total, name) + getattr(s, name))
+        total.ages.extend(s.ages)
+        total.latencies.extend(s.latencies)
+    total.server_reconnects = max(s.server_reconnects for s in stats)
+    total.finished = max(s.finished or time.monotonic() for s in stats)
+    return total.line()

@@ -109,6 +109,10 @@ class EmbeddedServer:
         return f"{self._client_host}:{self.settings.grpc_port}"
 
     @property
+    def metrics_url(self) -> str:
+        return f"http://{self._client_host}:{self.settings.metrics_port}/metrics"
+
+    @property
     def http_url(self) -> str:
         return f"http://{self._client_host}:{self.settings.http_port}"
 
@@ -310,16 +314,17 @@ class EmbeddedServer:
 
 
 def start_on_free_ports(repo: Path, threads: int = 0, startup_timeout: float = 180.0,
-                        attempts: int = 3) -> EmbeddedServer:
-    """A ready server on free loopback ports, picking others if one was taken meanwhile."""
+                        attempts: int = 3, metrics_port: Optional[int] = None) -> EmbeddedServer:
+    """A ready server on free loopback ports, picking others if one was taken meanwhile.
+    `metrics_port` fixes Triton's metrics port (so Prometheus can scrape it); in use: PortInUse."""
     for attempt in range(attempts):
         server = EmbeddedServer(ServerSettings(
-            repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+            repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=metrics_port or free_port(),
             threads=threads, startup_timeout=startup_timeout,
         ))
         try:
             return server.start()
         except PortInUse:
-            if attempt == attempts - 1:
+            if attempt == attempts - 1 or (metrics_port and port_in_use(LOOPBACK, metrics_port)):
                 raise
     raise AssertionError("unreachable")

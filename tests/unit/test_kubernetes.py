@@ -28,8 +28,6 @@ OVERLAYS = ("cpu", "gpu")
 # The Kubernetes release the manifests are validated against (kubernetes-validate's schemas).
 KUBERNETES_VERSION = "1.32.0"
 CRD_MODELS = {"ServiceMonitor": ServiceMonitor, "PodMonitor": PodMonitor}
-CAMERA_FILE_KEYS = {"triton", "metrics_port", "defaults", "cameras"}
-CAMERA_KEYS = {"source", "record", "detections", "threshold", "classes", "loop"}
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -361,31 +359,56 @@ def test_streamer_pod_uses_objects_that_exist(cpu):
     assert {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")} == {"/recordings", "/tmp"}
 
 
+def camera_text(objects: list) -> str:
+    return next(iter(find(objects, "ConfigMap", "streamer-cameras")["data"].values()))
+
+
 def camera_file(objects: list) -> dict:
-    return yaml.safe_load(next(iter(find(objects, "ConfigMap", "streamer-cameras")["data"].values())))
+    return yaml.safe_load(camera_text(objects))
 
 
-def test_camera_file_takes_its_credentials_from_the_secret_and_records_on_the_volume(cpu):
+def test_deployment_args_parse_as_streamer_watch_options(cpu):
+    """The real `watch` command's parser (no run). --triton's dns:/// form comes with the client's
+    multi-server part (issue 11); until then its value is checked against the Services above and
+    parsed here in its HOST:PORT form."""
+    from streamer.cli import watch
+
+    args = list(container(find(cpu, "Deployment", "streamer"), "streamer")["args"])
+    assert args[0] == "watch"
+    at = args.index("--triton") + 1
+    args[at] = args[at].removeprefix("dns:///")
+    params = watch.make_context("watch", args[1:]).params
+    assert params["cameras"] == ("/config/cameras.yaml",)
+    assert (params["triton"], params["metrics_port"], params["metrics_host"]) == ("triton-headless:8001", 9108, "0.0.0.0")
+    assert not params["show"] and not params["overwrite"]
+
+
+def test_camera_file_loads_with_credentials_from_the_secret_and_records_on_the_volume(cpu, tmp_path):
+    """The ConfigMap's camera file through streamer's own loader, with the pod's environment."""
+    from streamer.settings import SettingsError, load_camera_file
+
     streamer = find(cpu, "Deployment", "streamer")
-    cameras = camera_file(cpu)
-    assert set(cameras) <= CAMERA_FILE_KEYS
-    assert not {"triton", "metrics_port"} & set(cameras), "the Deployment's flags set these"
+    text = camera_text(cpu)
+    assert text.count("${") == len(VARIABLE.findall(text)), "a malformed ${...}"
     secret = {k: base64.b64decode(v).decode() for k, v in find(cpu, "Secret", "streamer-credentials")["data"].items()}
     environment = dict(secret, STARTED_AT="20260101T000000Z")  # STARTED_AT: set by the container's command
-    text = next(iter(find(cpu, "ConfigMap", "streamer-cameras")["data"].values()))
-    used = set(VARIABLE.findall(text))
-    assert text.count("${") == len(VARIABLE.findall(text)), "a malformed ${...} (comments included)"
-    assert used == set(environment), "every ${VAR} defined, every credential used"
+    assert set(VARIABLE.findall(text)) == set(environment), "every ${VAR} defined, every credential used"
+    path = tmp_path / "config" / "cameras.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    loaded = load_camera_file(path, env=environment)
+    assert (loaded.triton, loaded.metrics_port, loaded.metrics_host) == (None, None, None), "the Deployment's flags"
     recordings = next(m["mountPath"] for m in container(streamer, "streamer")["volumeMounts"] if m["name"] == "recordings")
     outputs = []
-    for name, camera in cameras["cameras"].items():
-        assert set(camera) <= CAMERA_KEYS, name
-        assert "${" in camera["source"] and "@" in camera["source"], "credentials stay out of the ConfigMap"
-        for key in ("record", "detections"):
-            path = VARIABLE.sub(lambda m: environment[m.group(1)], camera[key])
-            assert path.startswith(recordings + "/") and "${STARTED_AT}" in camera[key], (name, key)
-            outputs.append(path)
-    assert len(outputs) == len(set(outputs))
+    for camera in loaded.cameras:
+        assert any(value in camera.source for value in secret.values())
+        for output in (camera.record, camera.detections):
+            assert output.parent == Path(recordings) and "20260101T000000Z" in output.name, output
+            outputs.append(output)
+    assert len(outputs) == len(set(outputs)) == 2 * len(loaded.cameras)
+    without = {k: v for k, v in environment.items() if k != "FRONT_PASSWORD"}
+    with pytest.raises(SettingsError, match="FRONT_PASSWORD"):
+        load_camera_file(path, env=without)
 
 
 def test_container_command_exports_started_at_and_execs_streamer_with_the_args(cpu, tmp_path):

@@ -1,0 +1,425 @@
+"""The runner: wires the stages from frozen settings and owns their lifetimes.
+
+Server session (a running Triton, or the embedded one), sources, pipelines, sinks,
+the metrics endpoint, and the order they are shut down in. The CLI builds the settings,
+calls `run_command` / `watch_command`, and prints nothing itself but errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ContextManager, Iterator, List, Optional, Sequence
+
+from . import contract, interrupts
+from .errors import ExitCode, SinkError, SourceError, StreamerError
+from .frames import Detections
+from .settings import CameraSettings, RunSettings, Selection, ServerSettings, SettingsError, WatchSettings
+
+Progress = Callable[[Optional[int]], ContextManager[Callable[[], None]]]
+
+
+@contextlib.contextmanager
+def no_progress(total: Optional[int]) -> Iterator[Callable[[], None]]:
+    yield lambda: None
+
+
+@dataclass(frozen=True)
+class Console:
+    """Where a command speaks: `say` (stderr: notes, warnings), `out` (stdout: the accounting)."""
+
+    say: Callable[[str], None]
+    out: Callable[[str], None]
+    progress: Progress = no_progress
+
+
+def warn_untrained(info: contract.ModelInfo, say: Callable[[str], None]) -> None:
+    if info.untrained:
+        say("WARNING: the served model has UNTRAINED (random) weights: its boxes, labels and scores are "
+            "meaningless. Export real weights with `streamer export-model --weights coco` (or a .pth).")
+
+
+# -- the server session ------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def triton_session(server: ServerSettings, say: Callable[[str], None]):
+    """(client, model info, embedded server or None) for the length of a command."""
+    from .triton import TritonClient
+
+    embedded = None
+    if server.triton is None:
+        embedded = start_embedded(server, say)
+        url = embedded.grpc_url
+    else:
+        url = server.triton
+    try:
+        with TritonClient(url) as client:
+            info = client.check()
+            yield client, info, embedded
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            embedded.cleanup()
+
+
+def start_embedded(server: ServerSettings, say: Callable[[str], None]):
+    from .server import start_on_free_ports
+
+    say(f"starting the embedded Triton server on {server.model_repo} ...")
+    started = time.monotonic()
+    embedded = start_on_free_ports(server.model_repo, server.threads, server.startup_timeout,
+                                   metrics_port=server.metrics_port)
+    say(f"embedded Triton ready in {time.monotonic() - started:.1f} s "
+        f"(gRPC {embedded.grpc_url}, HTTP {embedded.http_url}, metrics {embedded.metrics_url})")
+    return embedded
+
+
+def recover_hook(server, say: Callable[[str], None]):
+    """Restart an embedded server that died (None when the server is not ours)."""
+    if server is None:
+        return None
+
+    def recover():
+        if not server.alive():
+            say("the embedded Triton server died; restarting it")
+            server.restart()
+
+    return recover
+
+
+def label_filter(info: contract.ModelInfo, classes: Optional[Sequence[str]], where: str = "--classes"):
+    if not classes:
+        return None
+    names = [c for c in classes if c.strip()]
+    try:
+        return info.label_ids(names)
+    except KeyError as err:
+        known = ", ".join(n for n in info.class_names if n not in ("N/A", "__background__"))
+        raise SettingsError(f"{where}: unknown class name(s) {err.args[0]}; known: {known}") from err
+
+
+def selector(threshold: float, label_ids: Optional[List[int]]):
+    def select(detections: Detections) -> Detections:
+        return detections.above(threshold).with_labels(label_ids)
+
+    return select
+
+
+@contextlib.contextmanager
+def metrics_endpoint(settings, samples, say: Callable[[str], None]):
+    """The pipeline's Prometheus endpoint for the length of a run (nothing when not asked)."""
+    if settings is None:
+        yield None
+        return
+    from .metrics import MetricsServer
+
+    server = MetricsServer(samples, host=settings.host, port=settings.port).start()
+    say(f"metrics: {server.url}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- streamer run ---------------------------------------------------------------------------
+
+def run_command(settings: RunSettings, console: Console) -> int:
+    from .sinks import VIDEO_SUFFIXES, check_output_path
+    from .sources import classify_source
+
+    spec = classify_source(settings.source)
+    inputs = [Path(spec.target)] if not spec.live else []
+    if settings.out is not None:
+        check_output_path(settings.out, settings.overwrite, inputs=inputs, suffixes=VIDEO_SUFFIXES)
+    if settings.detections is not None:
+        check_output_path(settings.detections, settings.overwrite,
+                          inputs=inputs + ([settings.out] if settings.out else []))
+    if settings.show:
+        from .window import Window
+
+        Window.check_display()
+    if settings.out is None and settings.detections is None and not settings.show:
+        console.say("note: no --out, --detections or --show given: frames are detected and counted only")
+    if spec.live:
+        camera = CameraSettings(name=spec.name, source=settings.source, record=settings.out,
+                                detections=settings.detections, selection=settings.selection,
+                                hold_detections=settings.hold_detections, max_frames=settings.max_frames)
+        watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
+                              capture=settings.capture, show=settings.show, overwrite=settings.overwrite,
+                              status_every=settings.status_every, metrics=settings.metrics)
+        return run_cameras(watch, console)
+    return run_file(settings, Path(spec.target), console)
+
+
+def run_file(settings: RunSettings, path: Path, console: Console) -> int:
+    from .pipeline import FilePipeline
+    from .render import draw_detections
+    from .sinks import JsonlSink, Mp4Sink
+    from .sources import FileSource
+    from .triton import InferenceStream
+
+    say = console.say
+    with FileSource(path) as src, triton_session(settings.server, say) as (client, info, server):
+        say(src.info.describe())
+        label_ids = label_filter(info, settings.selection.classes)
+        warn_untrained(info, say)
+        stream = InferenceStream(client, max_in_flight=settings.inference.in_flight or 2,
+                                 retry_timeout=settings.inference.retry_timeout,
+                                 request_timeout=settings.inference.request_timeout,
+                                 recover=recover_hook(server, say), log=say)
+        count0, compute0 = client.compute_stats()
+        with contextlib.ExitStack() as sinks_stack:
+            sinks = []
+            if settings.out is not None:
+                sinks.append(sinks_stack.enter_context(Mp4Sink(
+                    settings.out, src.info.width, src.info.height, src.info.time_base, src.info.average_rate)))
+            if settings.detections is not None:
+                sinks.append(sinks_stack.enter_context(JsonlSink(settings.detections, info.name_of)))
+            total = src.info.frame_count
+            if settings.max_frames is not None and total:
+                total = min(total, settings.max_frames)
+            if settings.show:
+                from .window import FileWindowSink, Window
+
+                sinks.append(FileWindowSink(sinks_stack.enter_context(Window(f"streamer: {path.name}")), total))
+            pipeline = None
+            try:
+                with console.progress(total) as advance:
+                    pipeline = FilePipeline(
+                        source=src,
+                        inference=stream,
+                        select=selector(settings.selection.threshold, label_ids),
+                        annotate=lambda frame, dets: draw_detections(frame.image, dets, info.name_of),
+                        sinks=sinks,
+                        max_frames=settings.max_frames,
+                        on_frame=lambda _stats: advance(),
+                    )
+                    with metrics_endpoint(settings.metrics, lambda: [file_sample(path.name, pipeline)], say):
+                        stats = pipeline.run()
+            finally:
+                with interrupts.critical():  # a second Ctrl-C must not cut the files short
+                    sinks_stack.close()
+        count1, compute1 = client.compute_stats()
+        if count1 > count0:
+            stats.server_compute = (compute1 - compute0) / (count1 - count0)
+        _report_file(stats, info, [p for p in (settings.out, settings.detections) if p is not None], console)
+    if stats.interrupted:
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if stats.complete else ExitCode.INCOMPLETE
+
+
+def file_sample(name: str, pipeline):
+    """A file run's counters as one camera's metrics sample."""
+    from .metrics import CameraSample
+
+    stats = pipeline.stats
+    return CameraSample(
+        camera=name, captured=stats.read, shown=stats.written, inferred=stats.inferred, skipped=0,
+        failed=stats.failed, reconnects=stats.reconnects, camera_up=True, inference_up=True,
+        frame_age_seconds=None, detections=dict(stats.detections_by_class), latency=stats.latency)
+
+
+def _report_file(stats, info: contract.ModelInfo, outputs: List[Path], console: Console) -> None:
+    say = console.say
+    console.out(f"{stats.line()} | model {info.describe()}")
+    for path in outputs:
+        say(f"wrote {path}")
+    if stats.failed:
+        say(f"WARNING: {stats.failed} frame(s) failed inference and were written unannotated "
+            f"(first error: {stats.first_error})")
+    if stats.source_problem:
+        say(f"WARNING: input problem: {stats.source_problem}")
+    if stats.interrupted:
+        say(f"interrupted: stopped after {stats.written} frame(s); the output holds what was processed")
+    if stats.quit:
+        say(f"window closed: stopped after {stats.written} frame(s); the output holds what was processed")
+    warn_untrained(info, say)
+
+
+# -- live cameras (streamer run on a live source, streamer watch) -----------------------------------
+
+class _Camera:
+    """One camera's parts while the run is being set up."""
+
+    def __init__(self, settings: CameraSettings, spec, reader, capture):
+        self.settings = settings
+        self.spec = spec
+        self.reader = reader
+        self.capture = capture
+        self.error: Optional[SourceError] = None
+
+
+def check_outputs(settings: WatchSettings) -> None:
+    """Fail before anything connects: a path used twice, a missing or unwritable folder (exit 5)."""
+    from .sinks import VIDEO_SUFFIXES, check_output_path
+
+    seen = {}
+    for where, path in settings.outputs:
+        key = path.resolve()
+        if key in seen:
+            raise SinkError(f"{where} and {seen[key]} both write {path}; give each its own file")
+        seen[key] = where
+        suffixes = VIDEO_SUFFIXES if where.endswith(".record") else ()
+        try:
+            check_output_path(path, settings.overwrite, suffixes=suffixes)
+        except SinkError as err:
+            raise SinkError(f"{where}: {err}") from err
+
+
+def _connect_all(cameras: List[_Camera], say: Callable[[str], None]) -> None:
+    """The first connection of every camera, at once (each has its own open timeout)."""
+
+    def connect(cam: _Camera) -> None:
+        try:
+            cam.capture.connect()
+        except SourceError as err:
+            cam.error = err
+
+    for cam in cameras:
+        say(f"connecting to {cam.spec.name} ...")
+    threads = [threading.Thread(target=connect, args=(cam,), daemon=True) for cam in cameras]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for cam in cameras:
+        if cam.error is None:
+            r = cam.reader
+            size = f"{r.size[0]}x{r.size[1]}" if r.size else "size unknown"
+            rate = f"{float(r.rate):.2f} fps" if r.rate else "fps unknown"
+            kind = "file, played at its own pace" + (", looped" if cam.settings.loop else "") \
+                if cam.spec.kind == "file" else "live"
+            say(f"{cam.spec.name}: {kind}, {size}, {rate}")
+        cam.reader.close()  # a live stream is not paused while the server starts: reopen when ready
+
+
+def run_cameras(settings: WatchSettings, console: Console) -> int:
+    """Live cameras sharing one Triton: every frame shown and recorded, the newest inferred."""
+    from .capture import TIME_BASE, LiveCapture, make_reader
+    from .live import CameraFeed, LivePipeline, RecordingSink, total_line
+    from .render import draw_detections
+    from .sinks import JsonlSink, Mp4Sink
+    from .sources import classify_source
+    from .triton import InferenceStream
+
+    say = console.say
+    single = len(settings.cameras) == 1
+    check_outputs(settings)
+    if settings.show:
+        from .window import Window
+
+        Window.check_display()
+    cameras: List[_Camera] = []
+    for cam in settings.cameras:
+        spec = classify_source(cam.source)
+        if not single:
+            spec = type(spec)(spec.kind, spec.target, f"{cam.name} ({spec.name})")
+        reader = make_reader(spec, settings.capture, loop=cam.loop)
+        log = say if single else (lambda msg, _name=cam.name: say(msg))
+        cameras.append(_Camera(cam, spec, reader, LiveCapture(spec, reader, settings.capture, log=log)))
+    _connect_all(cameras, say)
+    failed = [c for c in cameras if c.error is not None]
+    if single and failed:
+        raise failed[0].error  # a wrong URL or a dead camera fails here, before the server starts
+    for cam in failed:
+        say(f"error: camera {cam.settings.name}: {cam.error} (the other cameras go on)")
+    running = [c for c in cameras if c.error is None]
+    if not running:
+        raise SourceError(f"none of the {len(cameras)} cameras could be opened (see above)")
+    status_every = settings.status_every if settings.status_every is not None else (0 if settings.show else 10)
+    stats_list = []
+    try:
+        with triton_session(settings.server, say) as (client, info, server):
+            select_for = {}
+            for cam in running:
+                where = "--classes" if single else f"cameras.{cam.settings.name}.classes"
+                ids = label_filter(info, cam.settings.selection.classes, where)
+                select_for[cam.settings.name] = selector(cam.settings.selection.threshold, ids)
+            warn_untrained(info, say)
+            stream = InferenceStream(client, max_in_flight=settings.inference.in_flight or 1,
+                                     retry_timeout=float("inf"), request_timeout=settings.inference.request_timeout,
+                                     recover=recover_hook(server, say), log=say, resend=False)
+            with contextlib.ExitStack() as stack:
+                feeds = []
+                for cam in running:
+                    recorders, result_sinks = [], []
+                    rate = cam.reader.rate
+                    if cam.settings.record is not None:
+                        def open_mp4(width, height, _path=cam.settings.record, _rate=rate):
+                            return stack.enter_context(Mp4Sink(_path, width, height, TIME_BASE, _rate))
+
+                        recorders.append(RecordingSink(open_mp4))
+                    if cam.settings.detections is not None:
+                        result_sinks.append(stack.enter_context(JsonlSink(cam.settings.detections, info.name_of)))
+                    feeds.append(CameraFeed(
+                        name=cam.settings.name, capture=cam.capture, select=select_for[cam.settings.name],
+                        annotate=lambda image, dets: draw_detections(image, dets, info.name_of),
+                        recorders=recorders, result_sinks=result_sinks, hold=cam.settings.hold_detections,
+                        max_frames=cam.settings.max_frames, source_rate=float(rate) if rate else None))
+                window = None
+                if settings.show:
+                    from .window import Window
+
+                    title = f"streamer: {running[0].spec.name}" if single else \
+                        f"streamer: {len(feeds)} cameras"
+                    window = stack.enter_context(Window(title))
+                pipeline = LivePipeline(feeds=feeds, inference=stream, window=window, status_every=status_every,
+                                        log=say)
+                samples = lambda: [live_sample(feed, stream) for feed in feeds]  # noqa: E731
+                try:
+                    with metrics_endpoint(settings.metrics, samples, say):
+                        stats_list = pipeline.run()
+                finally:
+                    with interrupts.critical():
+                        stack.close()
+            for cam, stats in zip(running, stats_list):
+                line = stats.line() if single else f"camera {cam.settings.name} | {stats.line()}"
+                console.out(line if not single else f"{line} | model {info.describe()}")
+            if not single:
+                console.out(f"total ({len(stats_list)} cameras) | {total_line(stats_list)} | model {info.describe()}")
+    finally:
+        for cam in cameras:
+            cam.capture.stop()
+            cam.reader.close()
+    for cam in running:
+        for path in (cam.settings.record, cam.settings.detections):
+            if path is not None and path.exists():
+                say(f"wrote {path}")
+    quit_ = any(s.quit for s in stats_list)
+    interrupted = any(s.interrupted for s in stats_list)
+    if quit_:
+        say("window closed by the user")
+    for cam, stats in zip(running, stats_list):
+        if stats.failed:
+            prefix = "" if single else f"camera {cam.settings.name}: "
+            say(f"WARNING: {prefix}inference failed on {stats.failed} frame(s) (first error: {stats.first_error})")
+    warn_untrained(info, say)
+    lost = [cam for cam in running if cam.capture.error is not None]
+    if single and lost:
+        raise lost[0].capture.error
+    for cam in lost:
+        say(f"error: camera {cam.settings.name}: {cam.capture.error}")
+    if interrupted:
+        return ExitCode.INTERRUPTED
+    if lost or failed:
+        return ExitCode.SOURCE
+    return ExitCode.OK
+
+
+def live_sample(feed, stream):
+    """One camera's counters as a metrics sample (read at scrape time)."""
+    from .metrics import CameraSample
+
+    s = feed.stats
+    return CameraSample(
+        camera=feed.name, captured=s.captured, shown=s.shown, inferred=s.inferred, skipped=feed.slot.skipped,
+        failed=s.failed, reconnects=feed.capture.reconnects, camera_up=feed.capture.state == "live",
+        inference_up=stream.state == "online", frame_age_seconds=feed.frame_age,
+        detections=dict(feed.detections_by_name), latency=feed.latency)
+
+
+def watch_command(settings: WatchSettings, console: Console) -> int:
+    return run_cameras(settings, console)

@@ -1,0 +1,304 @@
+"""Run settings: frozen values built once from flags or a camera file, validated once.
+
+Nothing below this module sees click or YAML. `load_camera_file` reads a camera file
+(YAML, `${VAR}` taken from the environment), validates it with pydantic and turns every
+problem into one line naming the camera and the field (`cameras.front.threshold: ...`).
+Paths in a camera file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+from .capture import CaptureSettings
+from .errors import ExitCode, StreamerError
+
+
+class SettingsError(StreamerError):
+    """Bad flags or a bad camera file: one line naming the field; exit 2 (usage)."""
+
+    exit_code = ExitCode.USAGE
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where inference happens: a running Triton (`triton`), or the embedded one."""
+
+    triton: Optional[str] = None  # HOST:PORT; None: start the embedded server
+    model_repo: Path = Path("model_repository")
+    threads: int = 0
+    startup_timeout: float = 180.0
+    metrics_port: Optional[int] = None  # the embedded Triton's own metrics port (None: a free one)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The pipeline's Prometheus endpoint."""
+
+    port: int
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What is drawn and recorded: scores >= threshold, of these classes (None: all)."""
+
+    threshold: float = 0.5
+    classes: Optional[Tuple[str, ...]] = None
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    in_flight: Optional[int] = None  # None: 2 for files, 1 for live runs
+    retry_timeout: float = 60.0
+    request_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """One live source of a `watch` (or the one source of a live `run`)."""
+
+    name: str  # safe to show: labels, titles, file names
+    source: str  # may hold credentials: never print it (sources.mask_url)
+    record: Optional[Path] = None
+    detections: Optional[Path] = None
+    selection: Selection = Selection()
+    hold_detections: Optional[float] = None
+    loop: bool = False  # a file camera starts again at its end
+    max_frames: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """`streamer run SOURCE`: a file (lossless) or one live source."""
+
+    source: str
+    out: Optional[Path] = None
+    detections: Optional[Path] = None
+    overwrite: bool = False
+    selection: Selection = Selection()
+    max_frames: Optional[int] = None
+    show: bool = False
+    hold_detections: Optional[float] = None
+    server: ServerSettings = ServerSettings()
+    inference: InferenceSettings = InferenceSettings()
+    capture: CaptureSettings = CaptureSettings()
+    status_every: Optional[float] = None  # None: 10 s without --show, none with it
+    metrics: Optional[MetricsSettings] = None
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """`streamer watch`: several live cameras sharing one Triton."""
+
+    cameras: Tuple[CameraSettings, ...]
+    server: ServerSettings = ServerSettings()
+    inference: InferenceSettings = InferenceSettings()
+    capture: CaptureSettings = CaptureSettings()
+    show: bool = False
+    overwrite: bool = False
+    status_every: Optional[float] = None
+    metrics: Optional[MetricsSettings] = None
+
+    @property
+    def outputs(self) -> List[Tuple[str, Path]]:
+        """(camera.field, path) of every file the run writes."""
+        found = []
+        for cam in self.cameras:
+            for what, path in (("record", cam.record), ("detections", cam.detections)):
+                if path is not None:
+                    found.append((f"cameras.{cam.name}.{what}", path))
+        return found
+
+
+# -- camera names -----------------------------------------------------------------------------
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_camera_name(name: str, where: str) -> str:
+    if not _NAME.match(name):
+        raise SettingsError(f"{where}: camera name {name!r} must be 1-64 letters, digits, '_', '.' or '-' "
+                            "(it becomes a metrics label and a file name)")
+    return name
+
+
+def quick_cameras(sources: List[str], out_dir: Optional[Path], selection: Selection,
+                  hold: Optional[float], max_frames: Optional[int]) -> Tuple[CameraSettings, ...]:
+    """`streamer watch SRC SRC ...`: cameras cam1, cam2, ..., recorded into out_dir when given."""
+    cameras = []
+    for i, source in enumerate(sources, start=1):
+        name = f"cam{i}"
+        cameras.append(CameraSettings(
+            name=name, source=source, selection=selection, hold_detections=hold, max_frames=max_frames,
+            record=out_dir / f"{name}.mp4" if out_dir else None,
+            detections=out_dir / f"{name}.jsonl" if out_dir else None))
+    return tuple(cameras)
+
+
+# -- the camera file ----------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+def expand_env(value, where: str, env: Mapping[str, str]):
+    """`${VAR}` in every string of a loaded YAML document, from `env`. A missing one is an error."""
+    if isinstance(value, str):
+        def sub(match: re.Match) -> str:
+            var = match.group(1)
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+                raise SettingsError(f"{where}: ${{{var}}} is not a valid environment variable name")
+            if var not in env:
+                raise SettingsError(f"{where}: environment variable {var} is not set")
+            return env[var]
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{where}.{k}" if where else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _yaml_load(text: str, path: Path):
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise SettingsError(f"{path}: line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            seen[key] = True
+        return loader.construct_mapping(node, deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SettingsError(f"{path}: {where}not valid YAML ({problem})") from err
+
+
+def _models():
+    """The camera file's schema (pydantic, imported on use)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=False)
+
+    Threshold = Optional[float]
+
+    class Defaults(Strict):
+        threshold: Threshold = Field(default=None, ge=0, le=1)
+        classes: Optional[List[str]] = None
+        hold_detections: Optional[float] = Field(default=None, ge=0)
+        loop: Optional[bool] = None
+
+    class Camera(Defaults):
+        source: str = Field(min_length=1)
+        record: Optional[str] = None
+        detections: Optional[str] = None
+
+    class CameraFile(Strict):
+        triton: Optional[Union[str, List[str]]] = None
+        metrics_port: Optional[int] = Field(default=None, ge=1, le=65535)
+        metrics_host: Optional[str] = None
+        defaults: Defaults = Defaults()
+        cameras: Dict[str, Camera] = Field(min_length=1)
+
+    return CameraFile
+
+
+@dataclass(frozen=True)
+class CameraFile:
+    """What a camera file says: the cameras, and the run-wide values it sets (None: not set)."""
+
+    cameras: Tuple[CameraSettings, ...]
+    triton: Optional[str] = None
+    metrics_port: Optional[int] = None
+    metrics_host: Optional[str] = None
+    path: Optional[Path] = field(default=None, compare=False)
+
+
+def _pydantic_message(err) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key (check its spelling)"
+    if kind == "missing":
+        return f"{loc}: missing (required)"
+    msg = first["msg"]
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    value = first.get("input")
+    shown = "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
+    return f"{loc}: {msg}{shown}"
+
+
+def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
+                     base: Selection = Selection()) -> CameraFile:
+    """Read and validate a camera file. Raises SettingsError naming the camera and the field."""
+    from pydantic import ValidationError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SettingsError(f"cannot read the camera file {path} ({err.strerror})") from err
+    raw = _yaml_load(text, path)
+    if raw is None:
+        raise SettingsError(f"{path}: the camera file is empty (it needs a 'cameras:' list)")
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{path}: the camera file must be a mapping with a 'cameras:' key")
+    cameras_raw = raw.get("cameras")
+    if cameras_raw is None or cameras_raw == {} or cameras_raw == []:
+        raise SettingsError(f"{path}: cameras: the camera list is empty (give at least one camera)")
+    if isinstance(cameras_raw, list):
+        raise SettingsError(f"{path}: cameras: give a mapping of camera names to settings "
+                            "(e.g. `front: {{source: rtsp://...}}`), not a list")
+    raw = expand_env(raw, "", os.environ if env is None else env)
+    try:
+        parsed = _models().model_validate(raw)
+    except ValidationError as err:
+        raise SettingsError(f"{path}: {_pydantic_message(err)}") from err
+    folder = path.parent
+
+    def local(value: Optional[str]) -> Optional[Path]:
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else folder / p
+
+    d = parsed.defaults
+    cameras = []
+    for name, cam in parsed.cameras.items():
+        check_camera_name(str(name), f"{path}: cameras.{name}")
+        classes = cam.classes if cam.classes is not None else d.classes
+        threshold = next(v for v in (cam.threshold, d.threshold, base.threshold) if v is not None)
+        cameras.append(CameraSettings(
+            name=str(name), source=cam.source, record=local(cam.record), detections=local(cam.detections),
+            selection=Selection(threshold, tuple(classes) if classes is not None else base.classes),
+            hold_detections=cam.hold_detections if cam.hold_detections is not None else d.hold_detections,
+            loop=bool(cam.loop if cam.loop is not None else (d.loop or False)),
+        ))
+    triton = parsed.triton
+    if isinstance(triton, list):
+        triton = ",".join(triton)
+    return CameraFile(cameras=tuple(cameras), triton=triton, metrics_port=parsed.metrics_port,
+                      metrics_host=parsed.metrics_host, path=path)
+
+
+def with_max_frames(cameras: Tuple[CameraSettings, ...], max_frames: Optional[int]) -> Tuple[CameraSettings, ...]:
+    if max_frames is None:
+        return cameras
+    return tuple(replace(c, max_frames=max_frames) for c in cameras)

@@ -1,0 +1,135 @@
+"""The settings layer: camera files validated once, errors naming the camera and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from streamer.cli import cli
+from streamer.errors import ExitCode
+from streamer.settings import Selection, SettingsError, load_camera_file, quick_cameras
+
+GOOD = """\
+# cameras.yaml
+triton: localhost:8001
+metrics_port: 9108
+defaults:
+  threshold: 0.6
+  classes: [person, car]
+cameras:
+  front:
+    source: rtsp://viewer:${FRONT_PASSWORD}@192.168.1.20/stream1
+    record: recordings/front.mp4
+    detections: recordings/front.jsonl
+  garage:
+    source: /dev/video0
+    threshold: 0.7
+    classes: [dog]
+  demo:
+    source: clip.mp4
+    loop: true
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cameras.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path: Path, text: str, env=None) -> str:
+    with pytest.raises(SettingsError) as info:
+        load_camera_file(write(tmp_path, text), env=env if env is not None else {})
+    assert info.value.exit_code == ExitCode.USAGE
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_camera_file_becomes_frozen_settings(tmp_path):
+    loaded = load_camera_file(write(tmp_path, GOOD), env={"FRONT_PASSWORD": "pw"})
+    assert loaded.triton == "localhost:8001" and loaded.metrics_port == 9108
+    front, garage, demo = loaded.cameras
+    assert front.name == "front" and front.source == "rtsp://viewer:pw@192.168.1.20/stream1"
+    assert front.record == tmp_path / "recordings" / "front.mp4"  # relative to the file's folder
+    assert front.selection == Selection(0.6, ("person", "car"))  # from the defaults
+    assert garage.selection == Selection(0.7, ("dog",))  # the camera's own values win
+    assert demo.loop and not front.loop
+    with pytest.raises(AttributeError):
+        front.name = "x"  # frozen
+
+
+def test_flags_are_defaults_below_the_file(tmp_path):
+    text = "cameras:\n  a:\n    source: x.mp4\n  b:\n    source: y.mp4\n    threshold: 0.9\n"
+    a, b = load_camera_file(write(tmp_path, text), env={}, base=Selection(0.3, ("cat",))).cameras
+    assert a.selection == Selection(0.3, ("cat",))
+    assert b.selection == Selection(0.9, ("cat",))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("cameras:\n  front:\n    source: a.mp4\n    threshold: 1.5\n",
+     "cameras.front.threshold: input should be less than or equal to 1 (got 1.5)"),
+    ("cameras:\n  front:\n    source: a.mp4\n    treshold: 0.5\n", "cameras.front.treshold: unknown key"),
+    ("cameras:\n  front:\n    record: a.mp4\n", "cameras.front.source: missing (required)"),
+    ("cameras:\n  front:\n    source: a.mp4\n    loop: sometimes\n", "cameras.front.loop:"),
+    ("metrics_port: 70000\ncameras:\n  front:\n    source: a.mp4\n", "metrics_port: input should be less"),
+    ("defaults:\n  threshold: -1\ncameras:\n  front:\n    source: a.mp4\n", "defaults.threshold:"),
+    ("camera:\n  front:\n    source: a.mp4\n", "cameras: the camera list is empty"),
+    ("cameras: {}\n", "cameras: the camera list is empty"),
+    ("", "the camera file is empty"),
+    ("cameras:\n  - source: a.mp4\n", "not a list"),
+    ("cameras:\n  front:\n    source: a.mp4\n  front:\n    source: b.mp4\n", "line 4: duplicate key 'front'"),
+    ("cameras:\n  'front door':\n    source: a.mp4\n", "camera name 'front door' must be"),
+    ("cameras:\n  front: [\n", "not valid YAML"),
+    ("cameras:\n  front:\n    source: rtsp://u:${NOPE}@h/s\n",
+     "cameras.front.source: environment variable NOPE is not set"),
+])
+def test_bad_camera_files_name_the_camera_and_the_field(tmp_path, text, expected):
+    assert expected in error_of(tmp_path, text)
+
+
+def test_a_missing_variable_never_shows_the_other_secrets(tmp_path):
+    text = "cameras:\n  a:\n    source: rtsp://u:${PW}@h/s\n  b:\n    source: rtsp://u:${MISSING}@h/s\n"
+    message = error_of(tmp_path, text, env={"PW": "top-secret"})
+    assert "MISSING" in message and "top-secret" not in message
+
+
+def test_quick_cameras_are_named_cam1_cam2(tmp_path):
+    cams = quick_cameras(["rtsp://a/1", "0"], tmp_path, Selection(), None, 5)
+    assert [c.name for c in cams] == ["cam1", "cam2"]
+    assert cams[1].record == tmp_path / "cam2.mp4" and cams[1].detections == tmp_path / "cam2.jsonl"
+    assert all(c.max_frames == 5 for c in cams)
+
+
+def run_watch(*args):
+    return CliRunner().invoke(cli, ["watch", *map(str, args)])
+
+
+def test_watch_rejects_a_bad_file_with_exit_2_before_connecting(tmp_path):
+    path = write(tmp_path, "cameras:\n  front:\n    source: rtsp://10.255.255.1/x\n    threshold: 2\n")
+    result = run_watch(path)
+    assert result.exit_code == 2
+    assert "cameras.front.threshold" in result.output and "Traceback" not in result.output
+
+
+def test_two_cameras_recording_to_one_file_is_an_output_error(tmp_path):
+    path = write(tmp_path, "cameras:\n  a:\n    source: rtsp://127.0.0.1:9/x\n    record: same.mp4\n"
+                           "  b:\n    source: rtsp://127.0.0.1:9/y\n    record: same.mp4\n")
+    result = run_watch(path)
+    assert result.exit_code == 5, result.output
+    assert "cameras.b.record and cameras.a.record both write" in result.output
+
+
+def test_a_record_path_in_a_missing_folder_is_an_output_error(tmp_path):
+    path = write(tmp_path, "cameras:\n  a:\n    source: rtsp://127.0.0.1:9/x\n    record: nope/a.mp4\n")
+    result = run_watch(path)
+    assert result.exit_code == 5, result.output
+    assert "cameras.a.record:" in result.output and "does not exist" in result.output
+
+
+def test_a_camera_file_and_sources_together_are_a_usage_error(tmp_path):
+    path = write(tmp_path, GOOD)
+    result = run_watch(path, "rtsp://a/1")
+    assert result.exit_code == 2 and "not both" in result.output
