@@ -10,7 +10,7 @@ BIN      = $(VENV)/bin
 
 # What the tests drive for real: a virtual display and key presses for the --show window, an
 # RTSP camera (gst-rtsp-server through Debian's python3-gi), docker-compose to parse the compose files,
-# a Prometheus server scraping the metrics endpoints.
+# a Prometheus server scraping the metrics endpoints and evaluating deploy/kubernetes' prometheus-adapter rule.
 TEST_DEBS = xvfb xdotool python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad docker-compose prometheus
 
