@@ -12,7 +12,7 @@ BIN      = $(VENV)/bin
 # RTSP camera (gst-rtsp-server through Debian's python3-gi), docker-compose to parse the compose files,
 # a Prometheus server scraping the metrics endpoints and evaluating deploy/kubernetes' prometheus-adapter rule.
 TEST_DEBS = xvfb xdotool python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad docker-compose prometheus
+	gstreamer1.0-plugins-bad docker-compose prometheus libnss-wrapper
 
 .PHONY: demo test install system-deps test-deps benchmark live-benchmark clean
 

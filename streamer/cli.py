@@ -63,33 +63,31 @@ def command(fn):
 
 
 class TritonAddress(click.ParamType):
-    """HOST:PORT of a Triton gRPC endpoint (port 8001 when left out)."""
+    """HOST:PORT of a Triton gRPC endpoint (port 8001 when left out); several, comma-separated,
+    or dns:///NAME:PORT for every address NAME resolves to."""
 
-    name = "HOST:PORT"
+    name = "HOST:PORT[,...]"
 
     def convert(self, value, param, ctx):
-        text = str(value).strip()
-        if "://" in text:
-            scheme, _, text = text.partition("://")
-            if scheme != "grpc":
-                self.fail(f"{value!r}: give the gRPC endpoint as HOST:PORT (e.g. localhost:8001), not a {scheme} URL",
-                          param, ctx)
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            host, port = text, "8001"
-        if not host:
-            self.fail(f"{value!r}: missing host (e.g. localhost:8001)", param, ctx)
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            self.fail(f"{value!r}: port must be a number 1-65535", param, ctx)
-        return f"{host}:{int(port)}"
+        from .pool import parse_targets
+        from .settings import SettingsError
+
+        try:
+            targets = parse_targets(str(value), where=repr(str(value)))
+        except SettingsError as err:
+            self.fail(str(err), param, ctx)
+        return ",".join(t.text for t in targets)
 
 
 def triton_options(fn):
     """--triton, or the embedded server's --model-repo/--threads/--startup-timeout."""
     options = [
         click.option("--triton", type=TritonAddress(), default=None,
-                     help="Use the Triton server at HOST:PORT (gRPC). Without it, an embedded local server is "
-                          "started for this command and stopped after."),
+                     help="Use the Triton server at HOST:PORT (gRPC). Several: host1:8001,host2:8001 (frames go "
+                          "where there is free capacity; a server that dies hands its frames to the others); "
+                          "dns:///NAME:8001: every address NAME resolves to (a Kubernetes headless Service), "
+                          "looked up again every 30 s. Without it, an embedded local server is started for this "
+                          "command and stopped after."),
         click.option("--model-repo", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_REPO,
                      show_default=True, help="Model repository for the embedded server."),
         click.option("--threads", type=click.IntRange(min=0), default=0,
@@ -506,8 +504,23 @@ def doctor(triton, input_path, threshold):
     nothing is detected, why.
     """
     from .doctor import diagnose
+    from .pool import parse_targets, resolve
 
-    return diagnose(triton, input_path or DEFAULT_SAMPLE, threshold, click.echo)
+    targets = parse_targets(triton)
+    urls = resolve(targets)
+    if len(urls) == 1 and not targets[0].dns:
+        return diagnose(urls[0], input_path or DEFAULT_SAMPLE, threshold, click.echo)
+    if not urls:
+        click.echo(f"[FAIL] {triton} resolves to no address")
+        return ExitCode.INFERENCE
+    codes = []
+    for url in urls:
+        click.echo(f"== server {url}")
+        codes.append(diagnose(url, input_path or DEFAULT_SAMPLE, threshold, click.echo))
+    bad = [url for url, code in zip(urls, codes) if code]
+    if bad:
+        click.echo(f"[FAIL] {len(bad)} of {len(urls)} servers failed: {', '.join(bad)}")
+    return next((code for code in codes if code), ExitCode.OK)
 
 
 main = cli

@@ -32,7 +32,7 @@ from .frames import Detections, Frame
 from .metrics import LatencyHistogram
 from .pipeline import p50_p95
 from .render import draw_hud
-from .triton import InferenceStream, Outcome
+from .triton import IDLE, IDLE_WAIT, InferenceStream, Outcome
 from .window import Window
 
 RECENT = 50_000  # observations kept for the p50/p95 of a live run's summary
@@ -349,8 +349,9 @@ class InferenceScheduler:
             feed = self.pick()
             frame = feed.slot.get(timeout=0) if feed is not None else None
             if frame is None:
-                self._pending.wait(0.05)
+                self._pending.wait(IDLE_WAIT)
                 self._pending.clear()
+                yield IDLE  # nothing new: the stream releases answers meanwhile
                 continue
             feed.last_served = time.monotonic()
             feed.stats.taken += 1

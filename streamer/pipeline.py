@@ -58,6 +58,7 @@ class RunStats:
     source_problem: Optional[str] = None
     first_error: Optional[str] = None
     server_compute: Optional[float] = None  # mean seconds per inference, from Triton's statistics
+    pool: Optional[object] = None  # several servers: PoolStats (frames each server took, frames moved)
     reconnects: int = 0
 
     @property
@@ -84,6 +85,9 @@ class RunStats:
             parts.append(f"server {self.server_compute * 1000:.0f} ms/frame")
         if self.reconnects:
             parts.append(f"reconnects {self.reconnects}")
+        if self.pool is not None:
+            taken = ", ".join(f"{url} {n}" for url, n in self.pool.taken.items())
+            parts.append(f"servers {taken}; moved {self.pool.moved}")
         return " | ".join(parts)
 
     @property

@@ -44,25 +44,100 @@ def warn_untrained(info: contract.ModelInfo, say: Callable[[str], None]) -> None
 
 # -- the server session ------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def triton_session(server: ServerSettings, say: Callable[[str], None]):
-    """(client, model info, embedded server or None) for the length of a command."""
+def make_client(url: str):
+    """The one place a command's Triton clients are made."""
     from .triton import TritonClient
 
+    return TritonClient(url)
+
+
+def pooled(server: ServerSettings) -> bool:
+    """Several servers (a list, or a dns:/// name standing for all its addresses)."""
+    if server.triton is None:
+        return False
+    from .pool import parse_targets
+
+    targets = parse_targets(server.triton)
+    return len(targets) > 1 or targets[0].dns
+
+
+def check_servers(urls: Sequence[str], say: Callable[[str], None]):
+    """Check every server; (first good client, its model info). One that does not answer is left
+    to join later; one that answers with the wrong model is an error naming it."""
+    from .errors import InferenceError, ServerUnavailable
+
+    good, down = [], []
+    for url in urls:
+        client = make_client(url)
+        try:
+            info = client.check()
+        except ServerUnavailable as err:
+            client.close()
+            down.append((url, err))
+            continue
+        except InferenceError as err:
+            client.close()
+            raise type(err)(f"server {url}: {err}") from err
+        good.append((client, info))
+    if not good:
+        reasons = "; ".join(f"{url}: {err}" for url, err in down) or "no address"
+        raise ServerUnavailable(f"none of the Triton servers answers ({reasons})")
+    for url, err in down:
+        say(f"WARNING: Triton server {url} does not answer now ({err}); it joins when it is back")
+    for client, _ in good[1:]:
+        client.close()
+    return good[0]
+
+
+@contextlib.contextmanager
+def triton_session(server: ServerSettings, say: Callable[[str], None]):
+    """(client, model info, embedded server or None) for the length of a command. With several
+    servers the client is the first that answers; every server has been checked."""
     embedded = None
     if server.triton is None:
         embedded = start_embedded(server, say)
-        url = embedded.grpc_url
+        urls = [embedded.grpc_url]
+    elif pooled(server):
+        from .pool import parse_targets, resolve
+
+        urls = resolve(parse_targets(server.triton))
+        say(f"Triton servers: {', '.join(urls) or 'none resolved'} (from --triton {server.triton})")
     else:
-        url = server.triton
+        urls = [server.triton]
     try:
-        with TritonClient(url) as client:
-            info = client.check()
-            yield client, info, embedded
+        if len(urls) == 1 and not pooled(server):
+            with make_client(urls[0]) as client:
+                info = client.check()
+                yield client, info, embedded
+        else:
+            client, info = check_servers(urls, say)
+            with client:
+                yield client, info, embedded
     finally:
         if embedded is not None:
             embedded.stop()
             embedded.cleanup()
+
+
+def inference_for(server: ServerSettings, client, embedded, inference, live: bool, say: Callable[[str], None]):
+    """The inference stage: one server's InferenceStream, or a pool over several servers."""
+    from .triton import InferenceStream
+
+    in_flight = inference.in_flight or (1 if live else 2)
+    retry = float("inf") if live else inference.retry_timeout
+    if pooled(server):
+        from .pool import ServerPool, parse_targets
+
+        return ServerPool(parse_targets(server.triton), make_client, max_in_flight=in_flight, retry_timeout=retry,
+                          request_timeout=inference.request_timeout, resend=not live, log=say)
+    return InferenceStream(client, max_in_flight=in_flight, retry_timeout=retry,
+                           request_timeout=inference.request_timeout, recover=recover_hook(embedded, say), log=say,
+                           resend=not live)
+
+
+def closing(stream):
+    """A pool's own clients are closed after the run; a single stream uses the session's client."""
+    return contextlib.closing(stream) if hasattr(stream, "close") else contextlib.nullcontext()
 
 
 def start_embedded(server: ServerSettings, say: Callable[[str], None]):
@@ -73,7 +148,7 @@ def start_embedded(server: ServerSettings, say: Callable[[str], None]):
     embedded = start_on_free_ports(server.model_repo, server.threads, server.startup_timeout,
                                    metrics_port=server.metrics_port)
     say(f"embedded Triton ready in {time.monotonic() - started:.1f} s "
-        f"(gRPC {embedded.grpc_url}, HTTP {embedded.http_url}, metrics {embedded.metrics_url})")
+        f"(gRPC {embedded.grpc_url}, HTTP {embedded.http_url}); Triton metrics: {embedded.metrics_url}")
     return embedded
 
 
@@ -117,7 +192,7 @@ def metrics_endpoint(settings, samples, say: Callable[[str], None]):
     from .metrics import MetricsServer
 
     server = MetricsServer(samples, host=settings.host, port=settings.port).start()
-    say(f"metrics: {server.url}")
+    say(f"streamer metrics: {server.url}")
     try:
         yield server
     finally:
@@ -159,18 +234,14 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> int:
     from .render import draw_detections
     from .sinks import JsonlSink, Mp4Sink
     from .sources import FileSource
-    from .triton import InferenceStream
 
     say = console.say
     with FileSource(path) as src, triton_session(settings.server, say) as (client, info, server):
         say(src.info.describe())
         label_ids = label_filter(info, settings.selection.classes)
         warn_untrained(info, say)
-        stream = InferenceStream(client, max_in_flight=settings.inference.in_flight or 2,
-                                 retry_timeout=settings.inference.retry_timeout,
-                                 request_timeout=settings.inference.request_timeout,
-                                 recover=recover_hook(server, say), log=say)
-        count0, compute0 = client.compute_stats()
+        stream = inference_for(settings.server, client, server, settings.inference, False, say)
+        count0, compute0 = stream.compute_stats()
         with contextlib.ExitStack() as sinks_stack:
             sinks = []
             if settings.out is not None:
@@ -198,14 +269,15 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> int:
                         on_frame=lambda _stats: advance(),
                     )
                     samples = lambda: [file_sample(path.name, pipeline, info.name_of)]  # noqa: E731
-                    with metrics_endpoint(settings.metrics, samples, say):
+                    with metrics_endpoint(settings.metrics, samples, say), closing(stream):
                         stats = pipeline.run()
+                        count1, compute1 = stream.compute_stats()
             finally:
                 with interrupts.critical():  # a second Ctrl-C must not cut the files short
                     sinks_stack.close()
-        count1, compute1 = client.compute_stats()
         if count1 > count0:
             stats.server_compute = (compute1 - compute0) / (count1 - count0)
+        stats.pool = getattr(stream, "stats", None)
         _report_file(stats, info, [p for p in (settings.out, settings.detections) if p is not None], console)
     if stats.interrupted:
         return ExitCode.INTERRUPTED
@@ -312,7 +384,6 @@ def run_cameras(settings: WatchSettings, console: Console) -> int:
     from .render import draw_detections
     from .sinks import JsonlSink, Mp4Sink
     from .sources import classify_source
-    from .triton import InferenceStream
 
     say = console.say
     single = len(settings.cameras) == 1
@@ -348,9 +419,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> int:
                 ids = label_filter(info, cam.settings.selection.classes, where)
                 select_for[cam.settings.name] = selector(cam.settings.selection.threshold, ids)
             warn_untrained(info, say)
-            stream = InferenceStream(client, max_in_flight=settings.inference.in_flight or 1,
-                                     retry_timeout=float("inf"), request_timeout=settings.inference.request_timeout,
-                                     recover=recover_hook(server, say), log=say, resend=False)
+            stream = inference_for(settings.server, client, server, settings.inference, True, say)
             with contextlib.ExitStack() as stack:
                 feeds = []
                 for cam in running:
@@ -379,7 +448,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> int:
                                         log=say)
                 samples = lambda: [live_sample(feed, stream, info.name_of) for feed in feeds]  # noqa: E731
                 try:
-                    with metrics_endpoint(settings.metrics, samples, say):
+                    with metrics_endpoint(settings.metrics, samples, say), closing(stream):
                         stats_list = pipeline.run()
                 finally:
                     with interrupts.critical():

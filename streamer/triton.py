@@ -66,6 +66,12 @@ def _is_transport_error(error: InferenceServerException) -> bool:
 
 _ABORT = object()  # put on the event queue by abort()
 
+# Yielded by a frame source that has nothing to send right now (a live scheduler whose
+# cameras have no new frame, a server pool whose work is elsewhere): process() goes on
+# releasing answers and asks again soon, instead of the source blocking with answers waiting.
+IDLE = object()
+IDLE_WAIT = 0.05  # seconds process() waits for answers before asking an idle source again
+
 _UNREACHABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
 
 
@@ -77,6 +83,7 @@ class Outcome:
     detections: Optional[Detections]
     error: Optional[str] = None
     latency: Optional[float] = None  # seconds from sending to the answer (last attempt)
+    unavailable: bool = False  # failed because the server was unreachable (not because of the frame)
 
     @property
     def ok(self) -> bool:
@@ -279,6 +286,11 @@ class InferenceStream:
         self._streaming = False
         self._server_gone = False
         self._in_flight: Dict[int, Tuple[Frame, float]] = {}
+        self._last_answer = time.monotonic()  # or the last send into an empty window
+
+    def compute_stats(self) -> Tuple[int, float]:
+        """The server's (inferences, compute seconds) so far."""
+        return self.client.compute_stats()
 
     def abort(self) -> None:
         """From another thread: make process() return soon, dropping what is in flight."""
@@ -291,6 +303,7 @@ class InferenceStream:
         self._events.put((generation, result, error))
 
     def _open(self) -> None:
+        self._last_answer = time.monotonic()
         self._generation += 1
         self.client._client.start_stream(callback=functools.partial(self._on_response, self._generation))
         self._streaming = True
@@ -304,6 +317,8 @@ class InferenceStream:
                 pass
 
     def _send(self, frame: Frame) -> None:
+        if not self._in_flight:
+            self._last_answer = time.monotonic()  # the wait for an answer starts now
         self._in_flight[frame.index] = (frame, time.monotonic())
         self.client._client.async_stream_infer(
             self.client.model,
@@ -353,9 +368,9 @@ class InferenceStream:
         self.log(f"Triton did not come back within {self.retry_timeout:.0f} s; remaining frames are written unannotated")
         return False
 
-    def _fail_in_flight(self, results: ReorderBuffer, message: str) -> None:
+    def _fail_in_flight(self, results: ReorderBuffer, message: str, unavailable: bool = False) -> None:
         for index, (frame, sent) in self._in_flight.items():
-            results.put(index, Outcome(frame, None, message, time.monotonic() - sent))
+            results.put(index, Outcome(frame, None, message, time.monotonic() - sent, unavailable))
         self._in_flight.clear()
 
     # -- the ordered generator --------------------------------------------------------------
@@ -364,6 +379,7 @@ class InferenceStream:
         results = ReorderBuffer()
         request_errors: List[str] = []  # per-request errors not yet tied to a frame
         exhausted = False
+        lost: List[str] = []  # why the stream broke, until it is reopened
 
         def broken(reason: str) -> None:
             # Keep answers that arrived before the failure; everything still in flight is
@@ -371,41 +387,53 @@ class InferenceStream:
             self._drain(results)
             request_errors.clear()
             if not self.resend:  # live: by the time the server is back, these frames are stale
-                self._fail_in_flight(results, f"server unavailable ({reason})")
-            if not self._reconnect(reason):
-                self._fail_in_flight(results, "server unavailable")
+                self._fail_in_flight(results, f"server unavailable ({reason})", unavailable=True)
+            lost[:] = [reason]  # reconnect once what is settled has been released
 
         self._open()
         try:
             while True:
                 # 1. keep the window full, unless a per-request error must first be tied to its frame
-                while not exhausted and not request_errors and len(self._in_flight) < self.max_in_flight:
+                idle = False
+                while (not exhausted and not request_errors and not lost
+                       and len(self._in_flight) < self.max_in_flight):
                     if self._aborted.is_set():
                         return
                     frame = next(source, None)
                     if frame is None:
                         exhausted = True
                         break
+                    if frame is IDLE:
+                        idle = True
+                        break
                     results.expect(frame.index)
                     if self._server_gone:
-                        results.put(frame.index, Outcome(frame, None, "server unavailable"))
+                        results.put(frame.index, Outcome(frame, None, "server unavailable", unavailable=True))
                         continue
                     try:
                         self._send(frame)
                     except InferenceServerException as err:
                         broken(_short(err))
-                # 2. release what is complete, in frame order
+                # 2. release what is complete, in frame order (failed frames too, before any wait)
                 yield from results.ready()
                 if (exhausted and not len(results)) or self._aborted.is_set():
                     return
+                if lost:
+                    reason = lost.pop()
+                    if not self._reconnect(reason):
+                        self._fail_in_flight(results, "server unavailable", unavailable=True)
+                    continue
                 if not self._in_flight:
                     continue
-                # 3. wait for the next answer
+                # 3. wait for the next answer (briefly when the source may soon have a frame)
                 try:
-                    generation, result, error = self._events.get(timeout=self.request_timeout)
+                    generation, result, error = self._events.get(
+                        timeout=min(IDLE_WAIT, self.request_timeout) if idle else self.request_timeout)
                 except queue.Empty:
-                    broken(f"no answer for {self.request_timeout:.0f} s")
+                    if time.monotonic() - self._last_answer >= self.request_timeout:
+                        broken(f"no answer for {self.request_timeout:.0f} s")
                     continue
+                self._last_answer = time.monotonic()
                 if result is _ABORT:
                     return
                 if generation != self._generation:

@@ -200,8 +200,8 @@ def test_prometheus_scrapes_each_camera_and_the_embedded_triton(tmp_path, clip, 
         run = Run("watch", config, "--model-repo", repo_mobilenet, "--threads", 2,
                   "--triton-metrics-port", triton_metrics)
         try:
-            run.wait_for(f"metrics: http://127.0.0.1:{metrics_port}/metrics", timeout=180)
-            run.wait_for(f"metrics http://127.0.0.1:{triton_metrics}/metrics", timeout=10)
+            run.wait_for(f"streamer metrics: http://127.0.0.1:{metrics_port}/metrics", timeout=180)
+            run.wait_for(f"Triton metrics: http://127.0.0.1:{triton_metrics}/metrics", timeout=10)
             targets = {"streamer": [f"127.0.0.1:{metrics_port}"], "triton": [f"127.0.0.1:{triton_metrics}"]}
             with Prometheus(targets, tmp_path) as prom:
                 query = "streamer_frames_captured_total"

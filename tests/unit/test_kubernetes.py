@@ -369,18 +369,14 @@ def camera_file(objects: list) -> dict:
 
 
 def test_deployment_args_parse_as_streamer_watch_options(cpu):
-    """The real `watch` command's parser (no run). --triton's dns:/// form comes with the client's
-    multi-server part (issue 11); until then its value is checked against the Services above and
-    parsed here in its HOST:PORT form."""
+    """The real `watch` command's parser (no run), --triton's dns:/// form included."""
     from streamer.cli import watch
 
     args = list(container(find(cpu, "Deployment", "streamer"), "streamer")["args"])
     assert args[0] == "watch"
-    at = args.index("--triton") + 1
-    args[at] = args[at].removeprefix("dns:///")
     params = watch.make_context("watch", args[1:]).params
     assert params["cameras"] == ("/config/cameras.yaml",)
-    assert (params["triton"], params["metrics_port"], params["metrics_host"]) == ("triton-headless:8001", 9108, "0.0.0.0")
+    assert (params["triton"], params["metrics_port"], params["metrics_host"]) == ("dns:///triton-headless:8001", 9108, "0.0.0.0")
     assert not params["show"] and not params["overwrite"]
 
 

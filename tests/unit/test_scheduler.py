@@ -9,7 +9,7 @@ import numpy as np
 
 from streamer.frames import Detections, Frame
 from streamer.live import CameraFeed, InferenceScheduler
-from streamer.triton import Outcome
+from streamer.triton import IDLE, Outcome
 
 
 class Capture:
@@ -94,6 +94,8 @@ class ScriptedStream:
 
     def process(self, frames):
         for f in frames:
+            if f is IDLE:
+                continue
             yield Outcome(f, Detections(np.zeros((1, 4)), [f.index], [1.0]), None, 0.01)
             if self.aborted.is_set():
                 return

@@ -1,0 +1,171 @@
+"""Several real Triton servers behind one `--triton`: spread, lossless, surviving a server.
+
+Servers are real embedded tritonservers on loopback (127.0.0.1, or 127.0.0.2/.3 for the DNS
+case), started and stopped by PID. A name resolving to both goes through the real resolver
+with Debian's libnss-wrapper (NSS_WRAPPER_HOSTS): /etc/hosts is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.server import EmbeddedServer, ServerSettings, free_port
+
+from ..helpers import (inference_count, read_jsonl, read_video, start_streamer, streamer, wait_until,
+                       write_clip)
+from .test_run_faults import finish, kill_server
+from .test_run_file import accounting
+
+pytestmark = pytest.mark.slow
+
+NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
+
+
+def start(repo: Path, host: str = "127.0.0.1", grpc_port: int = 0) -> EmbeddedServer:
+    return EmbeddedServer(ServerSettings(repo=repo, host=host, http_port=free_port(host),
+                                         grpc_port=grpc_port or free_port(host), metrics_port=free_port(host),
+                                         threads=1, startup_timeout=180)).start()
+
+
+@pytest.fixture
+def two_servers(repo_mobilenet):
+    servers = []
+    try:
+        servers = [start(repo_mobilenet), start(repo_mobilenet)]
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
+            s.cleanup()
+
+
+def taken(stdout: str) -> dict:
+    match = re.search(r"servers ([^;]+); moved (\d+)", stdout)
+    assert match, stdout
+    per = dict((url, int(n)) for url, n in (part.rsplit(" ", 1) for part in match.group(1).split(", ")))
+    return {"servers": per, "moved": int(match.group(2))}
+
+
+def test_two_servers_write_exactly_what_one_writes(tmp_path, repo_v2):
+    clip = write_clip(tmp_path / "in.mp4", 24)
+    servers = [start(repo_v2), start(repo_v2)]
+    try:
+        one = streamer("run", clip, "--triton", servers[0].grpc_url, "--out", tmp_path / "one.mp4",
+                       "--detections", tmp_path / "one.jsonl", timeout=300)
+        both = streamer("run", clip, "--triton", f"{servers[0].grpc_url},{servers[1].grpc_url},"
+                        f"{servers[0].grpc_url}", "--out", tmp_path / "two.mp4", "--detections",
+                        tmp_path / "two.jsonl", timeout=300)
+        counts = [inference_count(s.http_url) for s in servers]
+    finally:
+        for s in servers:
+            s.stop()
+            s.cleanup()
+    assert one.returncode == 0 and both.returncode == 0, one.stderr + both.stderr
+    assert accounting(both.stdout) == {"read": 24, "inferred": 24, "written": 24, "failed": 0}
+    spread = taken(both.stdout)
+    assert set(spread["servers"]) == {servers[0].grpc_url, servers[1].grpc_url}  # the duplicate was dropped
+    assert sum(spread["servers"].values()) == 24 and min(spread["servers"].values()) > 0
+    assert counts[1] == spread["servers"][servers[1].grpc_url] > 0  # Triton's own statistics agree
+    one_video, two_video = read_video(tmp_path / "one.mp4"), read_video(tmp_path / "two.mp4")
+    assert two_video.pts == one_video.pts and len(two_video.images) == 24
+    for a, b in zip(one_video.images, two_video.images):  # the same frames, boxes drawn alike
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0
+    one_records, two_records = read_jsonl(tmp_path / "one.jsonl"), read_jsonl(tmp_path / "two.jsonl")
+    assert [r["frame"] for r in two_records] == list(range(24))
+    assert two_records == one_records  # the same detections, frame by frame
+    assert any(r["detections"] for r in two_records)  # untrained v2 at a small size draws boxes
+
+
+def test_a_server_killed_mid_run_hands_its_frames_to_the_other(tmp_path, two_servers):
+    n = 120
+    clip = write_clip(tmp_path / "in.mp4", n)
+    a, b = two_servers
+    proc = start_streamer("run", clip, "--out", tmp_path / "out.mp4", "--triton", f"{a.grpc_url},{b.grpc_url}",
+                          "--in-flight", "2")
+    wait_until(lambda: inference_count(b.http_url) >= 10, 180, what="server b at work")
+    kill_server(b)  # tritonserver itself, SIGKILL: what it had in flight is lost there
+    code, stdout, stderr = finish(proc, timeout=400)
+    assert code == 0, stderr
+    assert accounting(stdout) == {"read": n, "inferred": n, "written": n, "failed": 0}
+    spread = taken(stdout)
+    assert spread["servers"][b.grpc_url] >= 10 and spread["servers"][a.grpc_url] > 0
+    assert sum(spread["servers"].values()) == n
+    assert read_video(tmp_path / "out.mp4").codes == list(range(n))
+
+
+def test_a_restarted_server_rejoins(tmp_path, two_servers):
+    n = 200
+    clip = write_clip(tmp_path / "in.mp4", n)
+    a, b = two_servers
+    proc = start_streamer("run", clip, "--detections", tmp_path / "d.jsonl", "--triton",
+                          f"{a.grpc_url},{b.grpc_url}")
+    try:
+        wait_until(lambda: inference_count(b.http_url) >= 5, 180, what="server b at work")
+        kill_server(b)
+        b.restart()  # same ports; a fresh process counts from 0
+        wait_until(lambda: inference_count(b.http_url) >= 5, 240, what="server b to take frames again")
+    finally:
+        code, stdout, stderr = finish(proc, timeout=400)
+    assert code == 0, stderr
+    assert accounting(stdout) == {"read": n, "inferred": n, "written": n, "failed": 0}
+    assert "Triton is back" in stderr
+    assert [r["frame"] for r in read_jsonl(tmp_path / "d.jsonl")] == list(range(n))
+
+
+def test_every_server_gone_follows_the_single_server_rules(tmp_path, two_servers):
+    n = 90
+    clip = write_clip(tmp_path / "in.mp4", n)
+    a, b = two_servers
+    proc = start_streamer("run", clip, "--out", tmp_path / "out.mp4", "--triton", f"{a.grpc_url},{b.grpc_url}",
+                          "--retry-timeout", "5")
+    wait_until(lambda: inference_count(a.http_url) + inference_count(b.http_url) >= 10, 180, what="10 frames")
+    kill_server(a)
+    kill_server(b)
+    code, stdout, stderr = finish(proc, timeout=300)
+    assert code == 6, stderr
+    counts = accounting(stdout)
+    assert counts["read"] == counts["written"] == n and counts["failed"] > 0
+    assert counts["inferred"] + counts["failed"] == n
+    assert "no server came back within 5 s" in stderr
+    assert read_video(tmp_path / "out.mp4").codes == list(range(n))
+
+
+def test_a_dns_name_stands_for_every_address(tmp_path, repo_mobilenet):
+    assert os.path.exists(NSS_WRAPPER), "apt-get install libnss-wrapper (.ci/run installs it)"
+    port = free_port("127.0.0.2")
+    servers = []
+    try:
+        servers = [start(repo_mobilenet, "127.0.0.2", port), start(repo_mobilenet, "127.0.0.3", port)]
+        hosts = tmp_path / "hosts"
+        hosts.write_text("127.0.0.2 tritons\n127.0.0.3 tritons\n")
+        env = {**os.environ, "LD_PRELOAD": NSS_WRAPPER, "NSS_WRAPPER_HOSTS": str(hosts)}
+        clip = write_clip(tmp_path / "in.mp4", 40)
+        result = streamer("run", clip, "--triton", f"dns:///tritons:{port}", "--detections", tmp_path / "d.jsonl",
+                          env=env, timeout=300)
+        counts = [inference_count(s.http_url) for s in servers]
+    finally:
+        for s in servers:
+            s.stop()
+            s.cleanup()
+    assert result.returncode == 0, result.stderr
+    assert f"Triton servers: 127.0.0.2:{port}, 127.0.0.3:{port}" in result.stderr
+    spread = taken(result.stdout)
+    assert set(spread["servers"]) == {f"127.0.0.2:{port}", f"127.0.0.3:{port}"}
+    assert all(c > 0 for c in counts), counts  # both did work
+    assert [r["frame"] for r in read_jsonl(tmp_path / "d.jsonl")] == list(range(40))
+
+
+def test_doctor_checks_every_server_and_names_the_wrong_one(two_servers):
+    a, _ = two_servers
+    dead = f"127.0.0.1:{free_port()}"
+    result = streamer("doctor", "--triton", f"{a.grpc_url},{dead}", timeout=120)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert f"server {a.grpc_url}" in result.stdout and f"server {dead}" in result.stdout
+    assert "[FAIL]" in result.stdout.split(f"server {dead}")[1]
+    assert "[FAIL]" not in result.stdout.split(f"server {dead}")[0]
+
