@@ -220,7 +220,7 @@ class CameraFeed:
         if self.hold is not None:
             return self.hold
         recent = self.stats.latency.recent()[-5:]
-        return max(2.0, 3 * float(np.median(recent))) if recent else 2.0
+        return max(2.0, 3 * float(np.median(recent))) if len(recent) else 2.0
 
     def _detections_for(self, frame: Frame) -> Optional[Outcome]:
         latest = self.latest

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from ..cameras import RtspCamera, Run, camera_clip, read_bottom_code
-from ..helpers import read_jsonl, read_video, streamer
+from ..cameras import CODE_BITS, RtspCamera, Run, camera_clip, read_bottom_code
+from ..helpers import inference_count, read_jsonl, read_video, streamer, wait_until
 
 pytestmark = pytest.mark.slow
+
+WRAP = 1 << CODE_BITS  # index codes count modulo this (a 60 s clip wraps once)
 
 LINE = re.compile(r"camera (\S+) \| live: captured (\d+), shown (\d+), inferred (\d+), "
                   r"skipped for inference (\d+), failed (\d+)")
@@ -41,8 +43,13 @@ def clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    return camera_clip(tmp_path_factory.mktemp("watch") / "cam25-long.mp4", 1500)  # 60 s
+
+
+@pytest.fixture(scope="module")
 def slow_clip(tmp_path_factory) -> Path:
-    return camera_clip(tmp_path_factory.mktemp("watch") / "cam8.mp4", 200, rate=8)
+    return camera_clip(tmp_path_factory.mktemp("watch") / "cam8.mp4", 480, rate=8)  # 60 s
 
 
 def camera_file(tmp_path: Path, cameras: dict, extra: str = "") -> Path:
@@ -56,47 +63,55 @@ def camera_file(tmp_path: Path, cameras: dict, extra: str = "") -> Path:
     return path
 
 
-def test_three_cameras_one_restarted_the_others_record_every_frame(tmp_path, clip, server_mobilenet):
-    cams = [RtspCamera(clip, path=f"/{n}") for n in ("a", "b", "c")]
+def test_three_cameras_one_restarted_the_others_record_every_frame(tmp_path, long_clip, server_mobilenet):
+    cams = [RtspCamera(long_clip, path=f"/{n}") for n in ("a", "b", "c")]
     for cam in cams:
         cam.start()
     try:
         config = camera_file(tmp_path, {
             name: {"source": cam.url, "record": f"{name}.mp4", "detections": f"{name}.jsonl"}
             for name, cam in zip(("front", "garage", "yard"), cams)})
-        run = Run("watch", config, "--triton", server_mobilenet.grpc_url, "--max-frames", 150,
-                  "--status-every", 2)
-        run.wait_for("garage (rtsp://127.0.0.1")
-        run.wait_for("front: [", timeout=60)  # a status line: the cameras are running
-        cams[1].stop()
-        run.wait_for("dropped", timeout=60)
-        cams[1].start()
-        run.wait_for("is back (reconnect 1)", timeout=90)
-        assert run.finish() == 0, run.stderr
+        run = Run("watch", config, "--triton", server_mobilenet.grpc_url, "--status-every", 2)
+        try:
+            run.wait_for("front: [", timeout=120)  # a status line: the cameras are running
+            served = inference_count(server_mobilenet.http_url)
+            wait_until(lambda: inference_count(server_mobilenet.http_url) >= served + 6, 180, what="6 inferences")
+            cams[1].stop()
+            run.wait_for("dropped", timeout=60)
+            cams[1].start()
+            run.wait_for("is back (reconnect 1)", timeout=90)
+            served = inference_count(server_mobilenet.http_url)
+            wait_until(lambda: inference_count(server_mobilenet.http_url) >= served + 6, 180, what="6 more")
+            run.proc.send_signal(signal.SIGINT)
+            assert run.finish() == 130, run.stderr
+        finally:
+            run.kill()
     finally:
         for cam in cams:
             cam.stop()
     counts = per_camera(run.out)
     assert set(counts) == {"front", "garage", "yard"}
-    for name in ("front", "yard"):  # untouched by the other camera's outage: every frame, in order
-        assert counts[name]["captured"] == counts[name]["shown"] == 150
-        assert codes(tmp_path / f"{name}.mp4") == list(range(150))
+    for name in ("front", "yard"):  # untouched by the other camera's outage: every frame shown, in order
+        shown = counts[name]["shown"]
+        assert shown > 50 and codes(tmp_path / f"{name}.mp4") == [i % WRAP for i in range(shown)]
         assert counts[name]["inferred"] > 0
     garage = codes(tmp_path / "garage.mp4")
-    restarts = [i for i in range(1, len(garage)) if garage[i] < garage[i - 1]]
-    assert len(restarts) == 1 and len(garage) == 150, garage  # it reconnected and went on recording
+    restarts = [i for i in range(1, len(garage)) if garage[i] < garage[i - 1] and garage[i] != garage[i - 1] + 1 - WRAP]
+    assert len(restarts) == 1 and len(garage) == counts["garage"]["shown"], garage  # reconnected, went on
+    assert counts["garage"]["inferred"] > 0
     for name in ("front", "garage", "yard"):
         records = read_jsonl(tmp_path / f"{name}.jsonl")
         frames = [r["frame"] for r in records]
         assert frames == sorted(set(frames)) and len(records) == counts[name]["inferred"] + counts[name]["failed"]
 
 
-def test_cameras_at_different_rates_get_the_same_refresh(tmp_path, clip, slow_clip, server_mobilenet):
-    with RtspCamera(clip, path="/fast") as fast, RtspCamera(slow_clip, path="/slow") as slow:
+def test_cameras_at_different_rates_get_the_same_refresh(tmp_path, long_clip, slow_clip, server_mobilenet):
+    with RtspCamera(long_clip, path="/fast") as fast, RtspCamera(slow_clip, path="/slow") as slow:
         run = Run("watch", fast.url, slow.url, "--triton", server_mobilenet.grpc_url, "--status-every", 0)
         try:
             run.wait_for("cam2 (rtsp://", timeout=60)
-            time.sleep(20)
+            served = inference_count(server_mobilenet.http_url)
+            wait_until(lambda: inference_count(server_mobilenet.http_url) >= served + 40, 180, what="40 inferences")
             run.proc.send_signal(signal.SIGINT)
             assert run.finish() == 130, run.stderr
         finally:
@@ -104,7 +119,7 @@ def test_cameras_at_different_rates_get_the_same_refresh(tmp_path, clip, slow_cl
     counts = per_camera(run.out)
     fast_n, slow_n = counts["cam1"]["inferred"], counts["cam2"]["inferred"]
     assert counts["cam1"]["captured"] > 2 * counts["cam2"]["captured"]  # 25 fps vs 8 fps
-    assert fast_n > 10 and slow_n > 10
+    assert fast_n >= 15 and slow_n >= 15, counts
     assert abs(fast_n - slow_n) <= 0.2 * max(fast_n, slow_n), counts  # refresh within +-20 %
 
 
