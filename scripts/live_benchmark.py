@@ -52,6 +52,18 @@ def write_clip(path: Path, seconds: float, rate: int = 25, width: int = 640, hei
     return count
 
 
+def exported_repo(repo, tmp: Path) -> Path:
+    """`repo` when given, else mobilenet_320 with random weights exported into `tmp`."""
+    if repo is not None:
+        return repo
+    repo = tmp / "repo"
+    print("exporting fasterrcnn_mobilenet_v3_large_320_fpn (random weights) ...", flush=True)
+    subprocess.run(STREAMER + ["export-model", "--repo", str(repo), "--arch",
+                               "fasterrcnn_mobilenet_v3_large_320_fpn", "--weights", "random"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return repo
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=4.0)
@@ -63,13 +75,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="live-bench-") as tmp:
         tmp = Path(tmp)
-        repo = args.model_repo
-        if repo is None:
-            repo = tmp / "repo"
-            print("exporting fasterrcnn_mobilenet_v3_large_320_fpn (random weights) ...", flush=True)
-            subprocess.run(STREAMER + ["export-model", "--repo", str(repo), "--arch",
-                                       "fasterrcnn_mobilenet_v3_large_320_fpn", "--weights", "random"],
-                           check=True, stdout=subprocess.DEVNULL)
+        repo = exported_repo(args.model_repo, tmp)
         clip = tmp / "camera.mp4"
         seconds = args.minutes * 60 + 30  # the run stops before the camera's clip ends
         print(f"writing a {seconds:.0f} s 25 fps 640x480 clip ...", flush=True)

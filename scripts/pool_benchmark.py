@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_benchmark import STREAMER, write_clip  # noqa: E402
+from live_benchmark import STREAMER, exported_repo, write_clip  # noqa: E402
 
 from streamer.server import EmbeddedServer, ServerSettings, free_port  # noqa: E402
 
@@ -50,13 +50,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pool-bench-") as tmp:
         tmp = Path(tmp)
-        repo = args.model_repo
-        if repo is None:
-            repo = tmp / "repo"
-            print("exporting fasterrcnn_mobilenet_v3_large_320_fpn (random weights) ...", flush=True)
-            subprocess.run(STREAMER + ["export-model", "--repo", str(repo), "--arch",
-                                       "fasterrcnn_mobilenet_v3_large_320_fpn", "--weights", "random"],
-                           check=True, stdout=subprocess.DEVNULL)
+        repo = exported_repo(args.model_repo, tmp)
         clip = tmp / "clip.mp4"
         write_clip(clip, args.frames / 25)
         results = {}

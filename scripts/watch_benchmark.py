@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_benchmark import STREAMER, write_clip  # noqa: E402
+from live_benchmark import STREAMER, exported_repo, write_clip  # noqa: E402
 
 from streamer.server import free_port  # noqa: E402
 
@@ -88,13 +88,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="watch-bench-") as tmp:
         tmp = Path(tmp)
-        repo = args.model_repo
-        if repo is None:
-            repo = tmp / "repo"
-            print("exporting fasterrcnn_mobilenet_v3_large_320_fpn (random weights) ...", flush=True)
-            subprocess.run(STREAMER + ["export-model", "--repo", str(repo), "--arch",
-                                       "fasterrcnn_mobilenet_v3_large_320_fpn", "--weights", "random"],
-                           check=True, stdout=subprocess.DEVNULL)
+        repo = exported_repo(args.model_repo, tmp)
         clip = tmp / "camera.mp4"
         seconds = max(args.minutes, args.baseline_minutes) * 60 + 60
         print(f"writing a {seconds:.0f} s 25 fps 640x480 clip ...", flush=True)
