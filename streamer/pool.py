@@ -37,14 +37,14 @@ def split_host_port(text: str, where: str = "--triton") -> Tuple[str, int]:
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
+        sep, port = rest[:1], rest[1:]
     else:
         host, sep, port = text.rpartition(":")
         if not sep:
             host, port = text, ""
     if not host:
-        raise SettingsError(f"{where}: {text!r} has no host (e.g. localhost:8001)")
-    if port and (not port.isdigit() or not 0 < int(port) < 65536):
+        raise SettingsError(f"{where}: {text!r}: missing host (e.g. localhost:8001)")
+    if sep and (not port.isdigit() or not 0 < int(port) < 65536):
         raise SettingsError(f"{where}: {text!r}: the port must be a number 1-65535")
     return host, int(port) if port else DEFAULT_PORT
 

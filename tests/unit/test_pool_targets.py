@@ -22,7 +22,7 @@ def test_dns_names_and_grpc_urls():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("http://h:8000", "not a http URL"), (":8001", "has no host"), ("h:99999", "port must be"), (",", "no server"),
+    ("http://h:8000", "not a http URL"), (":8001", "missing host"), ("h:", "port must be"), ("h:99999", "port must be"), (",", "no server"),
 ])
 def test_bad_targets_are_named(text, message):
     with pytest.raises(SettingsError, match=message):
