@@ -279,6 +279,14 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
         p = Path(value).expanduser()
         return p if p.is_absolute() else folder / p
 
+    def source_path(source: str) -> str:
+        """A file source is relative to the camera file's folder too (URLs and webcams as given)."""
+        from .sources import is_file_spec
+
+        if not is_file_spec(source) or Path(source).expanduser().is_absolute():
+            return source
+        return str(folder / Path(source).expanduser())
+
     d = parsed.defaults
     cameras = []
     for name, cam in parsed.cameras.items():
@@ -286,7 +294,7 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
         classes = cam.classes if cam.classes is not None else d.classes
         threshold = next(v for v in (cam.threshold, d.threshold, base.threshold) if v is not None)
         cameras.append(CameraSettings(
-            name=str(name), source=cam.source, record=local(cam.record), detections=local(cam.detections),
+            name=str(name), source=source_path(cam.source), record=local(cam.record), detections=local(cam.detections),
             selection=Selection(threshold, tuple(classes) if classes is not None else base.classes),
             hold_detections=cam.hold_detections if cam.hold_detections is not None else d.hold_detections,
             loop=bool(cam.loop if cam.loop is not None else (d.loop or False)),

@@ -55,6 +55,12 @@ class SourceSpec:
         return self.kind != "file"
 
 
+def is_file_spec(spec: str) -> bool:
+    """A plain path: not a webcam (0, /dev/video0) and not a URL."""
+    text = spec.strip()
+    return not (text.isdigit() or _WEBCAM_PATH.match(text) or _SCHEME.match(text))
+
+
 def classify_source(spec: str) -> SourceSpec:
     """A webcam (`0`, `/dev/video0`), a network stream (rtsp://...), or a video file (checked)."""
     text = spec.strip()

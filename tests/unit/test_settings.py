@@ -57,6 +57,7 @@ def test_a_camera_file_becomes_frozen_settings(tmp_path):
     assert front.selection == Selection(0.6, ("person", "car"))  # from the defaults
     assert garage.selection == Selection(0.7, ("dog",))  # the camera's own values win
     assert demo.loop and not front.loop
+    assert demo.source == str(tmp_path / "clip.mp4") and garage.source == "/dev/video0"  # files: file's folder
     with pytest.raises(AttributeError):
         front.name = "x"  # frozen
 
