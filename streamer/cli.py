@@ -279,6 +279,7 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
               help="Only these COCO classes, comma-separated, e.g. person,car.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (live: N captured frames).")
+@click.option("--no-audio", is_flag=True, help="Files: leave the input's audio out of --out.")
 @click.option("--show", is_flag=True,
               help="Show the annotated video in a window (q or Esc closes it). Files play at their own pace.")
 @click.option("--hold-detections", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
@@ -307,7 +308,7 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
               help="Live: seconds a dropped camera may stay offline (reconnecting with backoff) "
                    "before the run ends with an error.")
 @command
-def run(source, out, detections_path, overwrite, threshold, classes, max_frames, show, hold_detections, triton,
+def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections, triton,
         model_repo, threads, startup_timeout, in_flight, retry_timeout, request_timeout, rtsp_transport,
         open_timeout, stall_timeout, status_every, max_reconnect_time):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
@@ -350,7 +351,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
                          request_timeout, status_every if status_every is not None else (0 if show else 10))
     return _run_file(Path(spec.target), out, detections_path, threshold, classes, max_frames, show,
                      (triton, model_repo, threads, startup_timeout), in_flight or 2, retry_timeout,
-                     request_timeout)
+                     request_timeout, audio=not no_audio)
 
 
 def _recover_hook(server):
@@ -367,14 +368,16 @@ def _recover_hook(server):
 
 
 def _run_file(path, out, detections_path, threshold, classes, max_frames, show, session, in_flight,
-              retry_timeout, request_timeout):
+              retry_timeout, request_timeout, audio=True):
     from .pipeline import FilePipeline
     from .render import draw_detections
-    from .sinks import JsonlSink, Mp4Sink
+    from .rerender import mp4_for, run_record
+    from .sinks import JsonlSink
     from .sources import FileSource
     from .triton import InferenceStream
 
-    with FileSource(path) as src, triton_session(*session) as (client, info, server):
+    with FileSource(path, audio=audio and out is not None, log=say) as src, \
+            triton_session(*session) as (client, info, server):
         say(src.info.describe())
         label_ids = _class_filter(info, classes)
         warn_untrained(info)
@@ -384,10 +387,10 @@ def _run_file(path, out, detections_path, threshold, classes, max_frames, show, 
         with contextlib.ExitStack() as sinks_stack:
             sinks = []
             if out is not None:
-                sinks.append(sinks_stack.enter_context(Mp4Sink(
-                    out, src.info.width, src.info.height, src.info.time_base, src.info.average_rate)))
+                sinks.append(sinks_stack.enter_context(mp4_for(src, out, say)))
             if detections_path is not None:
-                sinks.append(sinks_stack.enter_context(JsonlSink(detections_path, info.name_of)))
+                sinks.append(sinks_stack.enter_context(JsonlSink(
+                    detections_path, info.name_of, run_record(src.info, threshold, label_ids))))
             total = src.info.frame_count
             if max_frames is not None and total:
                 total = min(total, max_frames)
@@ -509,6 +512,38 @@ def _progress(total: Optional[int]) -> Iterator:
     with click.progressbar(length=total, label="detecting", file=sys.stderr, show_eta=True,
                            show_pos=True) as bar:
         yield lambda: bar.update(1)
+
+
+@cli.command("render", epilog=EXIT_CODES_HELP)
+@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--detections", "detections_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The JSONL log a `streamer run VIDEO --detections` wrote.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Write the annotated video here (.mp4).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Draw detections scored at least this (default: the run's; it cannot go below it).")
+@click.option("--classes", default=None, metavar="NAMES", help="Only these classes, e.g. person,car.")
+@click.option("--no-audio", is_flag=True, help="Leave the input's audio out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@command
+def render(video, detections_path, out, threshold, classes, no_audio, overwrite):
+    """Draw a detections log onto its VIDEO again, without Triton: change the threshold or classes.
+
+    Frames are matched to the log by index and PTS; a log from another video is refused.
+    The output follows `run`'s rules (upright, audio, pixel shape, colour, timing).
+    """
+    from .rerender import load_log, render as render_log
+    from .sinks import VIDEO_SUFFIXES, check_output_path
+    from .sources import parse_source
+
+    video = parse_source(str(video))
+    check_output_path(out, overwrite, inputs=[video, detections_path], suffixes=VIDEO_SUFFIXES)
+    log = load_log(detections_path)
+    names = [c for c in classes.split(",") if c.strip()] if classes else None
+    result = render_log(video, log, out, threshold, names, audio=not no_audio, say=say)
+    click.echo(result.line())
+    say(f"wrote {out}" if out.exists() else "nothing written")
+    return ExitCode.INTERRUPTED if result.interrupted else ExitCode.OK
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

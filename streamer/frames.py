@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -35,6 +35,19 @@ def frame_step(rate: Optional[Fraction], time_base: Optional[Fraction]) -> int:
 
 
 @dataclass(frozen=True)
+class AudioChunk:
+    """One piece of a file's audio travelling beside the video (never through inference).
+
+    track: position in the source's audio plan; item: an av.Packet (track copied) or an
+    av.AudioFrame (track transcoded); time: its start in seconds on the source's clock.
+    """
+
+    track: int
+    item: object = field(repr=False)
+    time: Fraction
+
+
+@dataclass(frozen=True)
 class Frame:
     """One decoded picture.
 
@@ -44,6 +57,8 @@ class Frame:
     wall_time: time.monotonic() when the frame was captured/decoded.
     image: H x W x 3 RGB uint8.
     duration: how long the frame shows, in time_base units (None: unknown).
+    audio: the audio demuxed since the previous frame, muxed just before this frame.
+    audio_end: True on a file's last frame: `audio` holds the rest of the input's audio.
     """
 
     index: int
@@ -52,6 +67,8 @@ class Frame:
     wall_time: float
     image: np.ndarray = field(repr=False)
     duration: Optional[int] = None
+    audio: Tuple[AudioChunk, ...] = ()
+    audio_end: bool = False
 
     @property
     def time(self) -> Optional[float]:
