@@ -429,7 +429,7 @@ def _run_live(spec, settings, out, detections_path, threshold, classes, max_fram
     from .sinks import JsonlSink, Mp4Sink
     from .triton import InferenceStream
 
-    reader = make_reader(spec, settings)
+    reader = make_reader(spec, settings, log=say)
     capture = LiveCapture(spec, reader, settings, log=say)
     say(f"connecting to {spec.name} ...")
     capture.connect()  # a wrong URL or a dead camera fails here, before the server starts

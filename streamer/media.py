@@ -85,7 +85,7 @@ class Orientation:
         theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
         sheared = abs(a * b + c * d) > 1e-3 * scale0 * scale1 or abs(scale0 - scale1) > 1e-3 * scale0
         if sheared or min(abs(theta - k) for k in (0, 90, 180, 270, 360)) >= 1:
-            return cls(), (f"the video asks to be shown rotated by {theta:.0f}°"
+            return cls(), (f"the video asks to be shown rotated by {round(ccw) % 360}°"
                            f"{' and sheared' if sheared else ''}; only multiples of 90° are turned upright, "
                            "the stored pixels are kept as they are")
         if abs(theta - 90) < 1:  # transpose=cclock_flip (a plain transpose) or clock
@@ -261,7 +261,8 @@ def plan_audio(container, warn: Callable[[str], None]) -> List[AudioTrack]:
     tracks: List[AudioTrack] = []
     for stream in container.streams.audio:
         ctx = stream.codec_context
-        name = getattr(ctx, "name", None) or getattr(stream.codec_context.codec, "name", None)
+        codec = getattr(ctx, "codec", None)
+        name = codec.canonical_name if codec is not None else None  # "mp3", not its decoder "mp3float"
         if not name or not ctx.sample_rate or not ctx.channels:
             warn(f"audio stream #{stream.index} cannot be decoded (codec {name or 'unknown'}); "
                  "the output has no sound from it")

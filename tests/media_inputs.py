@@ -119,10 +119,10 @@ def read_back(path: Path) -> Readback:
             stream = container.streams.audio[stream_index]
             afs = list(container.decode(stream))
             readback.audio.append({
-                "codec": stream.codec_context.name, "rate": stream.codec_context.sample_rate,
+                "codec": stream.codec_context.codec.canonical_name, "rate": stream.codec_context.sample_rate,
                 "channels": stream.codec_context.channels,
                 "start": float(afs[0].pts * afs[0].time_base) if afs else None,
                 "seconds": sum(f.samples for f in afs) / stream.codec_context.sample_rate,
-                "frame": (afs[0].samples / stream.codec_context.sample_rate) if afs else 0.0,
+                "frame": max((f.samples for f in afs), default=0) / stream.codec_context.sample_rate,
             })
     return readback
