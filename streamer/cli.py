@@ -149,7 +149,7 @@ def _class_filter(info: contract.ModelInfo, classes: Optional[str]) -> Optional[
 
 def _selector(threshold: float, label_ids: Optional[List[int]]):
     def select(detections: Detections) -> Detections:
-        return detections.above(threshold).with_labels(label_ids)
+        return detections.above(threshold).with_labels(label_ids).quantized()
 
     return select
 
@@ -376,8 +376,7 @@ def _run_file(path, out, detections_path, threshold, classes, max_frames, show, 
     from .sources import FileSource
     from .triton import InferenceStream
 
-    with FileSource(path, audio=audio and out is not None, log=say) as src, \
-            triton_session(*session) as (client, info, server):
+    with FileSource(path, audio=audio, log=say) as src, triton_session(*session) as (client, info, server):
         say(src.info.describe())
         label_ids = _class_filter(info, classes)
         warn_untrained(info)

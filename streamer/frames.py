@@ -77,6 +77,10 @@ class Frame:
         return float(self.pts * self.time_base)
 
 
+BOX_DECIMALS = 2  # what a detections log (JSONL) keeps of a box coordinate (pixels)
+SCORE_DECIMALS = 4  # ... and of a score
+
+
 @dataclass(frozen=True)
 class Detections:
     """Parallel arrays: boxes N x 4 (x1, y1, x2, y2 in frame pixels, float32),
@@ -112,6 +116,11 @@ class Detections:
     def above(self, threshold: float) -> "Detections":
         """Only the detections scored >= threshold."""
         return self._masked(self.scores >= threshold)
+
+    def quantized(self) -> "Detections":
+        """Boxes and scores rounded as the JSONL log keeps them: what is drawn is what the log can
+        redraw (`streamer render`), down to the drawing order of equal scores."""
+        return Detections(np.round(self.boxes, BOX_DECIMALS), self.labels, np.round(self.scores, SCORE_DECIMALS))
 
     def with_labels(self, labels: Optional[Iterable[int]]) -> "Detections":
         """Only the detections whose label is in `labels` (None keeps all)."""

@@ -27,7 +27,7 @@ import av
 import numpy as np
 
 from .errors import SinkError
-from .frames import Detections, Frame, frame_step
+from .frames import BOX_DECIMALS, SCORE_DECIMALS, Detections, Frame, frame_step
 from .media import AudioTrack, AudioWriter, PictureFormat
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")
@@ -215,8 +215,8 @@ class JsonlSink:
                 items.append({
                     "name": self.name_of(int(label)),
                     "label": int(label),
-                    "score": round(float(score), 4),
-                    "box": [round(float(v), 2) for v in box],
+                    "score": round(float(score), SCORE_DECIMALS),
+                    "box": [round(float(v), BOX_DECIMALS) for v in box],
                 })
         time_s = frame.time
         return {
