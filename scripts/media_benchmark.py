@@ -9,7 +9,6 @@ anamorphic run. One server (MobileNet 320, random weights) serves every run.
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -26,8 +26,6 @@ from av.video.reformatter import ColorPrimaries, ColorTrc, VideoReformatter
 from .frames import AudioChunk
 
 # -- orientation -------------------------------------------------------------------------------
-
-_FLIPS = {"h": lambda img: img[:, ::-1], "v": lambda img: img[::-1]}
 
 
 @dataclass(frozen=True)

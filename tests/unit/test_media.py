@@ -224,16 +224,18 @@ def test_colour_tags_are_carried_and_the_picture_keeps_its_colours(name, vcodec,
     assert np.abs(out.images[7].astype(int) - src.images[7]).mean() < 4  # same colours (within noise)
 
 
-def test_hdr_hlg_is_tone_mapped_to_sdr_bt709(tmp_path):
-    clip = make_input(tmp_path / "hlg.mp4", vcodec="libx265", pix_fmt="yuv420p10le", colour=(1, 9, 9, 18),
+@pytest.mark.parametrize("trc,kind", [(18, "HLG"), (16, "PQ")])
+def test_hdr_is_tone_mapped_to_sdr_bt709(trc, kind, tmp_path):
+    """10-bit HEVC (libx265) tagged BT.2020 + HLG (an iPhone's default) or PQ (HDR10)."""
+    clip = make_input(tmp_path / "hdr.mp4", vcodec="libx265", pix_fmt="yuv420p10le", colour=(1, 9, 9, trc),
                       vopts={"x265-params": "log-level=error"})
     src = read_back(clip)
-    assert src.colour == (1, 9, 9, 18)
+    assert src.colour == (1, 9, 9, trc)
     frames, info = through(clip, tmp_path / "out.mp4")
     out = read_back(tmp_path / "out.mp4")
     assert out.colour == (1, 1, 1, 1)  # honest SDR BT.709 tags on converted pixels
     assert out.codes == list(range(30))
-    assert "HLG HDR" in info.describe() and "SDR BT.709" in info.describe()
+    assert f"{kind} HDR" in info.describe() and "SDR BT.709" in info.describe()
     # the conversion really happened: the picture differs from a plain (untone-mapped) decode
     plain = src.images[4]
     assert np.abs(frames[4].image.astype(int) - plain).mean() > 3

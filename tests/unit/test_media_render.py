@@ -136,3 +136,20 @@ def test_missing_empty_or_foreign_jsonl_is_one_clear_error(content, message, tmp
     with pytest.raises(SourceError, match=message) as err:
         load_log(path)
     assert err.value.exit_code == ExitCode.SOURCE
+
+
+@pytest.mark.parametrize("content", [None, "", "garbage\n"])
+def test_render_command_missing_empty_or_foreign_log_is_one_line_exit_3_and_no_file(content, clip, tmp_path):
+    from click.testing import CliRunner
+
+    from streamer.cli import cli
+
+    log = tmp_path / "run.jsonl"
+    if content is not None:
+        log.write_text(content)
+    out = tmp_path / "again.mp4"
+    result = CliRunner().invoke(cli, ["render", str(clip), "--detections", str(log), "--out", str(out)])
+    assert result.exit_code == ExitCode.SOURCE, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output
+    assert list(tmp_path.glob("*again*")) == []
