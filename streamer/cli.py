@@ -371,8 +371,8 @@ def _run_file(path, out, detections_path, threshold, classes, max_frames, show, 
               retry_timeout, request_timeout, audio=True):
     from .pipeline import FilePipeline
     from .render import draw_detections
-    from .rerender import mp4_for, run_record
-    from .sinks import JsonlSink
+    from .rerender import run_record
+    from .sinks import JsonlSink, Mp4Sink
     from .sources import FileSource
     from .triton import InferenceStream
 
@@ -386,7 +386,7 @@ def _run_file(path, out, detections_path, threshold, classes, max_frames, show, 
         with contextlib.ExitStack() as sinks_stack:
             sinks = []
             if out is not None:
-                sinks.append(sinks_stack.enter_context(mp4_for(src, out, say)))
+                sinks.append(sinks_stack.enter_context(Mp4Sink.for_file(src.info, src.audio_tracks, out, say)))
             if detections_path is not None:
                 sinks.append(sinks_stack.enter_context(JsonlSink(
                     detections_path, info.name_of, run_record(src.info, threshold, label_ids))))

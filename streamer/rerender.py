@@ -42,14 +42,6 @@ def run_record(info: VideoInfo, threshold: float, label_ids: Optional[Sequence[i
     }
 
 
-def mp4_for(src: FileSource, path: Path, log: Callable[[str], None]) -> Mp4Sink:
-    """The output mp4 of a file: upright size, the input's pixel shape, colour, timing and audio."""
-    info = src.info
-    tracks = [t for t in src.audio_tracks if not t.broken]
-    return Mp4Sink(path, info.width, info.height, info.time_base, info.average_rate, picture=info.picture,
-                   audio=tracks, origin=info.start if tracks else None, log=log)
-
-
 @dataclass
 class DetectionLog:
     path: Path
@@ -160,7 +152,7 @@ def render(video: Path, log: DetectionLog, out: Path, threshold: Optional[float]
         _check_header(log, info)
         say(info.describe())
         written, interrupted = 0, False
-        sink = mp4_for(src, out, say)
+        sink = Mp4Sink.for_file(info, src.audio_tracks, out, say)
         with sink:
             try:
                 for frame in src.frames():

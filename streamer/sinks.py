@@ -108,6 +108,15 @@ class Mp4Sink:
         self._audio_complete = False
         self._discard = False
 
+    @classmethod
+    def for_file(cls, info, audio: Sequence[AudioTrack], path: Path,
+                 log: Callable[[str], None] = lambda message: None) -> "Mp4Sink":
+        """The output of a file (`info`: its sources.VideoInfo): upright size, the input's pixel shape,
+        colour and timing, and the audio tracks that are not broken, at their offset to the video."""
+        tracks = [t for t in audio if not t.broken]
+        return cls(path, info.width, info.height, info.time_base, info.average_rate, picture=info.picture,
+                   audio=tracks, origin=info.start if tracks else None, log=log)
+
     def __enter__(self) -> "Mp4Sink":
         try:
             self._container = av.open(

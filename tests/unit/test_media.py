@@ -12,7 +12,7 @@ import pytest
 
 from streamer.capture import CaptureSettings, NetworkReader
 from streamer.media import Orientation, display_matrix
-from streamer.rerender import mp4_for
+from streamer.sinks import Mp4Sink
 from streamer.sources import FileSource, SourceSpec
 
 from ..helpers import frame_image, read_code
@@ -26,7 +26,7 @@ def through(src_path: Path, out: Path, audio: bool = True, max_frames=None, log=
     messages = log if log is not None else []
     frames = []
     with FileSource(src_path, audio=audio, log=messages.append) as src:
-        with mp4_for(src, out, messages.append) as sink:
+        with Mp4Sink.for_file(src.info, src.audio_tracks, out, messages.append) as sink:
             for frame in src.frames():
                 if max_frames is not None and frame.index >= max_frames:
                     break
