@@ -308,8 +308,8 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
               help="Live: seconds a dropped camera may stay offline (reconnecting with backoff) "
                    "before the run ends with an error.")
 @command
-def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections, triton,
-        model_repo, threads, startup_timeout, in_flight, retry_timeout, request_timeout, rtsp_transport,
+def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections,
+        triton, model_repo, threads, startup_timeout, in_flight, retry_timeout, request_timeout, rtsp_transport,
         open_timeout, stall_timeout, status_every, max_reconnect_time):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
@@ -318,6 +318,8 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     in order: the output has every input frame, with the input's timestamps (fps, VFR and
     duration are kept). A frame whose inference fails is written unannotated and counted;
     then the exit code is 6. Odd frame sizes are padded by one pixel (yuv420p needs even sizes).
+    Phone videos are turned upright; the audio, pixel shape and colour tags are kept (HDR is
+    tone-mapped to SDR BT.709). `streamer render` draws a --detections log again, without a server.
 
     \b
     Live sources: every captured frame is shown (--show) and recorded (--out), drawn with the
