@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -64,8 +64,9 @@ class DetectionLog:
                           np.array([d["label"] for d in items], np.int64),
                           np.array([d["score"] for d in items], np.float32))
 
-    def label_ids(self, names: Sequence[str]) -> List[int]:
-        """Ids for class names (case-insensitive) as the log knows them; refuses what the run filtered out."""
+    def label_ids(self, names: Sequence[str]) -> Tuple[List[int], List[str]]:
+        """(ids, names never seen in the log) for class names (case-insensitive), as the log knows them.
+        A class the run filtered out (its --classes) is refused: the log cannot hold it."""
         by_name = {n.lower(): i for i, n in self.names.items()}
         ids, unknown = [], []
         for name in names:
@@ -79,11 +80,7 @@ class DetectionLog:
             raise RenderUsageError(
                 f"--classes {','.join(unknown)}: the run kept only {kept} (its --classes); "
                 "run again to get other classes")
-        if unknown:  # never detected in this log: nothing to draw for them, but not an error
-            return ids + [-1]  # -1 matches nothing
-        if self.classes is not None:
-            ids = [i for i in ids if i in self.classes]
-        return ids
+        return ids, unknown
 
 
 def load_log(path: Path) -> DetectionLog:
@@ -145,7 +142,12 @@ def render(video: Path, log: DetectionLog, out: Path, threshold: Optional[float]
         raise RenderUsageError(f"--threshold {threshold:g} is below the log's {log.threshold:g}: the run kept only "
                                f"scores >= {log.threshold:g}; use {log.threshold:g} or more (or run again)")
     threshold = log.threshold if threshold is None else threshold
-    label_ids = log.label_ids(classes) if classes else None
+    label_ids = None
+    if classes:
+        label_ids, unseen = log.label_ids(classes)
+        if unseen:
+            say(f"note: no detection of {', '.join(unseen)} in {log.path.name} (check the spelling): "
+                "nothing drawn for them")
     started = time.monotonic()
     with FileSource(video, audio=audio, log=say) as src:
         info = src.info

@@ -153,3 +153,17 @@ def test_render_command_missing_empty_or_foreign_log_is_one_line_exit_3_and_no_f
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output
     assert list(tmp_path.glob("*again*")) == []
+
+
+def test_render_narrows_the_classes(clip, tmp_path):
+    log = load_log(write_log(clip, tmp_path / "run.jsonl"))
+    said = []
+    render(clip, log, tmp_path / "cars.mp4", threshold=None, classes=["Car", "zebra"], say=said.append)
+    again = read_back(tmp_path / "cars.mp4")
+    assert any("no detection of zebra" in m for m in said)
+    with FileSource(clip, audio=False) as source:
+        for frame, image in zip(source.frames(), again.images):
+            only_cars = fake_detections(frame.index).with_labels([3])
+            expected = draw_detections(frame.image, only_cars, lambda i: NAMES[i])
+            both = draw_detections(frame.image, fake_detections(frame.index), lambda i: NAMES[i])
+            assert np.abs(image.astype(int) - expected).mean() < np.abs(image.astype(int) - both).mean()
