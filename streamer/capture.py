@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import SourceError
 from .frames import Frame, from_bgr
+from .media import ColourTags, Orientation, PictureConverter, display_matrix
 from .sources import SourceSpec, ffmpeg_reason, scrub
 
 TIME_BASE = Fraction(1, 90000)
@@ -67,13 +68,16 @@ def _av_reason(err: Exception) -> str:
 class NetworkReader:
     """rtsp://, http(s)://, rtmp://, srt://, udp:// ... through PyAV, with open and read timeouts."""
 
-    def __init__(self, spec: SourceSpec, settings: CaptureSettings):
+    def __init__(self, spec: SourceSpec, settings: CaptureSettings,
+                 log: Callable[[str], None] = lambda message: None):
         self.spec = spec
         self.settings = settings
+        self.log = log
         self.rate: Optional[Fraction] = None
         self.size: Optional[tuple] = None
         self._container = None
         self._stream = None
+        self._warned: Optional[str] = None
 
     def open(self) -> None:
         options = {}
@@ -104,13 +108,27 @@ class NetworkReader:
         self.rate = Fraction(rate) if rate else None
 
     def images(self) -> Iterator[np.ndarray]:
+        """Upright RGB pictures: a display rotation the stream signals (read from its first
+        frame) is applied to every frame, and HDR is tone-mapped to SDR, as for files."""
+        picture = None
         try:
             for vframe in self._container.decode(self._stream):
-                yield vframe.to_ndarray(format="rgb24")
+                if picture is None:
+                    picture = self._picture(vframe)
+                yield picture.rgb(vframe)
         except av.ExitError as err:
             raise SourceError(f"no data for {self.settings.stall_timeout:.0f} s (stalled)") from err
         except (av.FFmpegError, OSError) as err:
             raise SourceError(f"the stream broke ({_av_reason(err)})") from err
+
+    def _picture(self, vframe) -> PictureConverter:
+        orientation, warning = Orientation.from_matrix(display_matrix(vframe))
+        if warning and warning != self._warned:
+            self._warned = warning
+            self.log(f"WARNING: {self.spec.name}: {warning}")
+        if self.size is not None:
+            self.size = orientation.size(*self.size)
+        return PictureConverter(orientation, ColourTags.of(vframe))
 
     def close(self) -> None:
         if self._container is not None:
@@ -168,10 +186,12 @@ class FileCameraReader:
 
     finite = True
 
-    def __init__(self, spec: SourceSpec, settings: CaptureSettings, loop: bool = False):
+    def __init__(self, spec: SourceSpec, settings: CaptureSettings, loop: bool = False,
+                 log: Callable[[str], None] = lambda message: None):
         self.spec = spec
         self.settings = settings
         self.loop = loop
+        self.log = log
         self.rate: Optional[Fraction] = None
         self.size: Optional[tuple] = None
         self._source = None
@@ -181,7 +201,7 @@ class FileCameraReader:
 
         from .sources import FileSource
 
-        source = FileSource(Path(self.spec.target))
+        source = FileSource(Path(self.spec.target), audio=False, log=self.log)  # upright, SDR, no audio
         source.__enter__()
         self._source = source
         self.size = (source.info.width, source.info.height)
@@ -206,7 +226,7 @@ class FileCameraReader:
             if not self.loop:
                 return
             self._source.__exit__(None, None, None)
-            self._source = FileSource(Path(self.spec.target)).__enter__()
+            self._source = FileSource(Path(self.spec.target), audio=False).__enter__()
 
     def close(self) -> None:
         if self._source is not None:
@@ -214,12 +234,13 @@ class FileCameraReader:
             self._source = None
 
 
-def make_reader(spec: SourceSpec, settings: CaptureSettings, loop: bool = False) -> Reader:
+def make_reader(spec: SourceSpec, settings: CaptureSettings, loop: bool = False,
+                log: Callable[[str], None] = lambda message: None) -> Reader:
     if spec.kind == "webcam":
         return WebcamReader(spec, settings)
     if spec.kind == "network":
-        return NetworkReader(spec, settings)
-    return FileCameraReader(spec, settings, loop=loop)
+        return NetworkReader(spec, settings, log)
+    return FileCameraReader(spec, settings, loop=loop, log=log)
 
 
 class LiveCapture:

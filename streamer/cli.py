@@ -256,6 +256,7 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
               help="Only these COCO classes, comma-separated, e.g. person,car.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop after N frames (live: N captured frames).")
+@click.option("--no-audio", is_flag=True, help="Files: leave the input's audio out of --out.")
 @click.option("--show", is_flag=True,
               help="Show the annotated video in a window (q or Esc closes it). Files play at their own pace.")
 @click.option("--hold-detections", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
@@ -285,8 +286,8 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
                    "before the run ends with an error.")
 @metrics_options
 @command
-def run(source, out, detections_path, overwrite, threshold, classes, max_frames, show, hold_detections, triton,
-        model_repo, threads, startup_timeout, in_flight, retry_timeout, request_timeout, rtsp_transport,
+def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections,
+        triton, model_repo, threads, startup_timeout, in_flight, retry_timeout, request_timeout, rtsp_transport,
         open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
         triton_metrics_port):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
@@ -296,6 +297,8 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     in order: the output has every input frame, with the input's timestamps (fps, VFR and
     duration are kept). A frame whose inference fails is written unannotated and counted;
     then the exit code is 6. Odd frame sizes are padded by one pixel (yuv420p needs even sizes).
+    Phone videos are turned upright; the audio, pixel shape and colour tags are kept (HDR is
+    tone-mapped to SDR BT.709). `streamer render` draws a --detections log again, without a server.
 
     \b
     Live sources: every captured frame is shown (--show) and recorded (--out), drawn with the
@@ -310,8 +313,8 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
 
     settings = RunSettings(
         source=source, out=out, detections=detections_path, overwrite=overwrite,
-        selection=Selection(threshold, _class_names(classes)), max_frames=max_frames, show=show,
-        hold_detections=hold_detections,
+        selection=Selection(threshold, _class_names(classes)), max_frames=max_frames, audio=not no_audio,
+        show=show, hold_detections=hold_detections,
         server=server_settings(triton, model_repo, threads, startup_timeout, triton_metrics_port),
         inference=InferenceSettings(in_flight=in_flight, retry_timeout=retry_timeout,
                                     request_timeout=request_timeout),
@@ -441,6 +444,38 @@ def _progress(total: Optional[int]) -> Iterator:
     with click.progressbar(length=total, label="detecting", file=sys.stderr, show_eta=True,
                            show_pos=True) as bar:
         yield lambda: bar.update(1)
+
+
+@cli.command("render", epilog=EXIT_CODES_HELP)
+@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--detections", "detections_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The JSONL log a `streamer run VIDEO --detections` wrote.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Write the annotated video here (.mp4).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Draw detections scored at least this (default: the run's; it cannot go below it).")
+@click.option("--classes", default=None, metavar="NAMES", help="Only these classes, e.g. person,car.")
+@click.option("--no-audio", is_flag=True, help="Leave the input's audio out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@command
+def render(video, detections_path, out, threshold, classes, no_audio, overwrite):
+    """Draw a detections log onto its VIDEO again, without Triton: change the threshold or classes.
+
+    Frames are matched to the log by index and PTS; a log from another video is refused.
+    The output follows `run`'s rules (upright, audio, pixel shape, colour, timing).
+    """
+    from .rerender import load_log, render as render_log
+    from .sinks import VIDEO_SUFFIXES, check_output_path
+    from .sources import parse_source
+
+    video = parse_source(str(video))
+    check_output_path(out, overwrite, inputs=[video, detections_path], suffixes=VIDEO_SUFFIXES)
+    log = load_log(detections_path)
+    names = [c for c in classes.split(",") if c.strip()] if classes else None
+    result = render_log(video, log, out, threshold, names, audio=not no_audio, say=say)
+    click.echo(result.line())
+    say(f"wrote {out}" if out.exists() else "nothing written")
+    return ExitCode.INTERRUPTED if result.interrupted else ExitCode.OK
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

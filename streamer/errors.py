@@ -23,7 +23,7 @@ Exit codes:
   0    success
   1    internal error (a bug: please report the traceback)
   2    bad command-line usage
-  3    input problem (missing, empty, truncated, not a video)
+  3    input problem (missing, empty, truncated, not a video; a detections log not for this video)
   4    inference problem (no server, model missing or not matching the contract)
   5    output problem (folder missing, not writable, exists without --overwrite)
   6    incomplete run (frames failed inference, or the input ended early)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -35,6 +35,19 @@ def frame_step(rate: Optional[Fraction], time_base: Optional[Fraction]) -> int:
 
 
 @dataclass(frozen=True)
+class AudioChunk:
+    """One piece of a file's audio travelling beside the video (never through inference).
+
+    track: position in the source's audio plan; item: an av.Packet (track copied) or an
+    av.AudioFrame (track transcoded); time: its start in seconds on the source's clock.
+    """
+
+    track: int
+    item: object = field(repr=False)
+    time: Fraction
+
+
+@dataclass(frozen=True)
 class Frame:
     """One decoded picture.
 
@@ -44,6 +57,8 @@ class Frame:
     wall_time: time.monotonic() when the frame was captured/decoded.
     image: H x W x 3 RGB uint8.
     duration: how long the frame shows, in time_base units (None: unknown).
+    audio: the audio demuxed since the previous frame, muxed just before this frame.
+    audio_end: True on a file's last frame: `audio` holds the rest of the input's audio.
     """
 
     index: int
@@ -52,12 +67,18 @@ class Frame:
     wall_time: float
     image: np.ndarray = field(repr=False)
     duration: Optional[int] = None
+    audio: Tuple[AudioChunk, ...] = ()
+    audio_end: bool = False
 
     @property
     def time(self) -> Optional[float]:
         if self.pts is None or self.time_base is None:
             return None
         return float(self.pts * self.time_base)
+
+
+BOX_DECIMALS = 2  # what a detections log (JSONL) keeps of a box coordinate (pixels)
+SCORE_DECIMALS = 4  # ... and of a score
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,11 @@ class Detections:
     def above(self, threshold: float) -> "Detections":
         """Only the detections scored >= threshold."""
         return self._masked(self.scores >= threshold)
+
+    def quantized(self) -> "Detections":
+        """Boxes and scores rounded as the JSONL log keeps them: what is drawn is what the log can
+        redraw (`streamer render`), down to the drawing order of equal scores."""
+        return Detections(np.round(self.boxes, BOX_DECIMALS), self.labels, np.round(self.scores, SCORE_DECIMALS))
 
     def with_labels(self, labels: Optional[Iterable[int]]) -> "Detections":
         """Only the detections whose label is in `labels` (None keeps all)."""

@@ -178,7 +178,8 @@ def label_filter(info: contract.ModelInfo, classes: Optional[Sequence[str]], whe
 
 def selector(threshold: float, label_ids: Optional[List[int]]):
     def select(detections: Detections) -> Detections:
-        return detections.above(threshold).with_labels(label_ids)
+        # rounded as the JSONL keeps them, so `streamer render` redraws a run exactly
+        return detections.above(threshold).with_labels(label_ids).quantized()
 
     return select
 
@@ -232,11 +233,13 @@ def run_command(settings: RunSettings, console: Console) -> int:
 def run_file(settings: RunSettings, path: Path, console: Console) -> int:
     from .pipeline import FilePipeline
     from .render import draw_detections
+    from .rerender import run_record
     from .sinks import JsonlSink, Mp4Sink
     from .sources import FileSource
 
     say = console.say
-    with FileSource(path) as src, triton_session(settings.server, say) as (client, info, server):
+    with FileSource(path, audio=settings.audio, log=say) as src, \
+            triton_session(settings.server, say) as (client, info, server):
         say(src.info.describe())
         label_ids = label_filter(info, settings.selection.classes)
         warn_untrained(info, say)
@@ -245,10 +248,10 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> int:
         with contextlib.ExitStack() as sinks_stack:
             sinks = []
             if settings.out is not None:
-                sinks.append(sinks_stack.enter_context(Mp4Sink(
-                    settings.out, src.info.width, src.info.height, src.info.time_base, src.info.average_rate)))
+                sinks.append(sinks_stack.enter_context(Mp4Sink.for_file(src.info, src.audio_tracks, settings.out, say)))
             if settings.detections is not None:
-                sinks.append(sinks_stack.enter_context(JsonlSink(settings.detections, info.name_of)))
+                sinks.append(sinks_stack.enter_context(JsonlSink(
+                    settings.detections, info.name_of, run_record(src.info, settings.selection.threshold, label_ids))))
             total = src.info.frame_count
             if settings.max_frames is not None and total:
                 total = min(total, settings.max_frames)
@@ -397,8 +400,8 @@ def run_cameras(settings: WatchSettings, console: Console) -> int:
         spec = classify_source(cam.source)
         if not single:
             spec = type(spec)(spec.kind, spec.target, f"{cam.name} ({spec.name})")
-        reader = make_reader(spec, settings.capture, loop=cam.loop)
-        log = say if single else (lambda msg, _name=cam.name: say(msg))
+        log = say
+        reader = make_reader(spec, settings.capture, loop=cam.loop, log=log)
         cameras.append(_Camera(cam, spec, reader, LiveCapture(spec, reader, settings.capture, log=log)))
     _connect_all(cameras, say)
     failed = [c for c in cameras if c.error is not None]

@@ -82,6 +82,7 @@ class RunSettings:
     overwrite: bool = False
     selection: Selection = Selection()
     max_frames: Optional[int] = None
+    audio: bool = True  # files: carry the input's audio into --out
     show: bool = False
     hold_detections: Optional[float] = None
     server: ServerSettings = ServerSettings()

@@ -9,7 +9,10 @@ once). Each frame keeps its source PTS, duration and time base, so frame rate, v
 frame rate and duration carry over exactly. No B-frames: with them the muxer derives
 sample durations from reordered decode stamps and the last frames' durations drift.
 yuv420p needs even sizes: an odd width or height is padded by one pixel, repeating
-the last column/row.
+the last column/row. The input's sample aspect ratio and colour tags (range, matrix,
+primaries, transfer) are carried (`PictureFormat`); the RGB->YUV conversion uses that
+matrix and range. Audio tracks travel with the frames (Frame.audio) and are muxed just
+before their frame; with an early stop they are cut at the end of the last written frame.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import av
 import numpy as np
 
 from .errors import SinkError
-from .frames import Detections, Frame, frame_step
+from .frames import BOX_DECIMALS, SCORE_DECIMALS, Detections, Frame, frame_step
+from .media import AudioTrack, AudioWriter, PictureFormat
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")
 
@@ -76,7 +80,12 @@ class Mp4Sink:
         rate: Optional[Fraction],
         crf: int = 23,
         preset: str = "veryfast",
+        picture: PictureFormat = PictureFormat(),
+        audio: Sequence[AudioTrack] = (),
+        origin: Optional[Fraction] = None,
+        log: Callable[[str], None] = lambda message: None,
     ):
+        """origin: the source time (seconds) that becomes the output's 0 (None: the first frame's)."""
         self.path = Path(path)
         self.width, self.height = even_size(width, height)
         self.rate = rate or Fraction(30, 1)
@@ -90,6 +99,23 @@ class Mp4Sink:
         self._first_pts: Optional[int] = None
         self._last_pts: Optional[int] = None
         self._durations: Dict[int, int] = {}  # pts -> duration of frames not yet muxed
+        self.picture = picture
+        self._audio_tracks = list(audio)
+        self._origin = origin
+        self._log = log
+        self._audio: Optional[AudioWriter] = None
+        self._end: Optional[Fraction] = None  # source time where the last written frame ends
+        self._audio_complete = False
+        self._discard = False
+
+    @classmethod
+    def for_file(cls, info, audio: Sequence[AudioTrack], path: Path,
+                 log: Callable[[str], None] = lambda message: None) -> "Mp4Sink":
+        """The output of a file (`info`: its sources.VideoInfo): upright size, the input's pixel shape,
+        colour and timing, and the audio tracks that are not broken, at their offset to the video."""
+        tracks = [t for t in audio if not t.broken]
+        return cls(path, info.width, info.height, info.time_base, info.average_rate, picture=info.picture,
+                   audio=tracks, origin=info.start if tracks else None, log=log)
 
     def __enter__(self) -> "Mp4Sink":
         try:
@@ -105,23 +131,39 @@ class Mp4Sink:
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         stream.options = {"crf": str(self.crf), "preset": self.preset, "bf": "0"}
+        if self.picture.sar is not None:
+            stream.codec_context.sample_aspect_ratio = self.picture.sar
+        self.picture.colour.apply_to(stream.codec_context)
         self._stream = stream
+        if self._audio_tracks:
+            self._audio = AudioWriter(self._container, self._audio_tracks, self._origin or Fraction(0), self._log)
         return self
 
     def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
         pts = frame.pts if frame.pts is not None else self.written
         if self._first_pts is None:
-            self._first_pts = pts
-        pts -= self._first_pts  # the output starts at 0
+            self._first_pts = pts if self._origin is None else round(self._origin / self.time_base)
+        source_pts = pts
+        pts -= self._first_pts  # the output starts at 0 (or keeps its offset to the audio)
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # repeated/out-of-order source stamps: keep every frame
         self._last_pts = pts
-        vframe = av.VideoFrame.from_ndarray(pad_to_even(image), format="rgb24").reformat(format="yuv420p")
+        colour = self.picture.colour
+        vframe = av.VideoFrame.from_ndarray(pad_to_even(image), format="rgb24").reformat(
+            format="yuv420p", dst_colorspace=colour.sws_space(),
+            dst_color_range="JPEG" if colour.full_range else "MPEG")
         vframe.pts = pts
         vframe.time_base = self.time_base
-        self._durations[pts] = frame.duration or frame_step(self.rate, self.time_base)
+        duration = frame.duration or frame_step(self.rate, self.time_base)
+        self._durations[pts] = duration
+        if self._audio is not None:
+            self._audio.add(frame.audio)
+            self._audio_complete = frame.audio_end
         self._mux(self._stream.encode(vframe))
         self.written += 1
+        if self._audio is not None and frame.time_base is not None:
+            self._end = (source_pts + duration) * frame.time_base
+            self._audio.flush_until(None if frame.audio_end else self._end)
 
     def _mux(self, packets) -> None:
         for packet in packets:
@@ -138,24 +180,32 @@ class Mp4Sink:
             return
         try:
             self._mux(self._stream.encode(None))  # flush the encoder's delayed frames
+            if self._audio is not None:  # the rest of the audio, cut where the video ends
+                self._audio.finish(None if self._audio_complete else self._end)
         finally:
             container, self._container = self._container, None
             container.close()
-        if self.written:
+        if self.written and not self._discard:
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Leave no file behind when closed (the output turned out to be wrong)."""
+        self._discard = True
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
 class JsonlSink:
-    """One JSON object per frame: index, pts, time (s), status, detections (name, label id, score, box)."""
+    """One JSON object per frame: index, pts, time (s), status, detections (name, label id, score, box),
+    plus `extra` (a file run: time_base, size, threshold, classes; what `streamer render` needs)."""
 
-    def __init__(self, path: Path, name_of: Callable[[int], str]):
+    def __init__(self, path: Path, name_of: Callable[[int], str], extra: Optional[dict] = None):
         self.path = Path(path)
         self.name_of = name_of
+        self.extra = dict(extra or {})
         self._tmp = _temp_beside(self.path)
         self._file = None
         self.written = 0
@@ -174,8 +224,8 @@ class JsonlSink:
                 items.append({
                     "name": self.name_of(int(label)),
                     "label": int(label),
-                    "score": round(float(score), 4),
-                    "box": [round(float(v), 2) for v in box],
+                    "score": round(float(score), SCORE_DECIMALS),
+                    "box": [round(float(v), BOX_DECIMALS) for v in box],
                 })
         time_s = frame.time
         return {
@@ -183,6 +233,7 @@ class JsonlSink:
             "pts": frame.pts,
             "time": None if time_s is None else round(time_s, 6),
             "status": "ok" if detections is not None else "failed",
+            **self.extra,
             "detections": items,
         }
 

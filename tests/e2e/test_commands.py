@@ -223,7 +223,7 @@ def test_client_modules_do_not_import_torch():
     code = (
         "import sys\n"
         "import streamer.cli, streamer.triton, streamer.sources, streamer.sinks, streamer.render, "
-        "streamer.pipeline, streamer.server, streamer.doctor, streamer.contract\n"
+        "streamer.pipeline, streamer.server, streamer.doctor, streamer.contract, streamer.media, streamer.rerender\n"
         "from click.testing import CliRunner\n"
         "assert CliRunner().invoke(streamer.cli.cli, ['run', '--help']).exit_code == 0\n"
         "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'torchvision')))\n"

@@ -1,0 +1,202 @@
+"""`streamer render`: draw a run's detections log onto its video again, without a server.
+
+Each JSONL record of a file run carries what this needs besides its frame's detections:
+the source's time base, the run's threshold and class filter, and the upright frame size
+(`run_record`). Frames are matched by index and PTS; a log that does not fit the video is
+refused before anything is kept. No Triton, no torch: only PyAV, OpenCV and numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import interrupts
+from .errors import ExitCode, SourceError, StreamerError
+from .frames import Detections
+from .sinks import Mp4Sink
+from .sources import FileSource, VideoInfo
+
+
+class LogMismatch(SourceError):
+    """The detections log does not belong to the video."""
+
+
+class RenderUsageError(StreamerError):
+    exit_code = ExitCode.USAGE
+
+
+def run_record(info: VideoInfo, threshold: float, label_ids: Optional[Sequence[int]]) -> dict:
+    """What every JSONL record of a file run adds so `render` can redraw it."""
+    return {
+        "time_base": str(info.time_base) if info.time_base else None,
+        "size": [info.width, info.height],
+        "threshold": threshold,
+        "classes": sorted(int(i) for i in label_ids) if label_ids is not None else None,
+    }
+
+
+@dataclass
+class DetectionLog:
+    path: Path
+    records: List[dict]
+    time_base: Optional[Fraction]
+    threshold: float
+    classes: Optional[List[int]]
+    size: Optional[List[int]]
+    names: Dict[int, str]  # label id -> name, as the run wrote them
+
+    def name_of(self, label: int) -> str:
+        return self.names.get(label, f"class {label}")
+
+    def detections(self, record: dict) -> Optional[Detections]:
+        """The record's detections (None: its inference failed in the run)."""
+        if record.get("status") != "ok":
+            return None
+        items = record.get("detections") or []
+        return Detections(np.array([d["box"] for d in items], np.float32).reshape(-1, 4),
+                          np.array([d["label"] for d in items], np.int64),
+                          np.array([d["score"] for d in items], np.float32))
+
+    def label_ids(self, names: Sequence[str]) -> Tuple[List[int], List[str]]:
+        """(ids, names never seen in the log) for class names (case-insensitive), as the log knows them.
+        A class the run filtered out (its --classes) is refused: the log cannot hold it."""
+        by_name = {n.lower(): i for i, n in self.names.items()}
+        ids, unknown = [], []
+        for name in names:
+            key = name.strip().lower()
+            if key in by_name:
+                ids.append(by_name[key])
+            else:
+                unknown.append(name.strip())
+        if unknown and self.classes is not None:
+            kept = ", ".join(self.name_of(i) for i in self.classes)
+            raise RenderUsageError(
+                f"--classes {','.join(unknown)}: the run kept only {kept} (its --classes); "
+                "run again to get other classes")
+        return ids, unknown
+
+
+def load_log(path: Path) -> DetectionLog:
+    """Read and check a `run --detections` JSONL file (SourceError with the cause otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"no such detections log: {path}")
+    records: List[dict] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise SourceError(f"{path}: line {n} is not JSON ({err.msg}); is it a `run --detections` log?") from err
+                if not isinstance(record, dict) or not {"frame", "pts", "detections"} <= record.keys():
+                    raise SourceError(f"{path}: line {n} is not a frame record of `streamer run --detections`")
+                records.append(record)
+    except (OSError, UnicodeDecodeError) as err:
+        raise SourceError(f"cannot read {path} ({err})") from err
+    if not records:
+        raise SourceError(f"{path} is empty: no frame records to render")
+    first = records[0]
+    if "threshold" not in first or "time_base" not in first:
+        raise SourceError(f"{path} was written by a live run or an older streamer: it lacks time_base and "
+                          "threshold; record a file run with this version to render it")
+    if [r["frame"] for r in records] != list(range(len(records))):
+        raise SourceError(f"{path}: frame records are not 0, 1, 2, ... in order; was the log edited or joined?")
+    names: Dict[int, str] = {}
+    for record in records:
+        for det in record.get("detections") or []:
+            names.setdefault(int(det["label"]), str(det.get("name", f"class {det['label']}")))
+    tb = first.get("time_base")
+    return DetectionLog(path=path, records=records, time_base=Fraction(tb) if tb else None,
+                        threshold=float(first["threshold"]), classes=first.get("classes"),
+                        size=first.get("size"), names=names)
+
+
+@dataclass
+class RenderResult:
+    written: int
+    frames_in_video: int
+    elapsed: float
+    interrupted: bool = False
+
+    def line(self) -> str:
+        fps = self.written / self.elapsed if self.elapsed > 0 else 0.0
+        return f"rendered {self.written} frame(s) | {fps:.1f} fps"
+
+
+def render(video: Path, log: DetectionLog, out: Path, threshold: Optional[float], classes: Optional[Sequence[str]],
+           audio: bool = True, say: Callable[[str], None] = print) -> RenderResult:
+    """Draw `log` onto `video` into `out` (an mp4 following the run's rules)."""
+    from .render import draw_detections
+
+    if threshold is not None and threshold < log.threshold:
+        raise RenderUsageError(f"--threshold {threshold:g} is below the log's {log.threshold:g}: the run kept only "
+                               f"scores >= {log.threshold:g}; use {log.threshold:g} or more (or run again)")
+    threshold = log.threshold if threshold is None else threshold
+    label_ids = None
+    if classes:
+        label_ids, unseen = log.label_ids(classes)
+        if unseen:
+            say(f"note: no detection of {', '.join(unseen)} in {log.path.name} (check the spelling): "
+                "nothing drawn for them")
+    started = time.monotonic()
+    with FileSource(video, audio=audio, log=say) as src:
+        info = src.info
+        _check_header(log, info)
+        say(info.describe())
+        written, interrupted = 0, False
+        sink = Mp4Sink.for_file(info, src.audio_tracks, out, say)
+        with sink:
+            try:
+                for frame in src.frames():
+                    if frame.index >= len(log.records):
+                        break
+                    record = log.records[frame.index]
+                    if record["pts"] != frame.pts:
+                        sink.discard()
+                        raise LogMismatch(
+                            f"{log.path} does not belong to {video.name}: frame {frame.index} has pts "
+                            f"{frame.pts} in the video but {record['pts']} in the log")
+                    detections = log.detections(record)
+                    image = frame.image
+                    if detections is not None:
+                        shown = detections.above(threshold).with_labels(label_ids)
+                        image = draw_detections(frame.image, shown, log.name_of)
+                    with interrupts.critical():
+                        sink.write(frame, image, detections)
+                    written += 1
+                if written < len(log.records):
+                    raise LogMismatch(f"{log.path} does not belong to {video.name}: the log has "
+                                      f"{len(log.records)} frames, the video only {written}")
+            except KeyboardInterrupt:
+                interrupted = True
+            except BaseException:
+                sink.discard()
+                raise
+        total = info.frame_count or src.decoded
+    result = RenderResult(written, total, time.monotonic() - started, interrupted)
+    if not interrupted and written < total:
+        say(f"note: the log covers frames 0-{written - 1} of the video's {total} (a --max-frames run?); "
+            "rendered those")
+    return result
+
+
+def _check_header(log: DetectionLog, info: VideoInfo) -> None:
+    if log.time_base is not None and info.time_base is not None and log.time_base != info.time_base:
+        raise LogMismatch(f"{log.path} does not belong to {info.name}: its time base is {log.time_base}, "
+                          f"the video's {info.time_base}")
+    if log.size and list(log.size) != [info.width, info.height]:
+        raise LogMismatch(f"{log.path} does not belong to {info.name}: its frames are "
+                          f"{log.size[0]}x{log.size[1]}, the video's {info.width}x{info.height}")
+    if info.frame_count and len(log.records) > info.frame_count:
+        raise LogMismatch(f"{log.path} does not belong to {info.name}: the log has {len(log.records)} frames, "
+                          f"the video {info.frame_count}")
