@@ -5,12 +5,15 @@ for both models, with the configs' model_warmup and (for comparison) without it.
     .venv/bin/python scripts/warm_start.py --repo model_repository --frames 8
 
 Prints one line per (model, warm-up) pair: the first request's latency, the median of the next
-ones, and their ratio. Figures on a shared machine are noisy: compare ratios of the same run.
+ones, and their ratio, in wall time and in the CPU time the server's processes spent on each
+request (from /proc: less sensitive to other work on a shared machine). Compare ratios of the
+same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -45,6 +48,30 @@ def request(name: str, image: np.ndarray):
     return [tensor]
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process `pid` and its descendants (the backend stubs)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, total = {}, 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    family = {pid}
+    changed = True
+    while changed:
+        changed = False
+        for child, (parent, _) in parents.items():
+            if parent in family and child not in family:
+                family.add(child)
+                changed = True
+    for member in family:
+        total += parents.get(member, (0, 0.0))[1]
+    return total
+
+
 def without_warmup(repo: Path, into: Path) -> Path:
     """A copy of `repo` (model.pt linked) whose configs have no model_warmup."""
     from google.protobuf import text_format
@@ -70,15 +97,17 @@ def measure(repo: Path, image: np.ndarray, frames: int, threads: int, label: str
     try:
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
             for served in contract.CONTRACTS:
-                times = []
+                times, cpu = [], []
                 for _ in range(frames):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), server_cpu_seconds(server.proc.pid)
                     client.infer(served.name, request(served.name, image), client_timeout=600)
                     times.append((time.perf_counter() - t) * 1000)
-                steady = statistics.median(times[1:])
-                print(f"{label:15s} {served.name:14s} ready in {ready:5.1f} s   first {times[0]:7.0f} ms   "
-                      f"second {times[1]:7.0f} ms   steady median {steady:6.0f} ms   first/steady x{times[0] / steady:.2f}",
-                      flush=True)
+                    cpu.append((server_cpu_seconds(server.proc.pid) - c) * 1000)
+                steady, steady_cpu = statistics.median(times[1:]), statistics.median(cpu[1:])
+                print(f"{label:12s} {served.name:14s} ready in {ready:5.1f} s | wall: first {times[0]:6.0f} ms, "
+                      f"second {times[1]:6.0f} ms, steady {steady:6.0f} ms, first/steady x{times[0] / steady:.2f} | "
+                      f"server cpu: first {cpu[0]:6.0f} ms, second {cpu[1]:6.0f} ms, steady {steady_cpu:6.0f} ms, "
+                      f"first/steady x{cpu[0] / steady_cpu:.2f}", flush=True)
     finally:
         server.stop()
         server.cleanup()
@@ -90,6 +119,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=ROOT / "samples" / "sample.mp4")
     parser.add_argument("--frames", type=int, default=8, help="requests per model (the first one is the cold one)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--starts", type=int, default=1, help="fresh server starts per variant")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="warm-start-"))
     try:
@@ -102,8 +132,10 @@ def main() -> None:
                             "--arch", "fasterrcnn_mobilenet_v3_large_320_fpn"], check=True, cwd=ROOT)
         image = frame(args.image)
         print(f"frame {image.shape[1]}x{image.shape[0]}, {args.threads} threads, {args.frames} requests per model")
-        measure(repo, image, args.frames, args.threads, "model_warmup")
-        measure(without_warmup(repo, work / "cold"), image, args.frames, args.threads, "no warm-up")
+        cold = without_warmup(repo, work / "cold")
+        for _ in range(args.starts):
+            measure(repo, image, args.frames, args.threads, "model_warmup")
+            measure(cold, image, args.frames, args.threads, "no warm-up")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

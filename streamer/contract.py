@@ -235,9 +235,11 @@ def config_parameters(config: mc.ModelConfig) -> Dict[str, str]:
 
 
 # Triton's model_warmup: the first inferences of a TorchScript detector are slow (the
-# profiling executor profiles, then optimises: measured here, the first two calls took 4-6x
-# the steady time and the third was steady, whatever the frame size), so the server runs
-# WARMUP_COUNT black frames through every instance before it reports the model ready.
+# profiling executor profiles, then optimises: measured in-process here, the first two calls
+# took 3-9x the steady time and the third was steady, whatever the frame size, after black or
+# noise frames alike), so the server runs WARMUP_COUNT black frames through every model
+# instance before it reports the model ready. Zeros, not random_data: Triton fills random_data
+# with random bytes, which as FP32 include NaN and inf.
 WARMUP_HEIGHT, WARMUP_WIDTH = 480, 640
 WARMUP_COUNT = 3
 # Dynamic batching without a queue delay: a request that finds the model idle runs at once
