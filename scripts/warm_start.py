@@ -128,7 +128,8 @@ def main() -> None:
             import subprocess
 
             repo = work / "repo"
-            subprocess.run([sys.executable, "-m", "streamer", "export-model", "--repo", str(repo), "--weights", "random",
+            subprocess.run([sys.executable, "-m", "streamer", "export-model", "--repo", str(repo),
+                            "--weights", "random",
                             "--arch", "fasterrcnn_mobilenet_v3_large_320_fpn"], check=True, cwd=ROOT)
         image = frame(args.image)
         print(f"frame {image.shape[1]}x{image.shape[0]}, {args.threads} threads, {args.frames} requests per model")

@@ -268,7 +268,8 @@ def self_check(module: torch.jit.ScriptModule, served: contract.ModelContract = 
         dims = ((batch,) if batch else ()) + tuple(spec.dims)
         shape_ok = len(tensor.shape) == len(dims) and all(d == -1 or d == n for d, n in zip(dims, tensor.shape))
         if tensor.dtype != _DTYPES[spec.datatype] or not shape_ok:
-            problems.append(f"{spec.name} is {tensor.dtype} {list(tensor.shape)}, expected {spec.datatype} {list(dims)}")
+            problems.append(
+                f"{spec.name} is {tensor.dtype} {list(tensor.shape)}, expected {spec.datatype} {list(dims)}")
     if len(outputs) != len(specs) or len(rows) != 1:
         problems.append(f"{len(outputs)} outputs with first dims {sorted(rows)}")
     if problems:  # pragma: no cover - would be a bug in a wrapper
