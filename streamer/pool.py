@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from .errors import ServerUnavailable, StreamerError
 from .frames import Frame
 from .settings import SettingsError
 from .triton import IDLE, IDLE_WAIT, InferenceStream, Outcome, ReorderBuffer, TritonClient
@@ -117,6 +118,11 @@ class _Server:
     thread: Optional[threading.Thread] = None
     leaving: bool = False  # no longer resolved: take nothing new, finish what is in flight
     holding: Dict[int, Frame] = field(default_factory=dict)  # frames sent to it, not yet settled
+    status: str = "checking"  # checking -> up; waiting (did not answer the check yet); out (wrong model)
+
+    @property
+    def online(self) -> bool:
+        return self.status == "checking" or (self.status == "up" and self.stream.state == "online")
 
 
 @dataclass
@@ -157,7 +163,7 @@ class ServerPool:
     # -- what the pipelines read ----------------------------------------------------------------------
     @property
     def state(self) -> str:
-        return "online" if any(s.stream.state == "online" for s in list(self._servers.values())) else "offline"
+        return "online" if any(s.online for s in list(self._servers.values())) else "offline"
 
     @property
     def reconnects(self) -> int:
@@ -243,7 +249,30 @@ class ServerPool:
                     server.holding[frame.index] = frame
             yield IDLE if frame is None else frame
 
+    def _ready(self, server: _Server) -> bool:
+        """Check the server (model, contract, transport) before it takes frames; one that does
+        not answer yet is waited for (it joins when it is up). False: never use it."""
+        said = False
+        while not (self._aborted.is_set() or server.leaving or self._gave_up):
+            try:
+                server.client.check()
+                server.status = "up"
+                return True
+            except ServerUnavailable as err:
+                server.status = "waiting"
+                if not said:
+                    self.log(f"Triton server {server.url} does not answer ({err}); it joins when it is up")
+                    said = True
+                self._aborted.wait(1.0)
+            except StreamerError as err:
+                server.status = "out"
+                self.log(f"WARNING: Triton server {server.url} is left out: {err}")
+                return False
+        return False
+
     def _work(self, server: _Server) -> None:
+        if not self._ready(server):
+            return
         for outcome in server.stream.process(self._pull(server)):
             with self._lock:
                 self._results.append((server, outcome))
