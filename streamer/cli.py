@@ -98,14 +98,28 @@ def triton_options(fn):
                      help="Torch threads of the embedded server's model (0: all cores)."),
         click.option("--startup-timeout", type=click.FloatRange(min=1), default=180.0, show_default=True,
                      help="Seconds to wait for the embedded server to be ready."),
-    ]
+    ] + model_options()
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
+def model_options():
+    """--model and --transport: which served model, and how frames reach it."""
+    return [
+        click.option("--model", "model", default=None, metavar="NAME",
+                     help="Served model to use. Default: fasterrcnn_u8 (uint8 frames, batched by Triton) when the "
+                          "server has it ready, else fasterrcnn (the seed's FP32 model)."),
+        click.option("--transport", type=click.Choice(["auto", "grpc", "shm"]), default="auto", show_default=True,
+                     help="How frames reach Triton: shm (system shared memory; the server must be on this host or "
+                          "share its IPC namespace), grpc (inside the message), auto (shm when the server is on "
+                          "this host, falling back to gRPC with a warning)."),
+    ]
+
+
 @contextlib.contextmanager
-def triton_session(triton: Optional[str], model_repo: Path, threads: int, startup_timeout: float):
+def triton_session(triton: Optional[str], model_repo: Path, threads: int, startup_timeout: float,
+                   model: Optional[str] = None, transport: str = "auto"):
     """(client, model info, embedded server or None) for the length of a command."""
     from .triton import TritonClient
 
@@ -116,8 +130,9 @@ def triton_session(triton: Optional[str], model_repo: Path, threads: int, startu
     else:
         url = triton
     try:
-        with TritonClient(url) as client:
+        with TritonClient(url, model=model, transport=transport, log=say) as client:
             info = client.check()
+            say(f"inference: model {client.model} ({client.codec.describe}) over {client.transport}")
             yield client, info, server
     finally:
         if server is not None:
@@ -308,8 +323,8 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
                    "before the run ends with an error.")
 @command
 def run(source, out, detections_path, overwrite, threshold, classes, max_frames, show, hold_detections, triton,
-        model_repo, threads, startup_timeout, in_flight, retry_timeout, request_timeout, rtsp_transport,
-        open_timeout, stall_timeout, status_every, max_reconnect_time):
+        model_repo, threads, startup_timeout, model, transport, in_flight, retry_timeout, request_timeout,
+        rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
     \b
@@ -346,11 +361,12 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         settings = CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout,
                                    rtsp_transport=rtsp_transport, max_reconnect_time=max_reconnect_time)
         return _run_live(spec, settings, out, detections_path, threshold, classes, max_frames, show,
-                         hold_detections, (triton, model_repo, threads, startup_timeout), in_flight or 1,
+                         hold_detections, (triton, model_repo, threads, startup_timeout, model, transport),
+                         in_flight or 1,
                          request_timeout, status_every if status_every is not None else (0 if show else 10))
     return _run_file(Path(spec.target), out, detections_path, threshold, classes, max_frames, show,
-                     (triton, model_repo, threads, startup_timeout), in_flight or 2, retry_timeout,
-                     request_timeout)
+                     (triton, model_repo, threads, startup_timeout, model, transport), in_flight or 2,
+                     retry_timeout, request_timeout)
 
 
 def _recover_hook(server):
@@ -520,7 +536,8 @@ def _progress(total: Optional[int]) -> Iterator:
 @click.option("--classes", default=None, metavar="NAMES", help="Only these classes, e.g. person,car.")
 @triton_options
 @command
-def detect(image, out, overwrite, threshold, classes, triton, model_repo, threads, startup_timeout):
+def detect(image, out, overwrite, threshold, classes, triton, model_repo, threads, startup_timeout, model,
+           transport):
     """Detect objects in one IMAGE: print them, and draw them into --out."""
     import cv2
 
@@ -535,7 +552,7 @@ def detect(image, out, overwrite, threshold, classes, triton, model_repo, thread
     if bgr is None:
         raise SourceError(f"{image} is not an image OpenCV can read (png, jpg, bmp, webp, tiff...)")
     rgb = from_bgr(bgr)
-    with triton_session(triton, model_repo, threads, startup_timeout) as (client, info, _server):
+    with triton_session(triton, model_repo, threads, startup_timeout, model, transport) as (client, info, _server):
         warn_untrained(info)
         started = time.monotonic()
         detections = _selector(threshold, _class_filter(info, classes))(client.infer(rgb))
@@ -560,17 +577,22 @@ def detect(image, out, overwrite, threshold, classes, triton, model_repo, thread
 @click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Image or video whose first frame is sent (default: the bundled samples/sample.mp4).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--model", "model", default=None, metavar="NAME",
+              help="Check only this model (default: fasterrcnn_u8 and fasterrcnn, each when served).")
+@click.option("--transport", type=click.Choice(["auto", "grpc", "shm"]), default="auto", show_default=True,
+              help="How the test frames reach Triton (see `streamer run --help`).")
 @command
-def doctor(triton, input_path, threshold):
+def doctor(triton, input_path, threshold, model, transport):
     """Check a Triton server step by step and explain what is wrong.
 
-    Is the server live and ready, is the model ready, do its inputs/outputs match the
-    contract, how long one inference takes, what the raw outputs look like, and, when
-    nothing is detected, why.
+    Is the server live and ready; for each model (fasterrcnn_u8, fasterrcnn): is it served,
+    do its inputs/outputs match its contract, how the frames travel (shared memory or
+    gRPC), how long inferences take (client round trip and the server's compute per
+    frame), what the outputs look like, and, when nothing is detected, why.
     """
     from .doctor import diagnose
 
-    return diagnose(triton, input_path or DEFAULT_SAMPLE, threshold, click.echo)
+    return diagnose(triton, input_path or DEFAULT_SAMPLE, threshold, click.echo, model, transport)
 
 
 main = cli
