@@ -1,0 +1,146 @@
+"""System shared memory with a real local Triton: each request owns its slot until its answer
+arrives, regions follow the frame size, and regions of dead clients are removed while a
+live client's are never touched."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from streamer import shm
+from streamer.frames import Frame
+from streamer.triton import InferenceStream, TritonClient
+
+from ..helpers import children, frame_image
+
+pytestmark = pytest.mark.slow
+
+SIZES = [(200, 150), (200, 150), (640, 480), (200, 150), (320, 240), (640, 480), (200, 150), (320, 240)]
+
+
+def region_files(pid: int) -> List[Path]:
+    """/dev/shm regions owned by process `pid` (streamer's naming)."""
+    return sorted(p for p in shm.SHM_DIR.glob(f"{shm.PREFIX}*") if p.name.split("-")[3] == str(pid))
+
+
+def registered(url: str) -> List[str]:
+    """Region names the server has registered."""
+    with grpcclient.InferenceServerClient(url) as client:
+        return sorted(client.get_system_shared_memory_status().regions)
+
+
+def owned_by(names, pid: int) -> List[str]:
+    return [n for n in names if n.startswith(shm.PREFIX) and n.split("-")[3] == str(pid)]
+
+
+def distinct_frames(sizes=SIZES):
+    return [Frame(i, i, Fraction(1, 30), 0.0, frame_image(i * 3, w, h)) for i, (w, h) in enumerate(sizes)]
+
+
+def single_answers(url: str, frames):
+    with TritonClient(url, transport="grpc") as client:
+        client.check()
+        return [client.infer(f.image) for f in frames]
+
+
+def mismatches(outcomes, expected) -> List[int]:
+    bad = []
+    for outcome in outcomes:
+        want = expected[outcome.frame.index]
+        got = outcome.detections
+        if got is None or got.boxes.shape != want.boxes.shape or not np.allclose(got.boxes, want.boxes, atol=1e-3):
+            bad.append(outcome.frame.index)
+    return bad
+
+
+def test_each_request_owns_its_slot_until_its_answer_arrives(server_v2):
+    frames = distinct_frames()
+    expected = single_answers(server_v2.grpc_url, frames)
+    assert len({len(d) for d in expected}) > 2, "the frames' answers must differ to tell them apart"
+    with TritonClient(server_v2.grpc_url, transport="shm") as client:
+        client.check()
+        assert client.transport == "shm"
+        outcomes = list(InferenceStream(client, max_in_flight=4).process(frames))
+        assert [o.frame.index for o in outcomes] == list(range(len(frames)))
+        assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+        assert mismatches(outcomes, expected) == []
+        files = region_files(os.getpid())
+        assert 1 <= len(files) <= 4, "one region per request in flight"
+        assert max(f.stat().st_size for f in files) >= 640 * 480 * 3 * 4, "regions grow with the frame size"
+        assert sorted(f.name for f in files) == owned_by(registered(server_v2.grpc_url), os.getpid())
+    assert region_files(os.getpid()) == [] and owned_by(registered(server_v2.grpc_url), os.getpid()) == []
+
+
+def test_a_slot_reused_before_its_answer_gives_another_frames_boxes(server_v2, monkeypatch):
+    """The pitfall the slots prevent is real: one region shared by all requests in flight."""
+    frames = distinct_frames([(200, 150)] * 6)  # one size: the region is only ever rewritten
+    expected = single_answers(server_v2.grpc_url, frames)
+    acquire = shm.RegionPool.acquire
+    monkeypatch.setattr(shm.RegionPool, "acquire", lambda self, key, nbytes: acquire(self, "one", nbytes))
+    with TritonClient(server_v2.grpc_url, transport="shm") as client:
+        client.check()
+        outcomes = list(InferenceStream(client, max_in_flight=4).process(frames))
+    assert mismatches(outcomes, expected), "a shared slot should have mixed up answers"
+
+
+HOLDER = """
+import sys
+import numpy as np
+from streamer.triton import TritonClient
+with TritonClient(sys.argv[1], transport="shm") as client:
+    client.check()
+    client.infer(np.zeros((120, 160, 3), np.uint8))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        client.infer(np.zeros((120, 160, 3), np.uint8))
+        print("ok", flush=True)
+"""
+
+
+def holder(url: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", proc.stderr.read() if proc.poll() is not None else line
+    return proc
+
+
+def test_regions_of_a_dead_client_go_those_of_a_live_one_stay(server_mobilenet):
+    url = server_mobilenet.grpc_url
+    dead, live = holder(url), holder(url)
+    try:
+        dead_files = region_files(dead.pid)
+        assert dead_files and region_files(live.pid)
+        # SIGKILL: no cleanup runs. Python's shared-memory tracker (a child) would unlink the
+        # files on its own; it dies too, as when a container or process group is killed.
+        for pid in [dead.pid] + children(dead.pid):
+            os.kill(pid, signal.SIGKILL)
+        dead.wait(10)
+        assert all(f.exists() for f in dead_files) and owned_by(registered(url), dead.pid)
+
+        with TritonClient(url, transport="shm") as client:
+            steps = {what: detail for what, detail, _ in client.checks()}
+            assert f"removed {len(dead_files)} region(s) left by clients that died" in steps["transport"]
+            assert not any(f.exists() for f in dead_files)
+            assert owned_by(registered(url), dead.pid) == []
+            assert region_files(live.pid) and owned_by(registered(url), live.pid), "a live client's regions stay"
+            live.stdin.write("infer\n")
+            live.stdin.flush()
+            assert live.stdout.readline().strip() == "ok"
+    finally:
+        for proc in (dead, live):
+            if proc.poll() is None:
+                proc.stdin.close()
+                proc.wait(30)
+    assert live.returncode == 0, live.stderr.read()
+    assert region_files(live.pid) == [] and owned_by(registered(url), live.pid) == []
+    assert region_files(os.getpid()) == []
