@@ -206,17 +206,34 @@ class ShmTransport:
         self._grpc.register_system_shared_memory(slot.name, slot.key, slot.size, client_timeout=self._timeout)
 
     def _unregister(self, slot: shm.Slot) -> None:
-        self._grpc.unregister_system_shared_memory(slot.name, client_timeout=self._timeout)
+        self._unregister_name(slot.name)
+
+    def _unregister_name(self, name: str) -> bool:
+        """Unregister a region; while requests queued on the server still read it ("in use"),
+        retry for up to the timeout. False when it stays in use."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                self._grpc.unregister_system_shared_memory(name, client_timeout=self._timeout)
+                return True
+            except InferenceServerException as err:
+                if "in use" not in str(err) or time.monotonic() > deadline:
+                    if "in use" in str(err):
+                        return False
+                    raise
+            time.sleep(0.1)
 
     def remove_dead(self) -> List[str]:
-        """Regions of clients that died: unregistered on the server, unlinked here."""
-        gone = []
+        """Regions of clients that died: unlinked here, unregistered on the server.
+
+        A dead client's requests may still be queued on the server, which then refuses to
+        unregister their region ("in use"): retried for a while, else left to the next run."""
+        gone = set(shm.remove_dead_files())
         status = self._grpc.get_system_shared_memory_status(client_timeout=self._timeout)
         for name in status.regions:
-            if shm.dead_owner(name):
-                self._grpc.unregister_system_shared_memory(name, client_timeout=self._timeout)
-                gone.append(name)
-        return sorted(set(gone) | set(shm.remove_dead_files()))
+            if shm.dead_owner(name) and self._unregister_name(name):
+                gone.add(name)
+        return sorted(gone)
 
     def probe(self) -> None:
         """Create and register a first region: raises where the server or host refuses."""
@@ -234,10 +251,10 @@ class ShmTransport:
         """After a server restart: every region again, before anything is resent."""
         for slot in self.pool.slots:
             try:
-                self._unregister(slot)  # the same server after a broken stream still knows it
-            except InferenceServerException:
-                pass
-            self._register(slot)
+                self._register(slot)
+            except InferenceServerException as err:
+                if "already" not in str(err):  # the same server after a broken stream still knows it
+                    raise
 
     def close(self) -> None:
         self.pool.close()

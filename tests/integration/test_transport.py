@@ -9,37 +9,20 @@ import signal
 import subprocess
 import sys
 from fractions import Fraction
-from pathlib import Path
 from typing import List
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
 from streamer import shm
 from streamer.frames import Frame
 from streamer.triton import InferenceStream, TritonClient
 
-from ..helpers import children, frame_image
+from ..helpers import children, frame_image, owned_by, region_files, registered
 
 pytestmark = pytest.mark.slow
 
 SIZES = [(200, 150), (200, 150), (640, 480), (200, 150), (320, 240), (640, 480), (200, 150), (320, 240)]
-
-
-def region_files(pid: int) -> List[Path]:
-    """/dev/shm regions owned by process `pid` (streamer's naming)."""
-    return sorted(p for p in shm.SHM_DIR.glob(f"{shm.PREFIX}*") if p.name.split("-")[3] == str(pid))
-
-
-def registered(url: str) -> List[str]:
-    """Region names the server has registered."""
-    with grpcclient.InferenceServerClient(url) as client:
-        return sorted(client.get_system_shared_memory_status().regions)
-
-
-def owned_by(names, pid: int) -> List[str]:
-    return [n for n in names if n.startswith(shm.PREFIX) and n.split("-")[3] == str(pid)]
 
 
 def distinct_frames(sizes=SIZES):
