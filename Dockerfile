@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The Triton server image: NVIDIA's tritonserver with model_repository/fasterrcnn served by the
-# LibTorch (PyTorch) backend, CPU by default, GPU with `--model-config-name=gpu`.
+# The Triton server image: NVIDIA's tritonserver with model_repository/fasterrcnn and
+# model_repository/fasterrcnn_u8 served by the LibTorch (PyTorch) backend, CPU by default, GPU with
+# `--model-config-name=gpu` (each model has its configs/gpu.pbtxt).
 #
 #   docker build -t triton-fasterrcnn .
 #   docker run --rm -p 8000-8002:8000-8002 triton-fasterrcnn
@@ -54,9 +55,10 @@ FROM model-${MODEL_SOURCE} AS model
 
 FROM nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3
 COPY --from=model /export/model_repository/ /models/
-# Never a server that starts with nothing to serve.
-RUN test -f /models/fasterrcnn/1/model.pt || { \
-      echo "error: /models/fasterrcnn/1/model.pt is missing. Run 'streamer export-model' before building with MODEL_SOURCE=context, or build with the default MODEL_SOURCE=export." >&2; \
+# Never a server that starts with nothing to serve: both models of one export (the seed's
+# fasterrcnn and the batchable fasterrcnn_u8).
+RUN test -f /models/fasterrcnn/1/model.pt && test -f /models/fasterrcnn_u8/1/model.pt || { \
+      echo "error: /models/fasterrcnn/1/model.pt or /models/fasterrcnn_u8/1/model.pt is missing. Run 'streamer export-model' (it writes both) before building with MODEL_SOURCE=context, or build with the default MODEL_SOURCE=export." >&2; \
       exit 1; }
 # triton-server (uid and gid 1000), the non-root user NVIDIA's image provides for tritonserver.
 USER 1000:1000

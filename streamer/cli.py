@@ -177,7 +177,7 @@ def cli():
 
     \b
     Typical use:
-      streamer export-model                 # writes model_repository/fasterrcnn/1/model.pt
+      streamer export-model                 # writes model_repository/fasterrcnn{,_u8}/
       streamer run video.mp4 --out annotated.mp4
       streamer serve                        # a standing local Triton server (8000/8001/8002)
       streamer run video.mp4 --out a.mp4 --triton localhost:8001
@@ -200,14 +200,17 @@ def cli():
 @click.option("--box-score-thresh", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="Scores below this are never sent by the server (the client's --threshold applies on top).")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_REPO,
-              show_default=True, help="Model repository to write fasterrcnn/ into.")
+              show_default=True, help="Model repository to write fasterrcnn/ and fasterrcnn_u8/ into.")
 @command
 def export_model(arch, weights, min_size, max_size, proposals, box_score_thresh, repo):
     """Export torchvision's Faster R-CNN as TorchScript into a Triton model repository.
 
-    Writes REPO/fasterrcnn/1/model.pt (scripted: one FP32 [3,H,W] RGB 0..1 image in; boxes [N,4],
-    labels [N], scores [N] out) and REPO/fasterrcnn/config.pbtxt (LibTorch backend), whose
-    parameters carry the class names, the arch and whether the weights are untrained.
+    Writes two models of the same weights, each as NAME/1/model.pt (frozen TorchScript),
+    NAME/config.pbtxt (LibTorch backend) and NAME/configs/gpu.pbtxt: fasterrcnn (the seed's: one
+    FP32 [3,H,W] RGB 0..1 image in; boxes [N,4], labels [N], scores [N] out) and fasterrcnn_u8
+    (uint8 [H,W,3] RGB frames in, batched by Triton; boxes [K,4], labels [K], scores [K] padded
+    to K detections, count [1] out). Their parameters carry the class names, the arch and
+    whether the weights are untrained.
     """
     if weights not in ("coco", "random") and not Path(weights).is_file():
         raise UsageError(f"--weights {weights!r}: not coco, random, or an existing .pth file")

@@ -37,6 +37,8 @@ _WEIGHT_ENUMS = {
 assert set(_WEIGHT_ENUMS) == set(contract.ARCHS)
 
 COCO_NUM_CLASSES = 91
+# torch.jit.freeze's optimize_numerics (see freeze()).
+FREEZE_OPTIMIZE_NUMERICS = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,46 @@ class DetectorWrapper(torch.nn.Module):
             detections = self.model([image])
         d = detections[0]
         return d["boxes"], d["labels"], d["scores"]
+
+
+class BatchDetectorWrapper(torch.nn.Module):
+    """uint8 [B, H, W, 3] RGB frames in; per frame K rows of boxes, labels, scores (zero padded),
+    and the count of valid rows out: fixed shapes, so Triton can batch requests.
+
+    Scaling to 0..1 and the channel move happen here, the same arithmetic as the seed client's
+    FP32 tensor, so a frame gets the seed model's detections. torchvision's detector takes a
+    list of images; frames of one batch share a size, so they run as one batch inside it.
+    """
+
+    def __init__(self, model: torch.nn.Module, max_detections: int):
+        super().__init__()
+        self.model = model
+        self.k = max_detections
+
+    def forward(
+        self, images: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = images.size(0)
+        boxes = torch.zeros((b, self.k, 4), dtype=torch.float32)
+        labels = torch.zeros((b, self.k), dtype=torch.int64)
+        scores = torch.zeros((b, self.k), dtype=torch.float32)
+        count = torch.zeros((b, 1), dtype=torch.int32)
+        if images.dim() != 4 or images.size(3) != 3 or images.size(1) == 0 or images.size(2) == 0 or b == 0:
+            # Triton checks rank and channels; an empty [B, 0, 0, 3] batch still gets here.
+            return boxes, labels, scores, count
+        chw = images.permute(0, 3, 1, 2).to(torch.float32).contiguous() * (1.0 / 255.0)
+        frames = torch.unbind(chw)
+        if torch.jit.is_scripting():
+            _, detections = self.model(frames)
+        else:
+            detections = self.model(frames)
+        for i, d in enumerate(detections):
+            n = min(int(d["scores"].size(0)), self.k)
+            boxes[i, :n] = d["boxes"][:n]
+            labels[i, :n] = d["labels"][:n]
+            scores[i, :n] = d["scores"][:n]
+            count[i, 0] = n
+        return boxes, labels, scores, count
 
 
 def _weights_enum(arch: str):
@@ -168,40 +210,86 @@ def build_model(settings: ExportSettings) -> Tuple[torch.nn.Module, str, bool]:
     return model.eval(), f"file ({path.name})", False
 
 
-def script(model: torch.nn.Module) -> torch.jit.ScriptModule:
+def _wrap(model: torch.nn.Module, served: contract.ModelContract, max_detections: int) -> torch.nn.Module:
+    if served.name == contract.U8_MODEL_NAME:
+        return BatchDetectorWrapper(model, max_detections).eval()
+    return DetectorWrapper(model).eval()
+
+
+def script(model: torch.nn.Module, served: contract.ModelContract = contract.SEED,
+           max_detections: int = contract.DEFAULT_MAX_DETECTIONS) -> torch.jit.ScriptModule:
+    """The plain scripted wrapper of `model` for the `served` model's contract."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "RCNN always returns a (Losses, Detections) tuple in scripting"
-        return torch.jit.script(DetectorWrapper(model).eval())
+        return torch.jit.script(_wrap(model, served, max_detections))
 
 
-def self_check(scripted: torch.jit.ScriptModule) -> None:
-    """Run the scripted module once and check its outputs against the contract."""
+def freeze(scripted: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """The exported form: weights inlined as constants, conv+BN folded (torch.jit.freeze).
+
+    optimize_numerics=False: only folds that keep the arithmetic (no conv+add/mul folding
+    that rounds differently). Plain TorchScript: it saves, and torch.jit.load (the C++ loader
+    Triton's LibTorch backend uses) reads it in a fresh process; optimize_for_inference
+    output would not serialize.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.freeze(scripted.eval(), optimize_numerics=FREEZE_OPTIMIZE_NUMERICS)
+
+
+def sample_input(served: contract.ModelContract, batch: int = 1) -> torch.Tensor:
+    """A small deterministic image in `served`'s input layout (a batch for batched models)."""
     image = torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(0))
+    if served.max_batch_size == 0:
+        return image
+    hwc = (image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+    return hwc.unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
+
+
+_DTYPES = {"FP32": torch.float32, "INT64": torch.int64, "INT32": torch.int32}
+
+
+def self_check(module: torch.jit.ScriptModule, served: contract.ModelContract = contract.SEED,
+               max_detections: int = contract.DEFAULT_MAX_DETECTIONS) -> None:
+    """Run the module once (two frames for a batched model) and check its outputs against the contract."""
+    batch = 2 if served.max_batch_size > 0 else 0
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        boxes, labels, scores = scripted(image)
-    n = scores.shape[0]
-    ok = (
-        boxes.dtype == torch.float32 and tuple(boxes.shape) == (n, 4)
-        and labels.dtype == torch.int64 and tuple(labels.shape) == (n,)
-        and scores.dtype == torch.float32
-    )
-    if not ok:  # pragma: no cover - would be a bug in the wrapper
-        raise ExportError(f"exported module breaks the contract: {boxes.shape} {labels.dtype} {scores.shape}")
+        outputs = module(sample_input(served, max(batch, 1)))
+    specs = served.resolved_outputs(max_detections)
+    problems = []
+    rows = {int(t.shape[0]) for t in outputs if t.dim() > 0}  # N detections, or the batch
+    for tensor, spec in zip(outputs, specs):
+        dims = ((batch,) if batch else ()) + tuple(spec.dims)
+        shape_ok = len(tensor.shape) == len(dims) and all(d == -1 or d == n for d, n in zip(dims, tensor.shape))
+        if tensor.dtype != _DTYPES[spec.datatype] or not shape_ok:
+            problems.append(f"{spec.name} is {tensor.dtype} {list(tensor.shape)}, expected {spec.datatype} {list(dims)}")
+    if len(outputs) != len(specs) or len(rows) != 1:
+        problems.append(f"{len(outputs)} outputs with first dims {sorted(rows)}")
+    if problems:  # pragma: no cover - would be a bug in a wrapper
+        raise ExportError(f"exported {served.name} breaks its contract: {'; '.join(problems)}")
+
+
+def _save(module: torch.jit.ScriptModule, target: Path) -> None:
+    tmp = target.with_suffix(".pt.tmp")
+    module.save(str(tmp))
+    os.replace(tmp, target)
 
 
 def export(settings: ExportSettings, repo: Path) -> Path:
-    """Write repo/fasterrcnn/1/model.pt and repo/fasterrcnn/config.pbtxt. Returns the model dir."""
-    model_dir = Path(repo) / contract.MODEL_NAME
-    version_dir = model_dir / "1"
-    try:
-        version_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ExportError(f"cannot create {version_dir} ({err.strerror}); pick a writable --repo") from err
+    """Write both models into `repo`: fasterrcnn (the seed's contract) and fasterrcnn_u8 (uint8
+    frames, padded outputs, batched by Triton), each as <name>/1/model.pt, <name>/config.pbtxt
+    and <name>/configs/gpu.pbtxt, from the same weights and settings. Returns the repository."""
+    repo = Path(repo)
+    for served in contract.CONTRACTS:
+        version_dir = repo / served.name / "1"
+        try:
+            version_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ExportError(f"cannot create {version_dir} ({err.strerror}); pick a writable --repo") from err
     model, weights_desc, untrained = build_model(settings)
-    scripted = script(model)
-    self_check(scripted)
     transform = model.transform
+    max_detections = int(model.roi_heads.detections_per_img)
     options = dict(
         arch=settings.arch,
         weights=weights_desc,
@@ -211,17 +299,20 @@ def export(settings: ExportSettings, repo: Path) -> Path:
         max_size=int(transform.max_size),
         proposals=int(model.rpn._post_nms_top_n["testing"]),
         box_score_thresh=float(model.roi_heads.score_thresh),
+        max_detections=max_detections,
     )
-    target = version_dir / contract.MODEL_FILENAME
-    tmp = target.with_suffix(".pt.tmp")
-    scripted.save(str(tmp))
-    os.replace(tmp, target)
-    (model_dir / contract.CONFIG_FILENAME).write_text(contract.render_config(**options))
-    # The same model on a GPU: `tritonserver --model-config-name=gpu` (see docker-compose.gpu.yml).
-    configs = model_dir / contract.CONFIGS_DIR
-    configs.mkdir(exist_ok=True)
-    (configs / f"{contract.GPU_CONFIG_NAME}.pbtxt").write_text(contract.render_config(**options, kind="KIND_GPU"))
-    return model_dir
+    for served in contract.CONTRACTS:
+        module = freeze(script(model, served, max_detections))
+        self_check(module, served, max_detections)
+        model_dir = repo / served.name
+        _save(module, model_dir / "1" / contract.MODEL_FILENAME)
+        (model_dir / contract.CONFIG_FILENAME).write_text(contract.render_config(**options, model=served))
+        # The same model on a GPU: `tritonserver --model-config-name=gpu` (see docker-compose.gpu.yml).
+        configs = model_dir / contract.CONFIGS_DIR
+        configs.mkdir(exist_ok=True)
+        (configs / f"{contract.GPU_CONFIG_NAME}.pbtxt").write_text(
+            contract.render_config(**options, kind="KIND_GPU", model=served))
+    return repo
 
 
 def load_scripted(path: Path) -> torch.jit.ScriptModule:
@@ -229,11 +320,13 @@ def load_scripted(path: Path) -> torch.jit.ScriptModule:
     return torch.jit.load(str(path), map_location="cpu")
 
 
-def summary(model_dir: Path) -> str:
-    params = contract.config_parameters(contract.read_config(model_dir / contract.CONFIG_FILENAME))
+def summary(repo: Path) -> str:
+    params = contract.config_parameters(contract.read_config(repo / contract.MODEL_NAME / contract.CONFIG_FILENAME))
     names = json.loads(params[contract.P_CLASS_NAMES])
+    models = ", ".join(served.name for served in contract.CONTRACTS)
     return (
         f"exported {params[contract.P_ARCH]} ({params[contract.P_WEIGHTS]} weights, "
         f"min_size {params[contract.P_MIN_SIZE]}, max_size {params[contract.P_MAX_SIZE]}, "
-        f"{params[contract.P_PROPOSALS]} proposals, {len(names)} class ids) to {model_dir}"
+        f"{params[contract.P_PROPOSALS]} proposals, {params.get(contract.P_MAX_DETECTIONS, '?')} detections "
+        f"per image, {len(names)} class ids) as {models} to {repo}"
     )

@@ -1,8 +1,8 @@
 """Start and stop the local Triton server: the tritonserver binary bundled in nvidia-pytriton.
 
-That binary has only the Python backend, so we serve the exported model.pt
-through a Python-backend twin of `fasterrcnn` built in a temporary folder from
-the committed config.pbtxt (same name, inputs, outputs). The server runs in its
+That binary has only the Python backend, so we serve each exported model.pt
+(`fasterrcnn`, `fasterrcnn_u8`) through a Python-backend twin built in a temporary
+folder from its config.pbtxt (same name, inputs, outputs, batching, warm-up). The server runs in its
 own process session: Ctrl-C reaches the client first, which stops it in order.
 """
 
@@ -24,7 +24,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from . import contract
 from .errors import PortInUse, ServerStartError
@@ -81,7 +81,8 @@ def _set_parent_death_signal() -> None:  # runs in the child before exec
 
 
 def twin_config_text(config_text: str, threads: int) -> str:
-    """The Python-backend twin of a LibTorch config: same name, inputs, outputs; CPU instance."""
+    """The Python-backend twin of a LibTorch config: same name, inputs, outputs, batching and
+    warm-up (Triton's core runs model_warmup for every backend); CPU instance."""
     config = contract.parse_config(config_text)
     config.platform = ""
     config.backend = "python"
@@ -96,7 +97,7 @@ def twin_config_text(config_text: str, threads: int) -> str:
 
 @dataclass
 class EmbeddedServer:
-    """A tritonserver process serving the twin of `settings.repo`'s fasterrcnn."""
+    """A tritonserver process serving the twins of `settings.repo`'s models."""
 
     settings: ServerSettings
     proc: Optional[subprocess.Popen] = field(default=None, init=False)
@@ -124,18 +125,31 @@ class EmbeddedServer:
         return self.workdir / "tritonserver.log"
 
     # -- set-up ---------------------------------------------------------------------------
-    def _model_files(self):
-        model_dir = Path(self.settings.repo) / contract.MODEL_NAME
-        config_path = model_dir / contract.CONFIG_FILENAME
-        model_path = model_dir / "1" / contract.MODEL_FILENAME
-        if not config_path.is_file():
-            raise ServerStartError(f"no {config_path}: point --model-repo at the repository holding {contract.MODEL_NAME}/")
-        if not model_path.is_file():
-            raise ServerStartError(f"no exported model at {model_path}: run `streamer export-model` first")
-        return config_path, model_path
+    def _model_files(self) -> List[Tuple[str, Path, Path]]:
+        """(name, config.pbtxt, model.pt) of every model of the contract found in the repository.
+
+        An export writes both models; a repository holding only the seed's fasterrcnn (an older
+        export) is served as it is. A config without its model.pt is an incomplete export."""
+        repo = Path(self.settings.repo)
+        found = []
+        for served in contract.CONTRACTS:
+            config_path = repo / served.name / contract.CONFIG_FILENAME
+            model_path = repo / served.name / "1" / contract.MODEL_FILENAME
+            if not config_path.is_file():
+                continue
+            if not model_path.is_file():
+                raise ServerStartError(f"no exported model at {model_path}: run `streamer export-model` first")
+            found.append((served.name, config_path, model_path))
+        if not found:
+            names = " and ".join(f"{served.name}/" for served in contract.CONTRACTS)
+            raise ServerStartError(
+                f"no {contract.MODEL_NAME}/{contract.CONFIG_FILENAME} in {repo}: point --model-repo at the "
+                f"repository holding {names} (written by `streamer export-model`)"
+            )
+        return found
 
     def _prepare(self) -> List[str]:
-        config_path, model_path = self._model_files()
+        models = self._model_files()
         root = _pytriton_dir() / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
@@ -147,12 +161,13 @@ class EmbeddedServer:
         for src in (root / "backends/python/libtriton_python.so",
                     root / "backends/python/triton_python_backend_utils.py", stub):
             (backend / src.name).symlink_to(src)
-        twin = self.workdir / "repo" / contract.MODEL_NAME
-        (twin / "1").mkdir(parents=True)
         threads = self.settings.threads or os.cpu_count() or 1
-        (twin / contract.CONFIG_FILENAME).write_text(twin_config_text(config_path.read_text(), threads))
-        (twin / "1" / contract.MODEL_FILENAME).symlink_to(model_path.resolve())
-        shutil.copyfile(BACKEND_MODEL_FILE, twin / "1" / "model.py")
+        for name, config_path, model_path in models:
+            twin = self.workdir / "repo" / name
+            (twin / "1").mkdir(parents=True)
+            (twin / contract.CONFIG_FILENAME).write_text(twin_config_text(config_path.read_text(), threads))
+            (twin / "1" / contract.MODEL_FILENAME).symlink_to(model_path.resolve())
+            shutil.copyfile(BACKEND_MODEL_FILE, twin / "1" / "model.py")
         self.shm_prefix = f"streamer-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
         s = self.settings
         return [

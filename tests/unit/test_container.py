@@ -29,6 +29,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
 DOCKERFILES = (ROOT / "Dockerfile", ROOT / "docker" / "client.Dockerfile")
 MODEL_DIR = ROOT / "model_repository" / contract.MODEL_NAME
+MODEL_NAMES = [served.name for served in contract.CONTRACTS]
 GPU_CONFIG = Path(contract.CONFIGS_DIR) / f"{contract.GPU_CONFIG_NAME}.pbtxt"
 # Compose settings a developer may have exported; the tests check the defaults.
 COMPOSE_VARIABLES = ("TRITON_BIND_ADDRESS", "NGC_RELEASE", "MODEL_SOURCE", "WEIGHTS", "EXPORT_ARGS",
@@ -185,7 +186,8 @@ def test_server_image_pairs_its_two_ngc_images():
     assert "FROM nvcr.io/nvidia/pytorch:${NGC_RELEASE}-py3 AS model-export" in text
     assert "FROM nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3" in text
     assert text.count("ARG NGC_RELEASE=") == 1
-    assert "test -f /models/fasterrcnn/1/model.pt ||" in text
+    for name in MODEL_NAMES:
+        assert f"/models/{name}/1/model.pt" in text
     assert "HEALTHCHECK" in text and "/v2/health/ready" in text
 
 
@@ -220,24 +222,34 @@ def check_gpu_variant(model_dir: Path) -> None:
     assert [g.kind for g in cpu.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
     assert [g.kind for g in gpu.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
     assert [g.count for g in gpu.instance_group] == [1]
-    assert contract.check_io(gpu) == []
+    assert contract.check_io(gpu, contract.contract_for(model_dir.name)) == []
     assert gpu.platform == "pytorch_libtorch"
     assert without_instances(gpu) == without_instances(cpu)
 
 
-def test_committed_gpu_config_is_the_cpu_one_on_a_gpu():
-    check_gpu_variant(MODEL_DIR)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_committed_gpu_config_is_the_cpu_one_on_a_gpu(name):
+    check_gpu_variant(ROOT / "model_repository" / name)
 
 
-def test_committed_gpu_config_is_what_export_writes():
-    params = contract.config_parameters(contract.read_config(MODEL_DIR / contract.CONFIG_FILENAME))
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_committed_gpu_config_is_what_export_writes(name):
+    model_dir = ROOT / "model_repository" / name
+    params = contract.config_parameters(contract.read_config(model_dir / contract.CONFIG_FILENAME))
     info = contract.model_info(params)
     regenerated = contract.render_config(
         arch=info.arch, weights=info.weights, untrained=info.untrained, class_names=list(info.class_names),
         min_size=int(params["min_size"]), max_size=int(params["max_size"]),
-        proposals=int(params["proposals"]), box_score_thresh=float(params["box_score_thresh"]), kind="KIND_GPU",
+        proposals=int(params["proposals"]), box_score_thresh=float(params["box_score_thresh"]),
+        max_detections=info.max_detections, kind="KIND_GPU", model=contract.contract_for(name),
     )
-    assert (MODEL_DIR / GPU_CONFIG).read_text() == regenerated
+    assert (model_dir / GPU_CONFIG).read_text() == regenerated
+
+
+def test_both_models_are_exported_from_the_same_settings():
+    params = [contract.config_parameters(contract.read_config(ROOT / "model_repository" / n / contract.CONFIG_FILENAME))
+              for n in MODEL_NAMES]
+    assert all(p == params[0] for p in params)
 
 
 def test_render_config_rejects_an_unknown_kind():
@@ -246,18 +258,24 @@ def test_render_config_rejects_an_unknown_kind():
                                proposals=1, box_score_thresh=0.5, kind="KIND_TPU")
 
 
+@pytest.mark.parametrize("model", MODEL_NAMES)
 @pytest.mark.parametrize("name", [contract.CONFIG_FILENAME, GPU_CONFIG.as_posix()])
-def test_twin_declares_what_the_libtorch_config_declares(name):
-    libtorch = contract.read_config(MODEL_DIR / name)
-    twin = contract.parse_config(twin_config_text((MODEL_DIR / name).read_text(), threads=2))
+def test_twin_declares_what_the_libtorch_config_declares(model, name):
+    path = ROOT / "model_repository" / model / name
+    libtorch = contract.read_config(path)
+    twin = contract.parse_config(twin_config_text(path.read_text(), threads=2))
     assert io_of(twin) == io_of(libtorch)
     assert twin.backend == "python" and libtorch.platform == "pytorch_libtorch"
     assert [g.kind for g in twin.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+    # Triton batches and warms the twin as it would the LibTorch model.
+    assert twin.dynamic_batching == libtorch.dynamic_batching
+    assert list(twin.model_warmup) == list(libtorch.model_warmup)
 
 
 @pytest.mark.slow
-def test_export_writes_both_configs(repo_v2):
-    check_gpu_variant(repo_v2 / contract.MODEL_NAME)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_export_writes_both_configs(repo_v2, name):
+    check_gpu_variant(repo_v2 / name)
 
 
 @pytest.mark.slow
@@ -265,10 +283,12 @@ def test_twin_builder_ignores_the_configs_folder(repo_v2):
     server = EmbeddedServer(ServerSettings(repo=repo_v2))
     try:
         server._prepare()
-        twin_dir = server.workdir / "repo" / contract.MODEL_NAME
-        assert sorted(p.name for p in twin_dir.iterdir()) == ["1", contract.CONFIG_FILENAME]
-        twin = contract.read_config(twin_dir / contract.CONFIG_FILENAME)
-        assert io_of(twin) == io_of(contract.read_config(repo_v2 / contract.MODEL_NAME / contract.CONFIG_FILENAME))
+        twins = server.workdir / "repo"
+        assert sorted(p.name for p in twins.iterdir()) == sorted(MODEL_NAMES)
+        for name in MODEL_NAMES:
+            assert sorted(p.name for p in (twins / name).iterdir()) == ["1", contract.CONFIG_FILENAME]
+            twin = contract.read_config(twins / name / contract.CONFIG_FILENAME)
+            assert io_of(twin) == io_of(contract.read_config(repo_v2 / name / contract.CONFIG_FILENAME))
     finally:
         server.cleanup()
 
@@ -297,3 +317,29 @@ def test_torchscript_outputs_match_the_declared_outputs(repo_v2):
         for size, dim in zip(tensor.shape, declared.dims):
             assert dim == -1 or size == dim, declared.name
         assert tensor.shape[0] == n, declared.name
+
+
+@pytest.mark.slow
+def test_u8_torchscript_outputs_match_the_declared_outputs(repo_v2):
+    import numpy as np
+    import torch
+    import torchvision  # noqa: F401  (registers torchvision::nms and roi_align before loading)
+
+    model_dir = repo_v2 / contract.U8_MODEL_NAME
+    config = contract.read_config(model_dir / contract.CONFIG_FILENAME)
+    module = torch.jit.load(str(model_dir / "1" / contract.MODEL_FILENAME), map_location="cpu")
+    frames = np.stack([frame_image(3, 200, 150), frame_image(4, 200, 150)])  # a batch of 2, [B, H, W, 3]
+    assert list(frames.shape[1:]) == [150, 200, config.input[0].dims[2]]
+    with torch.inference_mode():
+        outputs = module(torch.from_numpy(frames))
+    assert isinstance(outputs, tuple) and len(outputs) == len(config.output)
+    dtypes = {"TYPE_FP32": torch.float32, "TYPE_INT64": torch.int64, "TYPE_INT32": torch.int32}
+    for tensor, declared in zip(outputs, config.output):
+        assert tensor.dtype == dtypes[mc.DataType.Name(declared.data_type)], declared.name
+        assert list(tensor.shape) == [2, *declared.dims], declared.name  # batch dimension first
+    boxes, labels, scores, count = outputs
+    for i in range(2):
+        n = int(count[i, 0])
+        assert n > 0  # untrained v2 at a small size emits boxes: the padding checks are not vacuous
+        assert bool((scores[i, n:] == 0).all() and (boxes[i, n:] == 0).all() and (labels[i, n:] == 0).all())
+        assert bool((scores[i, :n] > 0).all()) and bool((scores[i, 1:n] <= scores[i, :n - 1]).all())

@@ -286,3 +286,103 @@ def test_committed_config_is_what_export_writes():
         proposals=int(params["proposals"]), box_score_thresh=float(params["box_score_thresh"]),
     )
     assert committed == contract.parse_config(regenerated)
+
+
+# -- the batchable uint8 model (fasterrcnn_u8) ---------------------------------------------------
+
+COMMITTED_U8 = ROOT / "model_repository" / contract.U8_MODEL_NAME / contract.CONFIG_FILENAME
+
+
+def rendered_u8_config(max_detections: int = 100) -> str:
+    return contract.render_config(
+        arch="fasterrcnn_resnet50_fpn_v2", weights="coco", untrained=False, class_names=COCO_NAMES,
+        min_size=800, max_size=1333, proposals=1000, box_score_thresh=0.05, max_detections=max_detections,
+        model=contract.U8,
+    )
+
+
+@pytest.fixture
+def u8_config() -> mc.ModelConfig:
+    return contract.read_config(COMMITTED_U8)
+
+
+def test_u8_config_matches_its_contract(u8_config):
+    assert u8_config.name == "fasterrcnn_u8"
+    assert contract.check_io(u8_config, contract.U8) == []
+    assert u8_config.platform == "pytorch_libtorch"
+    assert u8_config.max_batch_size == 8
+    assert u8_config.HasField("dynamic_batching")
+    tensors = [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in (*u8_config.input, *u8_config.output)]
+    assert tensors == [
+        ("image__0", "TYPE_UINT8", [-1, -1, 3]),
+        ("boxes__0", "TYPE_FP32", [100, 4]),
+        ("labels__1", "TYPE_INT64", [100]),
+        ("scores__2", "TYPE_FP32", [100]),
+        ("count__3", "TYPE_INT32", [1]),
+    ]
+
+
+def test_u8_config_carries_the_seed_metadata_plus_k(u8_config, config):
+    seed, u8 = contract.config_parameters(config), contract.config_parameters(u8_config)
+    assert u8 == seed  # same weights and settings, one export
+    assert u8["max_detections"] == "100"
+    assert contract.model_info(u8).max_detections == 100
+
+
+def test_the_contracts_reject_each_other(u8_config, config):
+    assert contract.check_io(u8_config) != []  # the seed's contract
+    problems = contract.check_io(config, contract.U8)
+    assert any("image__0 is missing" in p for p in problems)
+    assert any("max_batch_size is 0, expected at least 1" in p for p in problems)
+
+
+def test_u8_outputs_follow_max_detections():
+    config = contract.parse_config(rendered_u8_config(max_detections=300))
+    assert list(config.output[0].dims) == [300, 4] and list(config.output[2].dims) == [300]
+    assert contract.check_io(config, contract.U8) == []
+    bad = copy.deepcopy(config)
+    bad.parameters["max_detections"].string_value = "100"
+    problems = contract.check_io(bad, contract.U8)
+    assert any("boxes__0 has dims [300, 4], expected [100, 4]" in p for p in problems)
+
+
+@pytest.mark.parametrize("name", [contract.MODEL_NAME, contract.U8_MODEL_NAME])
+def test_both_models_warm_up_before_they_are_ready(name):
+    config = contract.read_config(ROOT / "model_repository" / name / contract.CONFIG_FILENAME)
+    served = contract.contract_for(name)
+    [warmup] = config.model_warmup
+    assert warmup.batch_size == 1  # Triton skips a batch_size 0 sample
+    assert warmup.count > 1  # the profiling executor needs several runs
+    [(key, sample)] = warmup.inputs.items()
+    assert key == served.input.name
+    assert mc.DataType.Name(sample.data_type) == served.input.config_type
+    assert len(sample.dims) == len(served.input.dims) and all(d > 0 for d in sample.dims)
+    assert sample.zero_data  # FP32 random_data would be random bytes: NaNs
+
+
+def test_u8_twin_keeps_batching_and_warmup(u8_config):
+    twin = contract.parse_config(twin_config_text(COMMITTED_U8.read_text(), threads=2))
+    assert twin.backend == "python" and twin.platform == ""
+    assert contract.check_io(twin, contract.U8) == []
+    assert twin.max_batch_size == u8_config.max_batch_size
+    assert twin.dynamic_batching == u8_config.dynamic_batching
+    assert list(twin.model_warmup) == list(u8_config.model_warmup)
+
+
+def test_committed_u8_config_is_what_export_writes():
+    params = contract.config_parameters(contract.read_config(COMMITTED_U8))
+    info = contract.model_info(params)
+    regenerated = contract.render_config(
+        arch=info.arch, weights=info.weights, untrained=info.untrained, class_names=list(info.class_names),
+        min_size=int(params["min_size"]), max_size=int(params["max_size"]),
+        proposals=int(params["proposals"]), box_score_thresh=float(params["box_score_thresh"]),
+        max_detections=int(params["max_detections"]), model=contract.U8,
+    )
+    assert COMMITTED_U8.read_text() == regenerated
+
+
+def test_contract_for():
+    assert contract.contract_for("fasterrcnn") is contract.SEED
+    assert contract.contract_for("fasterrcnn_u8") is contract.U8
+    with pytest.raises(KeyError):
+        contract.contract_for("yolo")
