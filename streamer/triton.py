@@ -61,16 +61,7 @@ def parse_outputs(result) -> Detections:
 
 # -- model codecs: how frames become a model's input and its answer becomes Detections ----------
 
-U8_MODEL_NAME = "fasterrcnn_u8"
-# The batchable model: UINT8 [1, H, W, 3] RGB in, detections padded to K rows plus their count.
-_U8_INPUT = contract.TensorSpec("image__0", "UINT8", (-1, -1, 3), "image: RGB uint8 as decoded")
-_U8_OUTPUTS = (
-    contract.TensorSpec("boxes__0", "FP32", (0, 4), "boxes, padded to K rows"),
-    contract.TensorSpec("labels__1", "INT64", (0,), "labels, padded"),
-    contract.TensorSpec("scores__2", "FP32", (0,), "scores, padded"),
-    contract.TensorSpec("count__3", "INT32", (1,), "valid rows"),
-)
-P_MAX_DETECTIONS = "max_detections"
+U8_MODEL_NAME = contract.U8_MODEL_NAME
 
 
 class SeedCodec:
@@ -86,15 +77,15 @@ class SeedCodec:
 
     @staticmethod
     def problems(config) -> List[str]:
-        return contract.check_io(config)
+        return contract.check_io(config, contract.SEED)
 
 
 class PaddedCodec:
     """The batchable `fasterrcnn_u8`: UINT8 [1, H, W, 3] as decoded; K padded rows and a count."""
 
-    input_name = _U8_INPUT.name
-    datatype = _U8_INPUT.datatype
-    output_names = tuple(spec.name for spec in _U8_OUTPUTS)
+    input_name = contract.U8_INPUT.name
+    datatype = contract.U8_INPUT.datatype
+    output_names = tuple(spec.name for spec in contract.U8_OUTPUTS)
     describe = "UINT8 [H,W,3] frames, batched by Triton"
 
     @staticmethod
@@ -119,33 +110,12 @@ class PaddedCodec:
 
     @staticmethod
     def problems(config) -> List[str]:
-        problems = []
-        params = contract.config_parameters(config)
-        k = params.get(P_MAX_DETECTIONS, "")
-        if not k.isdigit() or int(k) < 1:
-            problems.append(f"parameter {P_MAX_DETECTIONS} is {k or 'missing'}, expected K >= 1")
-        k = int(k) if k.isdigit() else None
-        by_name = {t.name: t for t in config.input}
-        by_name.update({t.name: t for t in config.output})
-        for spec in (_U8_INPUT,) + _U8_OUTPUTS:
-            t = by_name.get(spec.name)
-            if t is None:
-                problems.append(f"{spec.name} is missing")
-                continue
-            dtype = contract.mc.DataType.Name(t.data_type)
-            if dtype != spec.config_type:
-                problems.append(f"{spec.name} is {dtype}, expected {spec.config_type}")
-            dims = tuple(k if d == 0 and k is not None else d for d in spec.dims)
-            if tuple(t.dims) != dims:
-                problems.append(f"{spec.name} has dims {list(t.dims)}, expected {list(dims)}")
-        if config.max_batch_size < 1:
-            problems.append(f"max_batch_size is {config.max_batch_size}, expected >= 1 (batched model)")
-        return problems
+        return contract.check_io(config, contract.U8)
 
 
 def codec_for(config):
     """The codec for a served model, from its config: a UINT8 input is the padded model."""
-    if any(t.name == _U8_INPUT.name or contract.mc.DataType.Name(t.data_type) == "TYPE_UINT8"
+    if any(t.name == contract.U8_INPUT.name or contract.mc.DataType.Name(t.data_type) == "TYPE_UINT8"
            for t in config.input):
         return PaddedCodec
     return SeedCodec
