@@ -29,8 +29,8 @@ def distinct_frames(sizes=SIZES):
     return [Frame(i, i, Fraction(1, 30), 0.0, frame_image(i * 3, w, h)) for i, (w, h) in enumerate(sizes)]
 
 
-def single_answers(url: str, frames):
-    with TritonClient(url, transport="grpc") as client:
+def single_answers(url: str, frames, model: str = "fasterrcnn"):
+    with TritonClient(url, model=model, transport="grpc") as client:
         client.check()
         return [client.infer(f.image) for f in frames]
 
@@ -45,20 +45,22 @@ def mismatches(outcomes, expected) -> List[int]:
     return bad
 
 
-def test_each_request_owns_its_slot_until_its_answer_arrives(server_v2):
+@pytest.mark.parametrize("model", ["fasterrcnn", "fasterrcnn_u8"])
+def test_each_request_owns_its_slot_until_its_answer_arrives(model, server_v2):
     frames = distinct_frames()
-    expected = single_answers(server_v2.grpc_url, frames)
+    expected = single_answers(server_v2.grpc_url, frames, model)
     assert len({len(d) for d in expected}) > 2, "the frames' answers must differ to tell them apart"
-    with TritonClient(server_v2.grpc_url, transport="shm") as client:
+    with TritonClient(server_v2.grpc_url, model=model, transport="shm") as client:
         client.check()
-        assert client.transport == "shm"
+        assert client.transport == "shm" and client.model == model
         outcomes = list(InferenceStream(client, max_in_flight=4).process(frames))
         assert [o.frame.index for o in outcomes] == list(range(len(frames)))
         assert all(o.ok for o in outcomes), [o.error for o in outcomes]
         assert mismatches(outcomes, expected) == []
         files = region_files(os.getpid())
         assert 1 <= len(files) <= 4, "one region per request in flight"
-        assert max(f.stat().st_size for f in files) >= 640 * 480 * 3 * 4, "regions grow with the frame size"
+        assert max(f.stat().st_size for f in files) >= client.codec.encode(frames[2].image).nbytes, \
+            "regions grow with the frame size"
         assert sorted(f.name for f in files) == owned_by(registered(server_v2.grpc_url), os.getpid())
     assert region_files(os.getpid()) == [] and owned_by(registered(server_v2.grpc_url), os.getpid()) == []
 
