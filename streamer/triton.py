@@ -170,10 +170,12 @@ class ShmTransport:
     def __init__(self, grpc, timeout: float):
         self._grpc = grpc
         self._timeout = timeout
+        self._server_gone = False
         self.pool = shm.RegionPool(self._register, self._unregister)
 
     def _register(self, slot: shm.Slot) -> None:
         self._grpc.register_system_shared_memory(slot.name, slot.key, slot.size, client_timeout=self._timeout)
+        self._server_gone = False
 
     def _unregister(self, slot: shm.Slot) -> None:
         self._unregister_name(slot.name)
@@ -181,16 +183,20 @@ class ShmTransport:
     def _unregister_name(self, name: str) -> bool:
         """Unregister a region; while requests queued on the server still read it ("in use"),
         retry for up to the timeout. False when it stays in use."""
+        if self._server_gone:
+            return False  # the regions go with the server; do not wait for each one
         deadline = time.monotonic() + self._timeout
         while True:
             try:
                 self._grpc.unregister_system_shared_memory(name, client_timeout=self._timeout)
                 return True
             except InferenceServerException as err:
-                if "in use" not in str(err) or time.monotonic() > deadline:
-                    if "in use" in str(err):
-                        return False
+                if err.status() in _UNREACHABLE:
+                    self._server_gone = True
+                if "in use" not in str(err):
                     raise
+                if time.monotonic() > deadline:
+                    return False
             time.sleep(0.1)
 
     def remove_dead(self) -> List[str]:

@@ -13,6 +13,7 @@ from typing import List
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from streamer import shm
 from streamer.frames import Frame
@@ -129,3 +130,29 @@ def test_regions_of_a_dead_client_go_those_of_a_live_one_stay(server_mobilenet):
     assert live.returncode == 0, live.stderr.read()
     assert region_files(live.pid) == [] and owned_by(registered(url), live.pid) == []
     assert region_files(os.getpid()) == []
+
+
+def per_request_compute_ns(url: str, model: str) -> int:
+    """Triton's per-request sum of compute time (a batch's time counted once per request in it)."""
+    with grpcclient.InferenceServerClient(url) as client:
+        stats = client.get_inference_statistics(model)
+    return sum(s.inference_stats.compute_input.ns + s.inference_stats.compute_infer.ns
+               + s.inference_stats.compute_output.ns for s in stats.model_stats)
+
+
+def test_server_time_per_frame_counts_a_batch_once(server_v2):
+    url, model = server_v2.grpc_url, "fasterrcnn_u8"
+    frames = distinct_frames([(200, 150)] * 8)  # one size: Triton may batch them
+    with TritonClient(url, model=model, transport="shm") as client:
+        client.check()
+        count0, seconds0 = client.compute_stats()
+        batches0, summed0 = client.batch_stats(), per_request_compute_ns(url, model)
+        outcomes = list(InferenceStream(client, max_in_flight=8).process(frames))
+        count1, seconds1 = client.compute_stats()
+        batches1, summed1 = client.batch_stats(), per_request_compute_ns(url, model)
+    assert all(o.ok for o in outcomes)
+    executions = {size: n - batches0.get(size, 0) for size, n in batches1.items() if n > batches0.get(size, 0)}
+    assert max(executions) > 1, f"Triton should have batched some of the burst: {executions}"
+    assert count1 - count0 == len(frames) == sum(size * n for size, n in executions.items())
+    # The per-request sums count each batch's execution once per request in it: more than it took.
+    assert (summed1 - summed0) / 1e9 > seconds1 - seconds0 > 0
