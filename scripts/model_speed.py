@@ -10,9 +10,10 @@ plain scripted module on real frames (same count and labels, boxes within 0.5 px
 machine slows them alike. It prints per-call medians of wall time and of this process's CPU time
 (less sensitive to other processes on the machine) and the ratios to the plain module.
 
-Forms: plain (torch.jit.script), frozen (torch.jit.freeze, optimize_numerics=False: what
-export-model ships), frozen_numerics (optimize_numerics=True), frozen_channels_last (the model
-in channels-last memory format, then frozen).
+Forms: plain (torch.jit.script), frozen (torch.jit.freeze, optimize_numerics=False),
+frozen_numerics (optimize_numerics=True), frozen_channels_last (the model in channels-last
+memory format, then frozen). export-model ships frozen_channels_last for the archs in
+streamer.export.CHANNELS_LAST_ARCHS and frozen for the others.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""The model contract shared by the exporter, the servers and the client.
+"""The model contracts shared by the exporter, the servers and the client.
 
-One place defines the model's name, tensors and the metadata that travels in
+One place defines the two models one export writes (SEED: the seed's `fasterrcnn`, one
+FP32 image per request; U8: `fasterrcnn_u8`, uint8 frames batched by Triton, outputs
+padded to K rows plus a count), their tensors, and the metadata that travels in
 config.pbtxt `parameters`. config.pbtxt is parsed with Triton's own protobuf
 schema (shipped in tritonclient), so what we write is what Triton reads.
 """

@@ -39,6 +39,11 @@ assert set(_WEIGHT_ENUMS) == set(contract.ARCHS)
 COCO_NUM_CLASSES = 91
 # torch.jit.freeze's optimize_numerics (see freeze()).
 FREEZE_OPTIMIZE_NUMERICS = False
+# Archs exported in channels-last memory format (before freezing): faster for the ResNet-50
+# backbone on a CPU (scripts/model_speed.py: x1.17-1.30 over plain scripting, against x1.02-1.22
+# frozen alone), not for the MobileNet ones (x1.05-1.24, against x1.22-1.28 frozen alone).
+# Its outputs differ from the plain module's by float rounding only (boxes 0.01 px, scores 2e-5).
+CHANNELS_LAST_ARCHS = frozenset({"fasterrcnn_resnet50_fpn_v2"})
 
 
 @dataclass(frozen=True)
@@ -288,6 +293,8 @@ def export(settings: ExportSettings, repo: Path) -> Path:
         except OSError as err:
             raise ExportError(f"cannot create {version_dir} ({err.strerror}); pick a writable --repo") from err
     model, weights_desc, untrained = build_model(settings)
+    if settings.arch in CHANNELS_LAST_ARCHS:
+        model = model.to(memory_format=torch.channels_last)
     transform = model.transform
     max_detections = int(model.roi_heads.detections_per_img)
     options = dict(
