@@ -1,12 +1,20 @@
 """Speed of each model on this machine: end-to-end fps vs. the server's own time per frame.
 
-For each configuration: export (random weights unless --weights), run `streamer run` on
-the sample with the embedded Triton server, writing the annotated mp4, and read its
-accounting line. Figures belong
-here and in notes, not in test asserts.
+Models: for each configuration, export (random weights unless --weights), run `streamer
+run` on the sample with the embedded Triton server, writing the annotated mp4, and read
+its accounting line.
 
-    .venv/bin/python scripts/benchmark.py                  # all configurations
+Transport (--transport): one server (mobilenet_320 exported once: the seed `fasterrcnn` and
+the uint8 `fasterrcnn_u8`), clips of 640x480, 1280x720 and 1920x1080 made here from the
+sample, and end-to-end fps for (seed model, gRPC), (uint8 model, gRPC), (uint8 model, shm)
+with `--detections` only, then with `--out` too (what H.264 encoding costs), beside a
+seed-style client (one blocking HTTP FP32 request per frame, nothing written).
+Figures belong here and in notes, not in test asserts.
+
+    .venv/bin/python scripts/benchmark.py                  # all model configurations
     .venv/bin/python scripts/benchmark.py --max-frames 12 --only v2-800
+    .venv/bin/python scripts/benchmark.py --transport      # the transport table (300 frames a clip)
+    .venv/bin/python scripts/benchmark.py --transport --frames 40
 """
 
 from __future__ import annotations
@@ -41,14 +49,130 @@ def streamer(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streamer", *map(str, args)], capture_output=True, text=True)
 
 
+SIZES = ((640, 480), (1280, 720), (1920, 1080))
+PATHS = {  # name -> `streamer run` flags
+    "seed model, gRPC": ["--model", "fasterrcnn", "--transport", "grpc"],
+    "uint8 model, gRPC": ["--model", "fasterrcnn_u8", "--transport", "grpc"],
+    "uint8 model, shm": ["--model", "fasterrcnn_u8", "--transport", "shm"],
+}
+SEED_STYLE = "seed-style client (HTTP FP32, blocking)"
+
+
+def make_clip(path: Path, width: int, height: int, frames: int) -> Path:
+    """The sample's frames scaled to width x height, looped to `frames` frames (H.264)."""
+    import av
+    import cv2
+
+    with av.open(str(SAMPLE)) as src:
+        images = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "20"}
+        for i in range(frames):
+            image = cv2.resize(images[i % len(images)], (width, height), interpolation=cv2.INTER_LINEAR)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def seed_style_fps(clip: Path, http_url: str) -> float:
+    """What the seed's client did: OpenCV decode, FP32 CHW, one blocking HTTP request per frame."""
+    import cv2
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(http_url.split("://", 1)[-1])
+    capture = cv2.VideoCapture(str(clip))
+    frames, started = 0, time.monotonic()
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        chw = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1).astype(np.float32) / 255.0
+        tensor = httpclient.InferInput("input__0", list(chw.shape), "FP32")
+        tensor.set_data_from_numpy(chw)
+        result = client.infer("fasterrcnn", [tensor], outputs=[
+            httpclient.InferRequestedOutput(name) for name in ("output__0", "output__1", "output__2")])
+        result.as_numpy("output__0")
+        frames += 1
+    elapsed = time.monotonic() - started
+    capture.release()
+    client.close()
+    return frames / elapsed
+
+
+def transport_benchmark(args) -> None:
+    from streamer.server import start_on_free_ports
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        exported = streamer("export-model", "--repo", repo, "--weights", args.weights,
+                            *CONFIGS["mobilenet_320_fpn"])
+        if exported.returncode:
+            sys.exit(f"export failed: {exported.stderr.strip().splitlines()[-1]}")
+        served = {p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file()}
+        clips = {size: make_clip(Path(tmp) / f"{size[0]}x{size[1]}.mp4", *size, args.frames) for size in SIZES}
+        server = start_on_free_ports(repo, threads=args.threads)
+        rows = []  # (path, size, written, fps, server ms)
+        try:
+            for size, clip in clips.items():
+                for name, flags in PATHS.items():
+                    if flags[1] not in served:
+                        print(f"skipped {name}: the export has no {flags[1]}", flush=True)
+                        continue
+                    for out in (False, True):
+                        run = ["run", clip, "--triton", server.grpc_url, "--detections", Path(tmp) / "d.jsonl",
+                               "--overwrite", *flags]
+                        if out:
+                            run += ["--out", Path(tmp) / "out.mp4"]
+                        result = streamer(*run)
+                        match = LINE.search(result.stdout)
+                        if result.returncode or not match:
+                            sys.exit(f"{name} {size}: run failed ({result.returncode}): {result.stderr[-500:]}")
+                        label = name + (", --out" if out else "")
+                        rows.append((label, size, match["written"], float(match["fps"]), match["server"] or "-"))
+                        print(f"{size[0]}x{size[1]} {label}: {match.group(0)}", flush=True)
+                fps = seed_style_fps(clip, server.http_url)
+                rows.append((SEED_STYLE, size, str(args.frames), fps, "-"))
+                print(f"{size[0]}x{size[1]} {SEED_STYLE}: {fps:.2f} fps", flush=True)
+        finally:
+            server.stop()
+            server.cleanup()
+
+    print(f"\nmobilenet_320 ({args.weights} weights), {args.frames} frames a clip, server threads {args.threads}, "
+          "in flight 2\n")
+    print("| path | " + " | ".join(f"{w}x{h} fps (server ms/frame)" for w, h in SIZES) + " |")
+    print("|---|" + "---|" * len(SIZES))
+    fps = {(r[0], r[1]): r[3] for r in rows}
+    for label in dict.fromkeys(r[0] for r in rows):
+        cells = [f"{fps[(label, s)]:.2f} ({next(r[4] for r in rows if r[0] == label and r[1] == s)})"
+                 if (label, s) in fps else "-" for s in SIZES]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    best = "uint8 model, shm" if ("uint8 model, shm", SIZES[2]) in fps else "seed model, gRPC"
+    big, small = fps.get((best, SIZES[2])), fps.get((best, SIZES[0]))
+    seed_big = fps.get((SEED_STYLE, SIZES[2]))
+    if big and seed_big:
+        print(f"\n{best} at 1080p: {big / seed_big:.2f}x the seed-style client (goal >= 1.5)")
+    if big and small:
+        print(f"{best}: 1080p fps / 640x480 fps = {big / small:.2f} (goal >= 0.9)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transport", action="store_true",
+                        help="the transport table instead of the model configurations (see above)")
+    parser.add_argument("--frames", type=int, default=300, help="--transport: frames per clip")
+    parser.add_argument("--threads", type=int, default=2, help="--transport: the server's torch threads")
     parser.add_argument("--only", nargs="*", choices=sorted(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--weights", default="random", help="coco, random or a .pth (default: random)")
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--in-flight", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--input", type=Path, default=SAMPLE)
     args = parser.parse_args()
+    if args.transport:
+        transport_benchmark(args)
+        return
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

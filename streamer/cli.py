@@ -94,17 +94,32 @@ def triton_options(fn):
                      help="Torch threads of the embedded server's model (0: all cores)."),
         click.option("--startup-timeout", type=click.FloatRange(min=1), default=180.0, show_default=True,
                      help="Seconds to wait for the embedded server to be ready."),
-    ]
+    ] + model_options()
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def server_settings(triton, model_repo, threads, startup_timeout, triton_metrics_port=None):
+def model_options():
+    """--model and --transport: which served model, and how frames reach it."""
+    return [
+        click.option("--model", "model", default=None, metavar="NAME",
+                     help="Served model to use. Default: fasterrcnn_u8 (uint8 frames, batched by Triton) when the "
+                          "server has it ready, else fasterrcnn (the seed's FP32 model)."),
+        click.option("--transport", type=click.Choice(["auto", "grpc", "shm"]), default="auto", show_default=True,
+                     help="How frames reach Triton: shm (system shared memory; the server must be on this host or "
+                          "share its IPC namespace), grpc (inside the message), auto (shm when the server is on "
+                          "this host, falling back to gRPC with a warning)."),
+    ]
+
+
+
+def server_settings(triton, model_repo, threads, startup_timeout, model=None, transport="auto",
+                    triton_metrics_port=None):
     from .settings import ServerSettings
 
     return ServerSettings(triton=triton, model_repo=model_repo, threads=threads, startup_timeout=startup_timeout,
-                          metrics_port=triton_metrics_port)
+                          model=model, transport=transport, metrics_port=triton_metrics_port)
 
 
 def console() -> "Console":
@@ -290,8 +305,8 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @metrics_options
 @command
 def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections,
-        triton, model_repo, threads, startup_timeout, in_flight, retry_timeout, request_timeout, rtsp_transport,
-        open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
+        triton, model_repo, threads, startup_timeout, model, transport, in_flight, retry_timeout, request_timeout,
+        rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
         triton_metrics_port):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
@@ -318,7 +333,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         source=source, out=out, detections=detections_path, overwrite=overwrite,
         selection=Selection(threshold, _class_names(classes)), max_frames=max_frames, audio=not no_audio,
         show=show, hold_detections=hold_detections,
-        server=server_settings(triton, model_repo, threads, startup_timeout, triton_metrics_port),
+        server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port),
         inference=InferenceSettings(in_flight=in_flight, retry_timeout=retry_timeout,
                                     request_timeout=request_timeout),
         capture=CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout,
@@ -369,7 +384,7 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
 @metrics_options
 @command
 def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections, max_frames, triton, model_repo,
-          threads, startup_timeout, in_flight, request_timeout, rtsp_transport, open_timeout, stall_timeout,
+          threads, startup_timeout, model, transport, in_flight, request_timeout, rtsp_transport, open_timeout, stall_timeout,
           status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port):
     """Watch several cameras in one run, sharing one Triton server.
 
@@ -428,7 +443,7 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
         triton = TritonAddress().convert(triton, None, None)
     settings = WatchSettings(
         cameras=cams,
-        server=server_settings(triton, model_repo, threads, startup_timeout, triton_metrics_port),
+        server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port),
         inference=InferenceSettings(in_flight=in_flight, request_timeout=request_timeout),
         capture=CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout,
                                 rtsp_transport=rtsp_transport, max_reconnect_time=max_reconnect_time),
@@ -490,7 +505,8 @@ def render(video, detections_path, out, threshold, classes, no_audio, overwrite)
 @click.option("--classes", default=None, metavar="NAMES", help="Only these classes, e.g. person,car.")
 @triton_options
 @command
-def detect(image, out, overwrite, threshold, classes, triton, model_repo, threads, startup_timeout):
+def detect(image, out, overwrite, threshold, classes, triton, model_repo, threads, startup_timeout, model,
+           transport):
     """Detect objects in one IMAGE: print them, and draw them into --out."""
     import cv2
 
@@ -507,7 +523,7 @@ def detect(image, out, overwrite, threshold, classes, triton, model_repo, thread
     rgb = from_bgr(bgr)
     from .runner import label_filter, selector, triton_session
 
-    server = server_settings(triton, model_repo, threads, startup_timeout)
+    server = server_settings(triton, model_repo, threads, startup_timeout, model, transport)
     with triton_session(server, say) as (client, info, _server):
         warn_untrained(info)
         started = time.monotonic()
@@ -533,13 +549,18 @@ def detect(image, out, overwrite, threshold, classes, triton, model_repo, thread
 @click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Image or video whose first frame is sent (default: the bundled samples/sample.mp4).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--model", "model", default=None, metavar="NAME",
+              help="Check only this model (default: fasterrcnn_u8 and fasterrcnn, each when served).")
+@click.option("--transport", type=click.Choice(["auto", "grpc", "shm"]), default="auto", show_default=True,
+              help="How the test frames reach Triton (see `streamer run --help`).")
 @command
-def doctor(triton, input_path, threshold):
+def doctor(triton, input_path, threshold, model, transport):
     """Check a Triton server step by step and explain what is wrong.
 
-    Is the server live and ready, is the model ready, do its inputs/outputs match the
-    contract, how long one inference takes, what the raw outputs look like, and, when
-    nothing is detected, why.
+    Is the server live and ready; for each model (fasterrcnn_u8, fasterrcnn): is it served,
+    do its inputs/outputs match its contract, how the frames travel (shared memory or
+    gRPC), how long inferences take (client round trip and the server's compute per
+    frame), what the outputs look like, and, when nothing is detected, why.
     """
     from .doctor import diagnose
     from .pool import parse_targets, resolve
@@ -547,14 +568,14 @@ def doctor(triton, input_path, threshold):
     targets = parse_targets(triton)
     urls = resolve(targets)
     if len(urls) == 1 and not targets[0].dns:
-        return diagnose(urls[0], input_path or DEFAULT_SAMPLE, threshold, click.echo)
+        return diagnose(urls[0], input_path or DEFAULT_SAMPLE, threshold, click.echo, model, transport)
     if not urls:
         click.echo(f"[FAIL] {triton} resolves to no address")
         return ExitCode.INFERENCE
     codes = []
     for url in urls:
         click.echo(f"== server {url}")
-        codes.append(diagnose(url, input_path or DEFAULT_SAMPLE, threshold, click.echo))
+        codes.append(diagnose(url, input_path or DEFAULT_SAMPLE, threshold, click.echo, model, transport))
     bad = [url for url, code in zip(urls, codes) if code]
     if bad:
         click.echo(f"[FAIL] {len(bad)} of {len(urls)} servers failed: {', '.join(bad)}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -56,50 +56,95 @@ def explain_empty(raw: Detections, threshold: float, untrained: bool) -> str:
             f"lower --threshold to see them" + (" (the weights are UNTRAINED)" if untrained else ""))
 
 
-def diagnose(url: str, input_path: Path, threshold: float, echo: Echo) -> int:
+def diagnose(url: str, input_path: Path, threshold: float, echo: Echo, model: Optional[str] = None,
+             transport: str = "auto") -> int:
+    """Both models (or the one named): present or not, contract, one inference each, timing."""
+    from . import contract
+    from .errors import ModelNotReady
+    from .triton import U8_MODEL_NAME
+
+    try:
+        image = first_frame(input_path)
+    except StreamerError as err:
+        echo(f"[FAIL] sample input: {err} (pass --input IMAGE_OR_VIDEO)")
+        return err.exit_code
+    names = [model] if model else [U8_MODEL_NAME, contract.MODEL_NAME]
+    shown: set = set()
+    served = []
+    for name in names:
+        code = _diagnose_model(url, name, transport, image, input_path.name, threshold, echo, shown)
+        if code is None:  # not served
+            continue
+        if code != ExitCode.OK:
+            return code
+        served.append(name)
+    if not served:
+        echo(f"[FAIL] the server at {url} serves neither {' nor '.join(names)}; export with "
+             "`streamer export-model` and restart the server")
+        return ModelNotReady.exit_code
+    if model is None:
+        echo(f"[ok]   `streamer run` uses {served[0]} by default (--model to choose)")
+    return ExitCode.OK
+
+
+def _diagnose_model(url: str, name: str, transport: str, image: np.ndarray, input_name: str, threshold: float,
+                    echo: Echo, shown: set) -> Optional[int]:
+    """One model's checks; None when the server does not serve it (and others may be tried)."""
+    from .errors import ModelNotReady
     from .triton import TritonClient
 
     def ok(what: str, detail: str = "") -> None:
-        echo(f"[ok]   {what}" + (f": {detail}" if detail else ""))
+        line = f"[ok]   {what}" + (f": {detail}" if detail else "")
+        if line not in shown:  # the server's own checks once, not per model
+            shown.add(line)
+            echo(line)
 
-    with TritonClient(url) as client:
+    echo(f"-- model {name}")
+    with TritonClient(url, model=name, transport=transport, log=lambda m: echo(f"[warn] {m}")) as client:
         info = None
         try:
             for what, detail, maybe_info in client.checks():
                 ok(what, detail)
                 info = maybe_info or info
+        except ModelNotReady as err:
+            if "does not serve a ready model" not in str(err):
+                echo(f"[FAIL] {err}")
+                return err.exit_code
+            echo(f"[--]   {name} is not served by this server")
+            return None
         except StreamerError as err:
             echo(f"[FAIL] {err}")
             return err.exit_code
         if info.untrained:
             echo("[warn] the model's weights are UNTRAINED (random): detections are meaningless")
         try:
-            image = first_frame(input_path)
-        except StreamerError as err:
-            echo(f"[FAIL] sample input: {err} (pass --input IMAGE_OR_VIDEO)")
-            return err.exit_code
-        try:
-            started = time.monotonic()
-            raw = client.infer(image)
-            first = time.monotonic() - started
-            started = time.monotonic()
-            client.infer(image)
-            second = time.monotonic() - started
+            count0, compute0 = client.compute_stats()
+            times, answers = [], []
+            for _ in range(3):
+                started = time.monotonic()
+                answers.append(client.infer(image))
+                times.append(time.monotonic() - started)
+            raw = answers[0]
+            count1, compute1 = client.compute_stats()
         except StreamerError as err:
             echo(f"[FAIL] inference: {err}")
             return err.exit_code
-        ok("one inference", f"{first * 1000:.0f} ms (again: {second * 1000:.0f} ms) on a "
-                            f"{image.shape[1]}x{image.shape[0]} frame of {input_path.name}")
-        ok("raw outputs", f"output__0 boxes {raw.boxes.dtype} {list(raw.boxes.shape)}, output__1 labels "
-                          f"{raw.labels.dtype} {list(raw.labels.shape)}, output__2 scores {raw.scores.dtype} "
-                          f"{list(raw.scores.shape)}")
+        server = ""
+        if count1 > count0:
+            server = f"; server compute {(compute1 - compute0) / (count1 - count0) * 1000:.0f} ms/frame"
+        ok("one inference", f"{name}: first {times[0] * 1000:.0f} ms, then {times[1] * 1000:.0f} and "
+                                 f"{times[2] * 1000:.0f} ms{server} on a {image.shape[1]}x{image.shape[0]} frame "
+                                 f"of {input_name} over {client.transport}")
+        ok("raw outputs", f"{name}: boxes {raw.boxes.dtype} {list(raw.boxes.shape)}, labels "
+                                      f"{raw.labels.dtype} {list(raw.labels.shape)}, scores {raw.scores.dtype} "
+                                      f"{list(raw.scores.shape)}")
         top = np.argsort(-raw.scores)[:5]
         if len(top):
             echo("       top scores: " + ", ".join(
                 f"{info.name_of(int(raw.labels[i]))} {raw.scores[i]:.3f}" for i in top))
         verdict = explain_empty(raw, threshold, info.untrained)
         if len(raw.above(threshold)):
-            ok("detections", verdict)
+            ok("detections", f"{name}: {verdict}")
         else:
             echo(f"[warn] nothing to draw: {verdict}")
     return ExitCode.OK

@@ -44,11 +44,16 @@ def warn_untrained(info: contract.ModelInfo, say: Callable[[str], None]) -> None
 
 # -- the server session ------------------------------------------------------------------------
 
-def make_client(url: str):
-    """The one place a command's Triton clients are made."""
+def make_client(url: str, server: ServerSettings, say: Callable[[str], None]):
+    """The one place a command's Triton clients are made (the model and transport are
+    settled by the client's check())."""
     from .triton import TritonClient
 
-    return TritonClient(url)
+    return TritonClient(url, model=server.model, transport=server.transport, log=say)
+
+
+def describe_client(client) -> str:
+    return f"inference: model {client.model} ({client.codec.describe}) over {client.transport}"
 
 
 def pooled(server: ServerSettings) -> bool:
@@ -61,14 +66,14 @@ def pooled(server: ServerSettings) -> bool:
     return len(targets) > 1 or targets[0].dns
 
 
-def check_servers(urls: Sequence[str], say: Callable[[str], None]):
+def check_servers(urls: Sequence[str], server: ServerSettings, say: Callable[[str], None]):
     """Check every server; (first good client, its model info). One that does not answer is left
     to join later; one that answers with the wrong model is an error naming it."""
     from .errors import InferenceError, ServerUnavailable
 
     good, down = [], []
     for url in urls:
-        client = make_client(url)
+        client = make_client(url, server, say)
         try:
             info = client.check()
         except ServerUnavailable as err:
@@ -106,12 +111,14 @@ def triton_session(server: ServerSettings, say: Callable[[str], None]):
         urls = [server.triton]
     try:
         if len(urls) == 1 and not pooled(server):
-            with make_client(urls[0]) as client:
+            with make_client(urls[0], server, say) as client:
                 info = client.check()
+                say(describe_client(client))
                 yield client, info, embedded
         else:
-            client, info = check_servers(urls, say)
+            client, info = check_servers(urls, server, say)
             with client:
+                say(describe_client(client))
                 yield client, info, embedded
     finally:
         if embedded is not None:
@@ -128,7 +135,8 @@ def inference_for(server: ServerSettings, client, embedded, inference, live: boo
     if pooled(server):
         from .pool import ServerPool, parse_targets
 
-        return ServerPool(parse_targets(server.triton), make_client, max_in_flight=in_flight, retry_timeout=retry,
+        return ServerPool(parse_targets(server.triton), lambda url: make_client(url, server, say),
+                          max_in_flight=in_flight, retry_timeout=retry,
                           request_timeout=inference.request_timeout, resend=not live, log=say)
     return InferenceStream(client, max_in_flight=in_flight, retry_timeout=retry,
                            request_timeout=inference.request_timeout, recover=recover_hook(embedded, say), log=say,

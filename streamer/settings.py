@@ -32,6 +32,8 @@ class ServerSettings:
     model_repo: Path = Path("model_repository")
     threads: int = 0
     startup_timeout: float = 180.0
+    model: Optional[str] = None  # None: fasterrcnn_u8 when served, else the seed's fasterrcnn
+    transport: str = "auto"  # auto | grpc | shm: how frames reach Triton
     metrics_port: Optional[int] = None  # the embedded Triton's own metrics port (None: a free one)
 
 

@@ -221,3 +221,25 @@ def alive(pid: int) -> bool:
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# -- shared-memory regions ------------------------------------------------------------------------
+
+def region_files(pid: int) -> List[Path]:
+    """/dev/shm regions owned by process `pid` (streamer-shm-<ns>-<pid>-<start>-<n>)."""
+    return sorted(p for p in Path("/dev/shm").glob("streamer-shm-*") if p.name.split("-")[3] == str(pid))
+
+
+def registered(url: str) -> List[str]:
+    """Names of the system shared-memory regions the server at gRPC `url` has registered."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        return sorted(client.get_system_shared_memory_status(client_timeout=10).regions)
+    finally:
+        client.close()
+
+
+def owned_by(names, pid: int) -> List[str]:
+    return [n for n in names if n.startswith("streamer-shm-") and n.split("-")[3] == str(pid)]

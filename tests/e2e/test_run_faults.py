@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import (alive, children, inference_count, process_name, read_video, start_streamer,
-                       wait_until, write_clip)
+from ..helpers import (alive, children, inference_count, owned_by, process_name, read_video, region_files,
+                       registered, start_streamer, wait_until, write_clip)
 from .test_run_file import accounting
 
 pytestmark = pytest.mark.slow
@@ -32,12 +32,19 @@ def finish(proc, timeout=240):
     return proc.returncode, out, err
 
 
-def test_server_killed_and_back_resends_what_was_in_flight(tmp_path, killable_server):
+# The default path (the lean model over shared memory on this host) and the seed's path.
+PATHS = {"default": ((), "over shm"), "seed-grpc": (("--model", "fasterrcnn", "--transport", "grpc"),
+                                                     "model fasterrcnn (FP32 [3,H,W] frames, one per request) over grpc")}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_server_killed_and_back_resends_what_was_in_flight(path, tmp_path, killable_server):
     n = 150
     clip = write_clip(tmp_path / "in.mp4", n)
     out = tmp_path / "out.mp4"
+    flags, said = PATHS[path]
     proc = start_streamer("run", clip, "--out", out, "--triton", killable_server.grpc_url, "--in-flight", "3",
-                          "--retry-timeout", "120")
+                          "--retry-timeout", "120", *flags)
     wait_until(lambda: inference_count(killable_server.http_url) >= 20, 120, what="20 frames inferred")
     kill_server(killable_server)
     killable_server.restart()  # same ports; the run reconnects on its own
@@ -45,9 +52,11 @@ def test_server_killed_and_back_resends_what_was_in_flight(tmp_path, killable_se
     code, stdout, stderr = finish(proc)
     assert code == 0, stderr
     assert "unreachable" in stderr and "resent" in stderr
+    assert said in stderr
     assert accounting(stdout) == {"read": n, "inferred": n, "written": n, "failed": 0}
     assert "reconnects 1" in stdout
     assert read_video(out).codes == list(range(n))
+    assert not region_files(proc.pid) and not owned_by(registered(killable_server.grpc_url), proc.pid)
 
 
 def test_server_gone_for_good_writes_every_frame_and_fails(tmp_path, killable_server):
@@ -116,6 +125,9 @@ def test_interrupted_run_leaves_a_playable_mp4_and_the_accounting_line(sig, tmp_
     assert 0 < counts["written"] < n
     codes = read_video(out).codes  # playable: it decodes, and holds what was processed
     assert codes == list(range(counts["written"]))
+    assert "over shm" in stderr
+    assert not region_files(proc.pid), "shared-memory regions unlinked"
+    assert not owned_by(registered(server_mobilenet.grpc_url), proc.pid), "and unregistered"
 
 
 def test_embedded_run_leaves_no_process_or_shared_memory(tmp_path, repo_mobilenet):
@@ -133,3 +145,4 @@ def test_embedded_run_leaves_no_process_or_shared_memory(tmp_path, repo_mobilene
     assert seen, "the embedded server was never seen"
     assert not any(alive(pid) for pid in seen)
     assert not list(Path("/dev/shm").glob(f"streamer-{proc.pid}-*"))
+    assert "over shm" in stderr and not region_files(proc.pid)

@@ -25,10 +25,10 @@ def assert_same_timing(src, out):
     assert out.duration == pytest.approx(src.duration, abs=1e-3)
 
 
-@pytest.mark.parametrize("case", ["29.97fps", "vfr", "odd-size", "in-flight-4"])
+@pytest.mark.parametrize("case", ["29.97fps", "vfr", "odd-size", "in-flight-4", "seed-grpc"])
 def test_output_has_every_frame_in_order_with_source_timing(case, tmp_path, server_mobilenet):
     clip = tmp_path / "in.mp4"
-    width, height, in_flight = 200, 150, "2"
+    width, height, in_flight, path = 200, 150, "2", ()
     if case == "29.97fps":
         write_clip(clip, 90, rate=Fraction(30000, 1001))
     elif case == "vfr":
@@ -37,14 +37,19 @@ def test_output_has_every_frame_in_order_with_source_timing(case, tmp_path, serv
     elif case == "odd-size":
         width, height = 201, 151
         write_clip(clip, 30, width=width, height=height)
-    else:
+    elif case == "in-flight-4":
         in_flight = "4"
+        write_clip(clip, 60)
+    else:  # the seed's model and transport, chosen by hand
+        path = ("--model", "fasterrcnn", "--transport", "grpc")
         write_clip(clip, 60)
     out = tmp_path / "out.mp4"
 
-    result = streamer("run", clip, "--out", out, "--triton", server_mobilenet.grpc_url, "--in-flight", in_flight)
+    result = streamer("run", clip, "--out", out, "--triton", server_mobilenet.grpc_url, "--in-flight", in_flight,
+                      *path)
 
     assert result.returncode == 0, result.stderr
+    assert ("over grpc" if path else "over shm") in result.stderr
     src, dst = read_video(clip), read_video(out)
     n = len(src.pts)
     assert dst.codes == list(range(n))  # none missing, none repeated, in order
