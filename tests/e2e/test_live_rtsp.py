@@ -154,7 +154,8 @@ def test_live_video_keeps_going_while_triton_is_away(tmp_path, clip, killable_se
         run = Run("run", cam.url, "--triton", killable_server.grpc_url, "--detections", dets)
         try:
             run.wait_for(": live,")
-            wait_until(lambda: inference_count(killable_server.http_url, "fasterrcnn_u8") >= 5, 120, what="5 inferences")
+            wait_until(lambda: inference_count(killable_server.http_url, "fasterrcnn_u8") >= 5, 120,
+                       what="5 inferences")
             kill_server(killable_server)
             run.wait_for("unreachable", timeout=60)
             time.sleep(2)
