@@ -169,10 +169,12 @@ def start_streamer(*args: str, env: Optional[dict] = None) -> subprocess.Popen:
     )
 
 
-def inference_count(http_url: str, model: str = "fasterrcnn") -> int:
-    """Successful inferences the server has counted for the model (0 when unreachable)."""
+def inference_count(http_url: str, model: Optional[str] = None) -> int:
+    """Successful inferences the server has counted for the model, or for all its models
+    (0 when unreachable)."""
+    path = f"/v2/models/{model}/stats" if model else "/v2/models/stats"
     try:
-        with urllib.request.urlopen(f"{http_url}/v2/models/{model}/stats", timeout=2) as resp:
+        with urllib.request.urlopen(f"{http_url}{path}", timeout=2) as resp:
             stats = json.loads(resp.read())
     except OSError:
         return 0

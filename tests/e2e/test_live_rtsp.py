@@ -154,13 +154,15 @@ def test_live_video_keeps_going_while_triton_is_away(tmp_path, clip, killable_se
         run = Run("run", cam.url, "--triton", killable_server.grpc_url, "--detections", dets)
         try:
             run.wait_for(": live,")
-            wait_until(lambda: inference_count(killable_server.http_url) >= 5, 120, what="5 inferences")
+            wait_until(lambda: inference_count(killable_server.http_url, "fasterrcnn_u8") >= 5, 120,
+                       what="5 inferences")
             kill_server(killable_server)
             run.wait_for("unreachable", timeout=60)
             time.sleep(2)
             killable_server.restart()
             run.wait_for("Triton is back", timeout=90)
-            wait_until(lambda: inference_count(killable_server.http_url) >= 5, 120, what="inference to resume")
+            wait_until(lambda: inference_count(killable_server.http_url, "fasterrcnn_u8") >= 5, 120,
+                       what="inference to resume")
             run.proc.send_signal(signal.SIGINT)
             assert run.finish() == 130, run.stderr
         finally:
