@@ -169,16 +169,29 @@ def start_streamer(*args: str, env: Optional[dict] = None) -> subprocess.Popen:
     )
 
 
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return json.loads(resp.read())
+
+
 def inference_count(http_url: str, model: Optional[str] = None) -> int:
-    """Successful inferences the server has counted for the model, or for all its models
-    (0 when unreachable)."""
+    """Frames the server has inferred for the model, or for all its models (0 when unreachable).
+    The warm-up requests Triton runs at load (`model_warmup`) are counted by its statistics too:
+    they are left out here, so a count means frames sent by clients."""
     path = f"/v2/models/{model}/stats" if model else "/v2/models/stats"
     try:
-        with urllib.request.urlopen(f"{http_url}{path}", timeout=2) as resp:
-            stats = json.loads(resp.read())
+        stats = _get_json(f"{http_url}{path}")
+        total = 0
+        for s in stats["model_stats"]:
+            count = s["inference_stats"]["success"]["count"]
+            if count:
+                config = _get_json(f"{http_url}/v2/models/{s['name']}/config")
+                count -= sum(int(w.get("count", 1) or 1) * int(w.get("batch_size", 1) or 1)
+                             for w in config.get("model_warmup", []))
+            total += max(0, count)
+        return total
     except OSError:
         return 0
-    return sum(s["inference_stats"]["success"]["count"] for s in stats["model_stats"])
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition") -> None:
