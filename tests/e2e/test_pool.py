@@ -55,11 +55,13 @@ def test_two_servers_write_exactly_what_one_writes(tmp_path, repo_v2):
     clip = write_clip(tmp_path / "in.mp4", 24)
     servers = [start(repo_v2), start(repo_v2)]
     try:
+        # one request in flight per server: every frame is inferred alone in both runs (Triton batches
+        # requests that wait together, and a batch of two may differ from one alone in float noise)
         one = streamer("run", clip, "--triton", servers[0].grpc_url, "--out", tmp_path / "one.mp4",
-                       "--detections", tmp_path / "one.jsonl", timeout=300)
+                       "--detections", tmp_path / "one.jsonl", "--in-flight", 1, timeout=300)
         both = streamer("run", clip, "--triton", f"{servers[0].grpc_url},{servers[1].grpc_url},"
                         f"{servers[0].grpc_url}", "--out", tmp_path / "two.mp4", "--detections",
-                        tmp_path / "two.jsonl", timeout=300)
+                        tmp_path / "two.jsonl", "--in-flight", 1, timeout=300)
         counts = [inference_count(s.http_url) for s in servers]
     finally:
         for s in servers:

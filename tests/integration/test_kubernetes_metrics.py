@@ -77,14 +77,21 @@ def prometheus(tmp_path, server_mobilenet):
 
 def test_adapter_rule_gives_the_queue_time_per_triton_pod(prometheus, server_mobilenet, tmp_path):
     rule = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"][0]
-    # Requests that wait: two in flight on a server with one model instance.
-    clip = write_clip(tmp_path / "clip.mp4", 12)
-    run = streamer("run", clip, "--triton", server_mobilenet.grpc_url, "--in-flight", "2",
+    # What the adapter lists (its discovery), with the labels it maps to Kubernetes objects.
+    series = []
+
+    def listed() -> bool:  # Prometheus scrapes every second; a loaded machine can take a few
+        series[:] = api(prometheus, "/api/v1/series", **{"match[]": rule["seriesQuery"]})
+        return bool(series)
+
+    wait_until(listed, timeout=90, interval=1, what="the adapter's series in Prometheus")
+    # Requests that wait: two in flight on a server with one model instance, on the seed model
+    # (fasterrcnn_u8 would batch the second request with the first instead of queueing it).
+    clip = write_clip(tmp_path / "clip.mp4", 60)  # seconds of work, so that scrapes see the counters move
+    run = streamer("run", clip, "--triton", server_mobilenet.grpc_url, "--in-flight", "2", "--model", "fasterrcnn",
                    "--detections", tmp_path / "out.jsonl", timeout=300)
     assert run.returncode == 0, run.stderr
 
-    # What the adapter lists (its discovery), with the labels it maps to Kubernetes objects.
-    series = api(prometheus, "/api/v1/series", **{"match[]": rule["seriesQuery"]})
     assert series and {(s["namespace"], s["pod"]) for s in series} == {("streamer", POD)}
 
     # What the autoscaler gets for the pods it asks about.

@@ -32,7 +32,8 @@ SKIPPED = "rate(streamer_frames_skipped_total[1m]) / rate(streamer_frames_captur
 DOWN = "streamer_camera_up == 0"
 P95 = "histogram_quantile(0.95, sum by (camera, le) (rate(streamer_inference_latency_seconds_bucket[1m])))"
 PEOPLE = 'rate(streamer_detections_total{class="person"}[1m]) * 60'
-QUEUE_US = "rate(nv_inference_queue_duration_us[1m]) / rate(nv_inference_request_success[1m])"
+QUEUE_US = ("sum by (instance) (rate(nv_inference_queue_duration_us[1m]))"
+            " / sum by (instance) (rate(nv_inference_request_success[1m]))")
 
 
 @dataclass

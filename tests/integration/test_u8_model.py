@@ -20,7 +20,7 @@ import pytest
 from streamer import contract
 
 from ..conftest import SERVER_THREADS, V2_EXPORT, serving
-from ..helpers import frame_image
+from ..helpers import frame_image, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -236,8 +236,14 @@ def test_same_size_burst_is_batched_and_each_frame_gets_its_own_answer(server_v2
     assert distinct(alone) and all(len(a[2]) > 0 for a in alone)
     before = executions_by_batch_size(server_v2, U8.name)
     results = burst(server_v2, frames)
-    after = executions_by_batch_size(server_v2, U8.name)
     assert [error for _, error in results] == [None] * len(frames)
+    after = {}
+
+    def counted() -> bool:  # Triton records an execution's statistics just after it answers
+        after.update(executions_by_batch_size(server_v2, U8.name))
+        return sum(size * n for size, n in after.items()) - sum(size * n for size, n in before.items()) >= len(frames)
+
+    wait_until(counted, timeout=30, interval=0.2, what="the burst in Triton's statistics")
     # Triton's dynamic batcher joined requests: some execution ran several frames at once.
     batched = {size: n - before.get(size, 0) for size, n in after.items() if size > 1 and n > before.get(size, 0)}
     assert batched, after
