@@ -239,10 +239,10 @@ class CameraFeed:
         """Draw one captured frame with the newest detections and record it; the drawn image."""
         shown = self._detections_for(frame)
         image = self.annotate(frame.image, shown.detections) if shown is not None else frame.image
-        with interrupts.critical():
+        with interrupts.critical():  # recorded and counted together, even when Ctrl-C arrives meanwhile
             for sink in self.recorders:
                 sink.write(frame, image, shown.detections if shown else None)
-        self.stats.shown += 1
+            self.stats.shown += 1
         self.frame_age = now - frame.wall_time
         self.stats.ages.append(self.frame_age)
         self._interval.ages.append(self.frame_age)
