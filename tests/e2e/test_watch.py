@@ -49,7 +49,9 @@ def long_clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def slow_clip(tmp_path_factory) -> Path:
-    return camera_clip(tmp_path_factory.mktemp("watch") / "cam8.mp4", 480, rate=8)  # 60 s
+    # 12 fps: slower than the 25 fps camera, yet with a new frame each time its turn comes round when
+    # the model runs at about 15 frames/s (a camera can only be refreshed as often as it has frames)
+    return camera_clip(tmp_path_factory.mktemp("watch") / "cam12.mp4", 720, rate=12)  # 60 s
 
 
 def camera_file(tmp_path: Path, cameras: dict, extra: str = "") -> Path:
@@ -130,7 +132,7 @@ def test_cameras_at_different_rates_get_the_same_refresh(tmp_path, long_clip, sl
         finally:
             run.kill()
     counts = per_camera(run.out)
-    assert counts["cam1"]["captured"] > 2 * counts["cam2"]["captured"]  # 25 fps vs 8 fps
+    assert counts["cam1"]["captured"] > 1.6 * counts["cam2"]["captured"]  # 25 fps vs 12 fps
     intervals = {cam: v[:4] for cam, v in rates().items()}
     fast_rate, slow_rate = (sum(intervals[cam]) for cam in ("cam1", "cam2"))
     assert fast_rate > 0 and slow_rate > 0, intervals
