@@ -40,10 +40,6 @@ class CliError(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
-class UsageError(StreamerError):
-    exit_code = ExitCode.USAGE
-
-
 def command(fn):
     """Turn StreamerErrors into one-line errors, Ctrl-C / SIGTERM into exit 130, return values into exit codes."""
 
@@ -190,7 +186,9 @@ def export_model(arch, weights, min_size, max_size, proposals, box_score_thresh,
     whether the weights are untrained.
     """
     if weights not in ("coco", "random") and not Path(weights).is_file():
-        raise UsageError(f"--weights {weights!r}: not coco, random, or an existing .pth file")
+        from .settings import SettingsError
+
+        raise SettingsError(f"--weights {weights!r}: not coco, random, or an existing .pth file")
     from .export import ExportSettings, export, summary  # torch is imported here only
 
     if weights == "random":

@@ -169,10 +169,6 @@ class ServerPool:
     def reconnects(self) -> int:
         return sum(s.stream.reconnects for s in list(self._servers.values()))
 
-    @property
-    def servers(self) -> List[str]:
-        return list(self._servers)
-
     def abort(self) -> None:
         self._aborted.set()
         for server in list(self._servers.values()):
