@@ -124,6 +124,38 @@ def console() -> "Console":
     return Console(say=say, out=click.echo, progress=_progress)
 
 
+def live_options(fn):
+    """The request timeout, and how live sources are opened, watched and reported (run and watch)."""
+    options = [
+        click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+                     help="Seconds without any answer before the server counts as gone."),
+        click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True,
+                     help="RTSP: interleaved over TCP (works through NAT and firewalls) or RTP over UDP."),
+        click.option("--open-timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
+                     help="Live: seconds to connect to a camera/stream before it counts as unreachable."),
+        click.option("--stall-timeout", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+                     help="Live: seconds without data (socket still open) before a stream counts as dropped."),
+        click.option("--status-every", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+                     help="Live: a status line (fps, refresh rate, frame age; per camera for watch) every "
+                          "SECONDS on stderr. Default: 10 without --show, none with it (the window has its "
+                          "HUD); 0: never."),
+        click.option("--max-reconnect-time", type=click.FloatRange(min=0), default=300.0, show_default=True,
+                     help="Live: seconds a dropped camera may stay offline (reconnecting with backoff) before it "
+                          "is given up: `run` ends with an error; `watch` goes on with the other cameras and "
+                          "exits 3 at its end."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def capture_settings(open_timeout, stall_timeout, rtsp_transport, max_reconnect_time) -> "CaptureSettings":
+    from .capture import CaptureSettings
+
+    return CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout, rtsp_transport=rtsp_transport,
+                           max_reconnect_time=max_reconnect_time)
+
+
 def metrics_options(fn):
     """--metrics-port/--metrics-host (the pipeline's Prometheus endpoint), --triton-metrics-port."""
     options = [
@@ -286,20 +318,7 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @click.option("--retry-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Files: if the server goes away, seconds to wait for it before frames count as failed. "
                    "Live runs keep the video going and wait for the server as long as they run.")
-@click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
-              help="Seconds without any answer before the server counts as gone.")
-@click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True,
-              help="RTSP: interleaved over TCP (works through NAT and firewalls) or RTP over UDP.")
-@click.option("--open-timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
-              help="Live: seconds to connect to the camera/stream before it counts as unreachable.")
-@click.option("--stall-timeout", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
-              help="Live: seconds without data (socket still open) before the stream counts as dropped.")
-@click.option("--status-every", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Live: print a status line (fps, refresh rate, frame age) every SECONDS on stderr. "
-                   "Default: 10 without --show, none with it (the window has its HUD); 0: never.")
-@click.option("--max-reconnect-time", type=click.FloatRange(min=0), default=300.0, show_default=True,
-              help="Live: seconds a dropped camera may stay offline (reconnecting with backoff) "
-                   "before the run ends with an error.")
+@live_options
 @metrics_options
 @command
 def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections,
@@ -323,7 +342,6 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     backoff; a Triton server that goes away leaves the video running until it is back.
     Credentials in URLs are never printed (rtsp://***@host/path).
     """
-    from .capture import CaptureSettings
     from .runner import run_command
     from .settings import InferenceSettings, MetricsSettings, RunSettings, Selection
 
@@ -334,8 +352,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port),
         inference=InferenceSettings(in_flight=in_flight, retry_timeout=retry_timeout,
                                     request_timeout=request_timeout),
-        capture=CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout,
-                                rtsp_transport=rtsp_transport, max_reconnect_time=max_reconnect_time),
+        capture=capture_settings(open_timeout, stall_timeout, rtsp_transport, max_reconnect_time),
         status_every=status_every,
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
     )
@@ -367,18 +384,7 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
 @click.option("--in-flight", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Requests in flight per server, shared by all cameras (each free slot goes to the camera "
                    "served least recently).")
-@click.option("--request-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
-              help="Seconds without any answer before the server counts as gone.")
-@click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
-@click.option("--open-timeout", type=click.FloatRange(min=0.5), default=10.0, show_default=True,
-              help="Seconds to connect to a camera before it counts as unreachable.")
-@click.option("--stall-timeout", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
-              help="Seconds without data before a camera counts as dropped.")
-@click.option("--status-every", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="A status line per camera every SECONDS on stderr (default: 10 without --show; 0: never).")
-@click.option("--max-reconnect-time", type=click.FloatRange(min=0), default=300.0, show_default=True,
-              help="Seconds a dropped camera may stay offline before it is given up; the other cameras "
-                   "go on and the run's exit code becomes 3.")
+@live_options
 @metrics_options
 @command
 def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections, max_frames, triton, model_repo,
@@ -406,45 +412,23 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
     classes, hold_detections, loop}}. Exit 3 when a camera could not be opened or was
     given up on (the others still ran); 2 for a bad camera file.
     """
-    from .capture import CaptureSettings
     from .runner import watch_command
-    from .settings import (InferenceSettings, MetricsSettings, Selection, SettingsError, WatchSettings,
-                           load_camera_file, quick_cameras, with_max_frames)
+    from .settings import InferenceSettings, MetricsSettings, Selection, WatchSettings, watch_cameras
 
-    base = Selection(threshold, _class_names(classes))
-    first = Path(cameras[0])
-    if first.suffix.lower() in (".yaml", ".yml"):
-        if len(cameras) > 1:
-            raise SettingsError("give either one camera file or a list of sources, not both")
-        if out_dir is not None:
-            raise SettingsError("--out-dir is for a list of sources; a camera file names each `record:` itself")
-        if not first.is_file():
-            raise SettingsError(f"no camera file at {first}")
-        loaded = load_camera_file(first, base=base)
-        cams = with_max_frames(loaded.cameras, max_frames)
-        if hold_detections is not None:
-            from dataclasses import replace
-
-            cams = tuple(c if c.hold_detections is not None else replace(c, hold_detections=hold_detections)
-                         for c in cams)
-        triton = triton or loaded.triton
-        metrics_port = metrics_port or loaded.metrics_port
-        if loaded.metrics_host and metrics_host == "127.0.0.1":
-            metrics_host = loaded.metrics_host
-    else:
-        if out_dir is not None and not out_dir.is_dir():
-            from .errors import SinkError
-
-            raise SinkError(f"--out-dir {out_dir} does not exist (create it first)")
-        cams = quick_cameras(list(cameras), out_dir, base, hold_detections, max_frames)
+    found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
+                          max_frames)
+    cams = found.cameras
+    triton = triton or found.triton  # flags win over the camera file
+    metrics_port = metrics_port or found.metrics_port
+    if found.metrics_host and metrics_host == "127.0.0.1":
+        metrics_host = found.metrics_host
     if triton is not None:
         triton = TritonAddress().convert(triton, None, None)
     settings = WatchSettings(
         cameras=cams,
         server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port),
         inference=InferenceSettings(in_flight=in_flight, request_timeout=request_timeout),
-        capture=CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout,
-                                rtsp_transport=rtsp_transport, max_reconnect_time=max_reconnect_time),
+        capture=capture_settings(open_timeout, stall_timeout, rtsp_transport, max_reconnect_time),
         show=show, overwrite=overwrite, status_every=status_every,
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
     )

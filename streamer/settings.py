@@ -309,7 +309,27 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
                       metrics_host=parsed.metrics_host, path=path)
 
 
-def with_max_frames(cameras: Tuple[CameraSettings, ...], max_frames: Optional[int]) -> Tuple[CameraSettings, ...]:
-    if max_frames is None:
-        return cameras
-    return tuple(replace(c, max_frames=max_frames) for c in cameras)
+def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hold: Optional[float],
+                  max_frames: Optional[int]) -> CameraFile:
+    """The cameras of `streamer watch ARGS`: one camera file (.yaml/.yml), or a list of sources
+    named cam1, cam2, ... (recorded into `out_dir` when given). `base` and `hold` apply where the
+    file leaves them unset; `max_frames` applies to every camera. Raises SettingsError."""
+    first = Path(args[0])
+    if first.suffix.lower() not in (".yaml", ".yml"):
+        if out_dir is not None and not out_dir.is_dir():
+            from .errors import SinkError
+
+            raise SinkError(f"--out-dir {out_dir} does not exist (create it first)")
+        return CameraFile(cameras=quick_cameras(list(args), out_dir, base, hold, max_frames))
+    if len(args) > 1:
+        raise SettingsError("give either one camera file or a list of sources, not both")
+    if out_dir is not None:
+        raise SettingsError("--out-dir is for a list of sources; a camera file names each `record:` itself")
+    if not first.is_file():
+        raise SettingsError(f"no camera file at {first}")
+    loaded = load_camera_file(first, base=base)
+    cameras = tuple(
+        replace(c, max_frames=max_frames if max_frames is not None else c.max_frames,
+                hold_detections=c.hold_detections if c.hold_detections is not None else hold)
+        for c in loaded.cameras)
+    return replace(loaded, cameras=cameras)

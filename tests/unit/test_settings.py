@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from streamer.cli import cli
 from streamer.errors import ExitCode
-from streamer.settings import Selection, SettingsError, load_camera_file, quick_cameras
+from streamer.errors import SinkError
+from streamer.settings import Selection, SettingsError, load_camera_file, quick_cameras, watch_cameras
 
 GOOD = """\
 # cameras.yaml
@@ -102,6 +103,31 @@ def test_quick_cameras_are_named_cam1_cam2(tmp_path):
     assert [c.name for c in cams] == ["cam1", "cam2"]
     assert cams[1].record == tmp_path / "cam2.mp4" and cams[1].detections == tmp_path / "cam2.jsonl"
     assert all(c.max_frames == 5 for c in cams)
+
+
+def test_watch_cameras_flags_fill_what_the_file_leaves_unset(tmp_path):
+    path = write(tmp_path, "triton: h:8001\ncameras:\n  a:\n    source: rtsp://h/a\n    hold_detections: 1\n"
+                           "  b:\n    source: rtsp://h/b\n    threshold: 0.7\n")
+    found = watch_cameras([str(path)], None, Selection(0.4, ("cat",)), hold=5.0, max_frames=9)
+    a, b = found.cameras
+    assert found.triton == "h:8001" and found.path == path
+    assert (a.hold_detections, b.hold_detections) == (1, 5.0)  # the file's own value wins
+    assert (a.selection, b.selection) == (Selection(0.4, ("cat",)), Selection(0.7, ("cat",)))
+    assert a.max_frames == b.max_frames == 9
+
+
+def test_watch_cameras_from_sources_and_their_usage_errors(tmp_path):
+    found = watch_cameras(["rtsp://h/a", "0"], tmp_path, Selection(), None, None)
+    assert [c.name for c in found.cameras] == ["cam1", "cam2"] and found.triton is None
+    path = write(tmp_path, GOOD)
+    with pytest.raises(SettingsError, match="not both"):
+        watch_cameras([str(path), "rtsp://h/a"], None, Selection(), None, None)
+    with pytest.raises(SettingsError, match="--out-dir is for a list of sources"):
+        watch_cameras([str(path)], tmp_path, Selection(), None, None)
+    with pytest.raises(SettingsError, match="no camera file at"):
+        watch_cameras([str(tmp_path / "nope.yaml")], None, Selection(), None, None)
+    with pytest.raises(SinkError, match="does not exist"):
+        watch_cameras(["rtsp://h/a"], tmp_path / "missing", Selection(), None, None)
 
 
 def run_watch(*args):
