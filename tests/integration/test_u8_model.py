@@ -107,6 +107,42 @@ def test_u8_model_answers_empty_frames_with_padding(repo_v2):
     assert len(answer[2]) == 0
 
 
+def v2_model():
+    """torchvision's own eager detector, built with the fixture export's settings and seed."""
+    from streamer.export import ExportSettings, build_model
+
+    args = dict(zip(V2_EXPORT[::2], V2_EXPORT[1::2]))
+    settings = ExportSettings(arch=args["--arch"], weights="random", min_size=int(args["--min-size"]),
+                              max_size=int(args["--max-size"]), proposals=int(args["--proposals"]),
+                              box_score_thresh=float(args["--box-score-thresh"]))
+    model, _, _ = build_model(settings)
+    return model
+
+
+def test_exports_resize_first_and_still_equal_torchvision_on_large_frames(repo_v2):
+    """The exported models shrink a frame before normalizing it (ResizeFirstTransform), the
+    reverse of torchvision's order: on real frames of 640x480 and 1920x1080 (the sample
+    upscaled) both still answer what torchvision's own eager model answers."""
+    import torch
+
+    from streamer.triton import to_input
+
+    model = v2_model()
+    seed, u8 = load(repo_v2, SEED.name), load(repo_v2, U8.name)
+    large = [np.asarray(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(1920, 1080).to_ndarray(
+        format="rgb24")) for f in real_frames()[:2]]
+    checked = 0
+    for i, frame in enumerate(real_frames()[:3] + large):
+        with torch.inference_mode():
+            [d] = model([torch.from_numpy(to_input(frame))])
+        expected = (d["boxes"].numpy(), d["labels"].numpy(), d["scores"].numpy())
+        checked += len(expected[2])
+        assert_same(run_seed(seed, frame), expected, f"seed model, frame {i} {frame.shape}")
+        [got] = run_u8(u8, frame[None])
+        assert_same(got, expected, f"u8 model, frame {i} {frame.shape}")
+    assert checked > 0
+
+
 # Run in a fresh interpreter: load model.pt with torch.jit.load (the loader Triton's LibTorch
 # backend uses in C++), run the frames, save what it answers.
 FRESH_PROCESS = """
@@ -128,16 +164,11 @@ np.savez(sys.argv[3], **out)
 def test_frozen_export_loads_fresh_and_equals_the_plain_scripted_module(repo_v2, served, tmp_path):
     import torch
 
-    from streamer.export import ExportSettings, build_model, script
+    from streamer.export import script
     from streamer.triton import to_input
 
     # The plain (unfrozen) scripted module of the same settings and seed as the fixture's export.
-    args = dict(zip(V2_EXPORT[::2], V2_EXPORT[1::2]))
-    settings = ExportSettings(arch=args["--arch"], weights="random", min_size=int(args["--min-size"]),
-                              max_size=int(args["--max-size"]), proposals=int(args["--proposals"]),
-                              box_score_thresh=float(args["--box-score-thresh"]))
-    model, _, _ = build_model(settings)
-    plain = script(model, served)
+    plain = script(v2_model(), served)
     frames = real_frames()[:3]
     inputs = np.stack([to_input(f) for f in frames] if served is SEED else [f[None] for f in frames])
     np.save(tmp_path / "frames.npy", inputs)
