@@ -41,11 +41,11 @@ assert set(_WEIGHT_ENUMS) == set(contract.ARCHS)
 COCO_NUM_CLASSES = 91
 # torch.jit.freeze's optimize_numerics (see freeze()).
 FREEZE_OPTIMIZE_NUMERICS = False
-# Archs exported in channels-last memory format (before freezing): faster for the ResNet-50
-# backbone on a CPU (scripts/model_speed.py: x1.17-1.30 over plain scripting, against x1.02-1.22
-# frozen alone), not for the MobileNet ones (x1.05-1.24, against x1.22-1.28 frozen alone).
-# Its outputs differ from the plain module's by float rounding only (boxes 0.01 px, scores 2e-5).
-CHANNELS_LAST_ARCHS = frozenset({"fasterrcnn_resnet50_fpn_v2"})
+# Archs exported in channels-last memory format (before freezing). On a quiet 2-core machine
+# (scripts/model_speed.py, 2026-11-25) channels-last + frozen ran x1.13-1.16 the seed's plain
+# scripted module for all three archs, freezing alone x1.00-1.06. Outputs differ from the plain
+# module's by float rounding only (v2: boxes 0.01 px, scores 2e-5; mobilenet_320: bit-equal).
+CHANNELS_LAST_ARCHS = frozenset(contract.ARCHS)
 
 
 @dataclass(frozen=True)
