@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml | system-deps
 
 demo: install
 	mkdir -p out
-	# v2 at the sample's own 480-line size and 300 proposals: about 1.3 s a frame on 2 CPU cores.
+	# v2 at the sample's own 480-line size and 300 proposals: about 0.6 s a frame on 2 CPU cores.
 	$(BIN)/streamer export-model --weights $(WEIGHTS) --min-size 480 --max-size 640 --proposals 300 \
 		|| { code=$$?; echo "offline? run the demo untrained: make demo WEIGHTS=random"; exit $$code; }
 	$(BIN)/streamer run samples/sample.mp4 --out out/sample_annotated.mp4 \
