@@ -15,8 +15,7 @@ Forms: seed (torch.jit.script of the wrapper around torchvision's model as it is
 export), plain (the same with the transform resizing before it normalizes:
 export.ResizeFirstTransform), frozen (that, torch.jit.freeze, optimize_numerics=False),
 frozen_numerics (optimize_numerics=True), frozen_channels_last (the model in channels-last
-memory format, then frozen). export-model ships frozen_channels_last for the archs in
-streamer.export.CHANNELS_LAST_ARCHS and frozen for the others.
+memory format, then frozen). export-model ships frozen_channels_last for every arch.
 """
 
 from __future__ import annotations

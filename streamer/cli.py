@@ -109,7 +109,6 @@ def model_options():
     ]
 
 
-
 def server_settings(triton, model_repo, threads, startup_timeout, model=None, transport="auto",
                     triton_metrics_port=None):
     from .settings import ServerSettings

@@ -41,11 +41,6 @@ assert set(_WEIGHT_ENUMS) == set(contract.ARCHS)
 COCO_NUM_CLASSES = 91
 # torch.jit.freeze's optimize_numerics (see freeze()).
 FREEZE_OPTIMIZE_NUMERICS = False
-# Archs exported in channels-last memory format (before freezing). On a quiet 2-core machine
-# (scripts/model_speed.py, 2026-11-25) channels-last + frozen ran x1.13-1.16 the seed's plain
-# scripted module for all three archs, freezing alone x1.00-1.06. Outputs differ from the plain
-# module's by float rounding only (v2: boxes 0.01 px, scores 2e-5; mobilenet_320: bit-equal).
-CHANNELS_LAST_ARCHS = frozenset(contract.ARCHS)
 
 
 @dataclass(frozen=True)
@@ -65,10 +60,10 @@ class ResizeFirstTransform(GeneralizedRCNNTransform):
     torchvision normalizes the full frame, then shrinks it to the model's size. With the u8
     model's old float conversion of the whole frame, a 1080p frame spent 31 ms of its 81 ms
     (mobilenet_320, 2 cores) in full-size float passes; 2 ms now. Bilinear resizing is linear
-    per channel and normalizing is
-    a per-channel affine map, so the order does not change the result beyond float
-    rounding (1e-6 of a pixel value here). The scale the image is resized by is torchvision's
-    own (`_resize_image_and_masks`), so boxes map back to the frame exactly as before.
+    per channel and normalizing is a per-channel affine map, so the order does not change the
+    result beyond float rounding (1e-6 of a pixel value here). The scale the image is resized
+    by is torchvision's own (`_resize_image_and_masks`), so boxes map back to the frame exactly
+    as before.
 
     `input_scale` is what a pixel value of 1.0 is in the input: 1 for the seed's 0..1 FP32
     images, 255 for uint8 frames (the mean and std are scaled instead of every pixel).
@@ -344,8 +339,11 @@ def export(settings: ExportSettings, repo: Path) -> Path:
         except OSError as err:
             raise ExportError(f"cannot create {version_dir} ({err.strerror}); pick a writable --repo") from err
     model, weights_desc, untrained = build_model(settings)
-    if settings.arch in CHANNELS_LAST_ARCHS:
-        model = model.to(memory_format=torch.channels_last)
+    # Every arch is exported in channels-last memory format, then frozen. On a quiet 2-core machine
+    # (scripts/model_speed.py, 2026-11-25) that ran x1.13-1.16 the seed's plain scripted module
+    # for all three archs, freezing alone x1.00-1.06. Outputs differ from the plain module's by
+    # float rounding only (v2: boxes 0.01 px, scores 2e-5; mobilenet_320: bit-equal).
+    model = model.to(memory_format=torch.channels_last)
     transform = model.transform
     max_detections = int(model.roi_heads.detections_per_img)
     options = dict(
