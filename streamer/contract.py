@@ -106,6 +106,8 @@ U8 = ModelContract(
 )
 # The models one export writes, the batchable one first (the client's preference).
 CONTRACTS = (U8, SEED)
+# Without --model, a client uses the first of these the server has ready.
+PREFERRED_MODELS = tuple(model.name for model in CONTRACTS)
 
 # Keys of config.pbtxt `parameters` that describe the model to any client.
 P_CLASS_NAMES = "class_names"

@@ -61,14 +61,13 @@ def diagnose(url: str, input_path: Path, threshold: float, echo: Echo, model: Op
     """Both models (or the one named): present or not, contract, one inference each, timing."""
     from . import contract
     from .errors import ModelNotReady
-    from .triton import U8_MODEL_NAME
 
     try:
         image = first_frame(input_path)
     except StreamerError as err:
         echo(f"[FAIL] sample input: {err} (pass --input IMAGE_OR_VIDEO)")
         return err.exit_code
-    names = [model] if model else [U8_MODEL_NAME, contract.MODEL_NAME]
+    names = [model] if model else list(contract.PREFERRED_MODELS)
     shown: set = set()
     served = []
     for name in names:

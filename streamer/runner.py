@@ -408,9 +408,8 @@ def run_cameras(settings: WatchSettings, console: Console) -> int:
         spec = classify_source(cam.source)
         if not single:
             spec = type(spec)(spec.kind, spec.target, f"{cam.name} ({spec.name})")
-        log = say
-        reader = make_reader(spec, settings.capture, loop=cam.loop, log=log)
-        cameras.append(_Camera(cam, spec, reader, LiveCapture(spec, reader, settings.capture, log=log)))
+        reader = make_reader(spec, settings.capture, loop=cam.loop, log=say)
+        cameras.append(_Camera(cam, spec, reader, LiveCapture(spec, reader, settings.capture, log=say)))
     _connect_all(cameras, say)
     failed = [c for c in cameras if c.error is not None]
     if single and failed:

@@ -61,8 +61,6 @@ def parse_outputs(result) -> Detections:
 
 # -- model codecs: how frames become a model's input and its answer becomes Detections ----------
 
-U8_MODEL_NAME = contract.U8_MODEL_NAME
-
 
 class SeedCodec:
     """The seed's `fasterrcnn`: FP32 [3, H, W] in 0..1; outputs of N rows."""
@@ -402,7 +400,7 @@ class TritonClient:
         yield "transport", self._setup_transport(), None
 
     def _choose_model(self) -> str:
-        wanted = [self.requested_model] if self.requested_model else [U8_MODEL_NAME, contract.MODEL_NAME]
+        wanted = [self.requested_model] if self.requested_model else list(contract.PREFERRED_MODELS)
         for name in wanted:
             if self._client.is_model_ready(name, client_timeout=self.timeout):
                 return name
