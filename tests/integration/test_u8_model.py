@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -205,6 +206,20 @@ def executions_by_batch_size(server, name: str) -> Dict[int, int]:
     return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats(server, name)["batch_stats"]}
 
 
+def settled_executions(server, name: str) -> Dict[int, int]:
+    """Execution counts once Triton has recorded every request it answered (it records an
+    execution's statistics just after the answer): two reads 0.5 s apart agree."""
+    reads = [executions_by_batch_size(server, name)]
+
+    def stable() -> bool:
+        time.sleep(0.5)
+        reads.append(executions_by_batch_size(server, name))
+        return reads[-1] == reads[-2]
+
+    wait_until(stable, timeout=30, interval=0, what=f"{name}'s statistics to settle")
+    return reads[-1]
+
+
 def u8_inputs(frame: np.ndarray):
     import tritonclient.grpc as grpcclient
 
@@ -265,7 +280,7 @@ def test_same_size_burst_is_batched_and_each_frame_gets_its_own_answer(server_v2
     frames = real_frames()
     alone = [single(server_v2, f) for f in frames]
     assert distinct(alone) and all(len(a[2]) > 0 for a in alone)
-    before = executions_by_batch_size(server_v2, U8.name)
+    before = settled_executions(server_v2, U8.name)  # the single requests above all counted
     results = burst(server_v2, frames)
     assert [error for _, error in results] == [None] * len(frames)
     after = {}
