@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -84,11 +84,15 @@ SCORE_DECIMALS = 4  # ... and of a score
 @dataclass(frozen=True)
 class Detections:
     """Parallel arrays: boxes N x 4 (x1, y1, x2, y2 in frame pixels, float32),
-    labels N (torchvision COCO category ids, int64), scores N (float32)."""
+    labels N (torchvision COCO category ids, int64), scores N (float32), and optional columns:
+    track_ids N (int64; None = no tracking, -1 = this box has no id) and `data`, extra
+    per-detection columns by name (each N rows). Masking, slicing and rounding carry every column."""
 
     boxes: np.ndarray
     labels: np.ndarray
     scores: np.ndarray
+    track_ids: Optional[np.ndarray] = None
+    data: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -102,6 +106,19 @@ class Detections:
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "scores", scores)
+        if self.track_ids is not None:
+            ids = np.asarray(self.track_ids, dtype=np.int64).reshape(-1)
+            if len(ids) != len(scores):
+                raise ValueError(f"detections disagree in length: {len(scores)} scores, {len(ids)} track ids")
+            object.__setattr__(self, "track_ids", ids)
+        data = {}
+        for name, column in dict(self.data).items():
+            column = np.asarray(column)
+            if len(column) != len(scores):
+                raise ValueError(f"detections disagree in length: {len(scores)} scores, "
+                                 f"{len(column)} rows of {name!r}")
+            data[name] = column
+        object.__setattr__(self, "data", data)
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -110,20 +127,47 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def _masked(self, mask: np.ndarray) -> "Detections":
-        return Detections(self.boxes[mask], self.labels[mask], self.scores[mask])
+    def __getitem__(self, index) -> "Detections":
+        """Rows by a boolean mask, an index array or a slice; every column comes along."""
+        if isinstance(index, (int, np.integer)):
+            index = slice(int(index), int(index) + 1 or None)
+        return Detections(self.boxes[index], self.labels[index], self.scores[index],
+                          None if self.track_ids is None else self.track_ids[index],
+                          {name: column[index] for name, column in self.data.items()})
+
+    def replace(self, **columns) -> "Detections":
+        """A copy with some columns replaced (boxes=, labels=, scores=, track_ids=, data=)."""
+        values = {"boxes": self.boxes, "labels": self.labels, "scores": self.scores,
+                  "track_ids": self.track_ids, "data": self.data}
+        values.update(columns)
+        return Detections(**values)
 
     def above(self, threshold: float) -> "Detections":
         """Only the detections scored >= threshold."""
-        return self._masked(self.scores >= threshold)
+        return self[self.scores >= threshold]
 
     def quantized(self) -> "Detections":
         """Boxes and scores rounded as the JSONL log keeps them: what is drawn is what the log can
         redraw (`streamer render`), down to the drawing order of equal scores."""
-        return Detections(np.round(self.boxes, BOX_DECIMALS), self.labels, np.round(self.scores, SCORE_DECIMALS))
+        return self.replace(boxes=np.round(self.boxes, BOX_DECIMALS), scores=np.round(self.scores, SCORE_DECIMALS))
 
     def with_labels(self, labels: Optional[Iterable[int]]) -> "Detections":
         """Only the detections whose label is in `labels` (None keeps all)."""
         if labels is None:
             return self
-        return self._masked(np.isin(self.labels, np.fromiter(labels, dtype=np.int64)))
+        return self[np.isin(self.labels, np.fromiter(labels, dtype=np.int64))]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One frame after inference: detections, or None and the error when it failed."""
+
+    frame: Frame
+    detections: Optional[Detections]
+    error: Optional[str] = None
+    latency: Optional[float] = None  # seconds from sending to the answer (last attempt)
+    unavailable: bool = False  # failed because the server was unreachable (not because of the frame)
+
+    @property
+    def ok(self) -> bool:
+        return self.detections is not None

@@ -31,7 +31,7 @@ from tritonclient.utils import InferenceServerException
 from . import contract, interrupts, shm
 from .contract import ModelInfo
 from .errors import InferenceError, ModelMismatch, ModelNotReady, ServerUnavailable
-from .frames import Detections, Frame
+from .frames import Detections, Frame, Outcome
 
 Log = Callable[[str], None]
 
@@ -252,21 +252,6 @@ IDLE = object()
 IDLE_WAIT = 0.05  # seconds process() waits for answers before asking an idle source again
 
 _UNREACHABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One frame after inference: detections, or None and the error when it failed."""
-
-    frame: Frame
-    detections: Optional[Detections]
-    error: Optional[str] = None
-    latency: Optional[float] = None  # seconds from sending to the answer (last attempt)
-    unavailable: bool = False  # failed because the server was unreachable (not because of the frame)
-
-    @property
-    def ok(self) -> bool:
-        return self.detections is not None
 
 
 class ReorderBuffer:
