@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Optional, Protocol
 import av
 import numpy as np
 
+from .states import CaptureState, SourceKind
 from .errors import SourceError
 from .frames import Frame, from_bgr
 from .media import ColourTags, Orientation, PictureConverter, display_matrix
@@ -53,6 +54,7 @@ def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Iterat
 class Reader(Protocol):
     rate: Optional[Fraction]
     size: Optional[tuple]
+    finite: bool  # a file played as a camera: its end is the end (not a drop)
 
     def open(self) -> None: ...
 
@@ -67,6 +69,8 @@ def _av_reason(err: Exception) -> str:
 
 class NetworkReader:
     """rtsp://, http(s)://, rtmp://, srt://, udp:// ... through PyAV, with open and read timeouts."""
+
+    finite = False
 
     def __init__(self, spec: SourceSpec, settings: CaptureSettings,
                  log: Callable[[str], None] = lambda message: None):
@@ -141,6 +145,8 @@ class NetworkReader:
 
 class WebcamReader:
     """A local camera through OpenCV: `0` (index) or `/dev/video0`. Kept minimal on purpose."""
+
+    finite = False
 
     def __init__(self, spec: SourceSpec, settings: CaptureSettings, opener=None):
         import cv2
@@ -236,9 +242,9 @@ class FileCameraReader:
 
 def make_reader(spec: SourceSpec, settings: CaptureSettings, loop: bool = False,
                 log: Callable[[str], None] = lambda message: None) -> Reader:
-    if spec.kind == "webcam":
+    if spec.kind is SourceKind.WEBCAM:
         return WebcamReader(spec, settings)
-    if spec.kind == "network":
+    if spec.kind is SourceKind.NETWORK:
         return NetworkReader(spec, settings, log)
     return FileCameraReader(spec, settings, loop=loop, log=log)
 
@@ -253,7 +259,7 @@ class LiveCapture:
         self.settings = settings
         self.log = log
         self._emit: Callable[[Frame], None] = lambda frame: None
-        self.state = "connecting"  # connecting | live | offline | stopped | failed
+        self.state = CaptureState.CONNECTING
         self.captured = 0
         self.reconnects = 0
         self.error: Optional[SourceError] = None
@@ -271,7 +277,7 @@ class LiveCapture:
     def connect(self) -> None:
         """The first connection, in the caller's thread: its failure is the run's error."""
         self.reader.open()
-        self.state = "live"
+        self.state = CaptureState.LIVE
 
     def start(self, emit: Callable[[Frame], None], connect: bool = False) -> None:
         """Read in a thread, handing every frame to `emit` (called on that thread). With
@@ -307,34 +313,34 @@ class LiveCapture:
             if self._connect_first:
                 try:
                     self.reader.open()
-                    self.state = "live"
+                    self.state = CaptureState.LIVE
                 except SourceError as err:
                     if not self._reconnect(str(err)):
                         return
             while not self._stop.is_set():
-                reason = "the stream ended"
+                reason, ended = "the stream ended", True
                 try:
                     for image in self.reader.images():
                         self._deliver(image)
                         if self._stop.is_set():
                             return
                 except SourceError as err:
-                    reason = str(err)
+                    reason, ended = str(err), False
                 self.reader.close()
                 if self._stop.is_set():
                     return
-                if getattr(self.reader, "finite", False) and reason == "the stream ended":
+                if self.reader.finite and ended:
                     self.log(f"{self.spec.name}: end of file ({self.captured} frames)")
                     return
                 if not self._reconnect(reason):
                     return
         except BaseException as err:  # a bug, not a camera problem: end the run with it
             self.error = SourceError(f"{self.spec.name}: capture failed: {scrub(repr(err))}")
-            self.state = "failed"
+            self.state = CaptureState.FAILED
         finally:
             self.reader.close()
-            if self.state != "failed":
-                self.state = "stopped"
+            if self.state is not CaptureState.FAILED:
+                self.state = CaptureState.STOPPED
 
     def _deliver(self, image: np.ndarray) -> None:
         now = time.monotonic()
@@ -347,7 +353,7 @@ class LiveCapture:
         self._emit(frame)
 
     def _reconnect(self, reason: str) -> bool:
-        self.state = "offline"
+        self.state = CaptureState.OFFLINE
         self._offline_since = time.monotonic()
         self.last_reason = reason
         limit = self.settings.max_reconnect_time
@@ -360,7 +366,7 @@ class LiveCapture:
                 self.error = SourceError(
                     f"{self.spec.name} did not come back within {limit:.0f} s (--max-reconnect-time); "
                     f"last error: {self.last_reason}")
-                self.state = "failed"
+                self.state = CaptureState.FAILED
                 return False
             try:
                 self.reader.open()
@@ -370,7 +376,7 @@ class LiveCapture:
             self._offline_total += time.monotonic() - self._offline_since
             self._offline_since = None
             self.reconnects += 1
-            self.state = "live"
+            self.state = CaptureState.LIVE
             self.log(f"{self.spec.name} is back (reconnect {self.reconnects})")
             return True
         return False  # unreachable: the delays never end

@@ -123,6 +123,29 @@ def console() -> "Console":
     return Console(say=say, out=click.echo, progress=_progress)
 
 
+def summary_option(fn):
+    return click.option(
+        "--summary", "summary", type=click.Path(dir_okay=False, allow_dash=True), default=None, metavar="FILE",
+        help="Also write the run report as JSON to FILE (-: stdout, and the accounting lines go to stderr): "
+             "frames per stream, fps, latency, detections per class, servers.")(fn)
+
+
+def finish(report, summary: Optional[str]) -> int:
+    """Print a run report (its accounting lines, then its notes), write --summary; the exit code."""
+    for line in report.lines:
+        click.echo(line, err=summary == "-")
+    for note in report.notes:
+        say(note)
+    if summary is not None:
+        try:
+            report.write_summary(summary)
+        except OSError as err:
+            from .errors import SinkError
+
+            raise SinkError(f"cannot write the summary {summary} ({err.strerror})") from err
+    return report.exit_code
+
+
 def live_options(fn):
     """The request timeout, and how live sources are opened, watched and reported (run and watch)."""
     options = [
@@ -319,11 +342,12 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
                    "Live runs keep the video going and wait for the server as long as they run.")
 @live_options
 @metrics_options
+@summary_option
 @command
 def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections,
         triton, model_repo, threads, startup_timeout, model, transport, in_flight, retry_timeout, request_timeout,
         rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
-        triton_metrics_port):
+        triton_metrics_port, summary):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
     \b
@@ -355,7 +379,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         status_every=status_every,
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
     )
-    return run_command(settings, console())
+    return finish(run_command(settings, console()), summary)
 
 
 def _class_names(classes: Optional[str]) -> Optional[tuple]:
@@ -385,10 +409,11 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
                    "served least recently).")
 @live_options
 @metrics_options
+@summary_option
 @command
 def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections, max_frames, triton, model_repo,
           threads, startup_timeout, model, transport, in_flight, request_timeout, rtsp_transport, open_timeout, stall_timeout,
-          status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port):
+          status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, summary):
     """Watch several cameras in one run, sharing one Triton server.
 
     \b
@@ -431,7 +456,7 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
         show=show, overwrite=overwrite, status_every=status_every,
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
     )
-    return watch_command(settings, console())
+    return finish(watch_command(settings, console()), summary)
 
 
 @contextlib.contextmanager
@@ -456,8 +481,9 @@ def _progress(total: Optional[int]) -> Iterator:
 @click.option("--classes", default=None, metavar="NAMES", help="Only these classes, e.g. person,car.")
 @click.option("--no-audio", is_flag=True, help="Leave the input's audio out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@summary_option
 @command
-def render(video, detections_path, out, threshold, classes, no_audio, overwrite):
+def render(video, detections_path, out, threshold, classes, no_audio, overwrite, summary):
     """Draw a detections log onto its VIDEO again, without Triton: change the threshold or classes.
 
     Frames are matched to the log by index and PTS; a log from another video is refused.
@@ -471,10 +497,7 @@ def render(video, detections_path, out, threshold, classes, no_audio, overwrite)
     check_output_path(out, overwrite, inputs=[video, detections_path], suffixes=VIDEO_SUFFIXES)
     log = load_log(detections_path)
     names = [c for c in classes.split(",") if c.strip()] if classes else None
-    result = render_log(video, log, out, threshold, names, audio=not no_audio, say=say)
-    click.echo(result.line())
-    say(f"wrote {out}" if out.exists() else "nothing written")
-    return ExitCode.INTERRUPTED if result.interrupted else ExitCode.OK
+    return finish(render_log(video, log, out, threshold, names, audio=not no_audio, say=say), summary)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -502,13 +525,16 @@ def detect(image, out, overwrite, threshold, classes, triton, model_repo, thread
     if bgr is None:
         raise SourceError(f"{image} is not an image OpenCV can read (png, jpg, bmp, webp, tiff...)")
     rgb = from_bgr(bgr)
-    from .runner import label_filter, selector, triton_session
+    from .frames import Frame
+    from .runner import label_filter, triton_session
+    from .selection import selection_stages
 
     server = server_settings(triton, model_repo, threads, startup_timeout, model, transport)
     with triton_session(server, say) as (client, info, _server):
         warn_untrained(info)
         started = time.monotonic()
-        detections = selector(threshold, label_filter(info, _class_names(classes)))(client.infer(rgb))
+        selection = selection_stages(threshold, label_filter(info, _class_names(classes)))
+        detections = selection.answer(Frame(0, None, None, started, rgb), client.infer(rgb))
         elapsed = time.monotonic() - started
     click.echo(f"{image}: {rgb.shape[1]}x{rgb.shape[0]}, {len(detections)} detection(s) >= {threshold} "
                f"in {elapsed * 1000:.0f} ms ({info.describe()})")

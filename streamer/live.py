@@ -28,17 +28,15 @@ import numpy as np
 from . import interrupts
 from .capture import LiveCapture
 from .frame_queue import FrameQueue, LatestSlot
-from .frames import Detections, Frame
+from .frames import Detections, Frame, Outcome
 from .metrics import LatencyHistogram
-from .pipeline import p50_p95
-from .render import draw_hud
-from .triton import IDLE, IDLE_WAIT, InferenceStream, Outcome
-from .window import Window
+from .pipeline import count_labels, draw, p50_p95
+from .report import StreamReport, percentiles_ms
+from .stages import Annotator, Display, Inference, Sink, Stage, View
+from .states import CaptureState, InferenceState, StreamKind, ViewState
+from .triton import IDLE, IDLE_WAIT
 
 RECENT = 50_000  # observations kept for the p50/p95 of a live run's summary
-
-Annotate = Callable[[np.ndarray, Detections], np.ndarray]
-Select = Callable[[Detections], Detections]
 
 
 @dataclass
@@ -88,6 +86,18 @@ class LiveStats:
         return " | ".join(parts)
 
 
+    def report(self, name: str, detections_by_class: Dict[str, int]) -> StreamReport:
+        """This camera's part of the run report."""
+        return StreamReport(
+            name=name, kind=StreamKind.LIVE,
+            frames={"captured": self.captured, "shown": self.shown, "inferred": self.inferred,
+                    "skipped": self.skipped, "failed": self.failed, "dropped": self.dropped_display,
+                    "not_shown_at_exit": self.cut_at_exit},
+            fps=self.shown / max(self.elapsed, 1e-9), latency_ms=percentiles_ms(self.latency.recent()),
+            detections_by_class=dict(detections_by_class), reconnects=self.reconnects,
+            frame_age_ms=percentiles_ms(self.ages))
+
+
 class Rate:
     """Events per second over the last `window` seconds (for the HUD)."""
 
@@ -119,10 +129,18 @@ class RecordingSink:
     """The mp4 of a live run: opened at the first frame's size; later frames of another
     size (a camera that reconnected at a new resolution) are scaled to it."""
 
-    def __init__(self, open_sink: Callable[[int, int], object]):
+    every_frame = True
+
+    def __init__(self, open_sink: Callable[[int, int], Sink]):
         self._open_sink = open_sink
-        self.sink = None
+        self.sink: Optional[Sink] = None
         self.size = None
+
+    def __enter__(self) -> "RecordingSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # the opened mp4 is closed by whoever opened it (open_sink)
 
     def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
         if self.sink is None:
@@ -133,37 +151,43 @@ class RecordingSink:
         self.sink.write(frame, image, detections)
 
 
+_VIEW_STATES = {CaptureState.CONNECTING: ViewState.UP, CaptureState.LIVE: ViewState.UP,
+                CaptureState.OFFLINE: ViewState.OFFLINE, CaptureState.FAILED: ViewState.OFFLINE,
+                CaptureState.STOPPED: ViewState.ENDED}
+
 
 class CameraFeed:
-    """One live camera: every captured frame goes to its display queue (drawn with the newest
-    detections, recorded, shown), the newest one also to its inference slot. Results come
-    back through `deliver()`. Owns the camera's counters (`stats`)."""
+    """One live camera: every captured frame goes to its display queue (through the stages, drawn,
+    written to the sinks that take every frame), the newest one also to its inference slot.
+    Answers come back through `deliver()` and go through the stages to the sinks that keep
+    inferred frames only. Owns the camera's counters (`stats`)."""
 
-    def __init__(self, name: str, capture: LiveCapture, select: Select, annotate: Annotate,
-                 recorders: Sequence = (), result_sinks: Sequence = (), hold: Optional[float] = None,
-                 max_frames: Optional[int] = None, source_rate: Optional[float] = None,
-                 display_queue: int = 32, wake: Optional[threading.Event] = None):
+    def __init__(self, name: str, capture: LiveCapture, stages: Stage, annotators: Sequence[Annotator] = (),
+                 sinks: Sequence[Sink] = (), max_frames: Optional[int] = None, source_rate: Optional[float] = None,
+                 display_queue: int = 32, wake: Optional[threading.Event] = None, stats: Optional[LiveStats] = None,
+                 outputs: Sequence[str] = ()):
         self.name = name
         self.capture = capture
-        self.select = select
-        self.annotate = annotate
-        self.recorders = recorders
-        self.result_sinks = result_sinks
-        self.hold = hold
+        self.stages = stages
+        self.annotators = list(annotators)
+        self.every_frame_sinks = [sink for sink in sinks if sink.every_frame]
+        self.answer_sinks = [sink for sink in sinks if not sink.every_frame]
         self.max_frames = max_frames
         self.source_rate = source_rate
+        self.outputs = tuple(outputs)
         self.wake = wake or threading.Event()
-        self.stats = LiveStats()
+        self.stats = stats or LiveStats()
         self.frames: FrameQueue[Frame] = FrameQueue(display_queue)
         self.slot: LatestSlot[Frame] = LatestSlot()
         self.outcomes: "queue.Queue[Outcome]" = queue.Queue()
-        self.latest: Optional[Outcome] = None
+        self.last_answer: Optional[Frame] = None  # the frame of the newest answer with detections
         self.last_served: Optional[float] = None  # when inference last took a frame of this camera
-        self.last_image: Optional[np.ndarray] = None  # the newest drawn frame (for the window)
+        self.last_image: Optional[np.ndarray] = None  # the newest drawn frame (for the displays)
         self.last_frame: Optional[Frame] = None
-        self.last_shown: Optional[Outcome] = None
+        self.last_detections: Optional[Detections] = None  # what is drawn on last_image
         self.frame_age: Optional[float] = None  # age of the newest frame when it was shown
         self.detections_by_class: Dict[int, int] = {}
+        self._fresh = False
         self._display_rate = Rate()
         self._capture_rate = Rate()
         self._result_rate = Rate()
@@ -192,100 +216,109 @@ class CameraFeed:
         """The capture stopped (end of a file camera, --max-frames, given up) and all is shown."""
         return not self.capture.running and not len(self.frames)
 
-    def collect(self, now: float) -> None:
-        """Take the inference results that arrived: newest detections, result sinks."""
+    def collect(self) -> None:
+        """Take the inference answers that arrived: through the stages to the detections log."""
         while True:
             try:
                 outcome = self.outcomes.get_nowait()
             except queue.Empty:
                 return
+            now = time.monotonic()
             if outcome.ok:
                 self.stats.inferred += 1
                 self._interval.result_ages.append(now - outcome.frame.wall_time)
                 if outcome.latency is not None:
                     self.stats.latency.observe(outcome.latency)
-                outcome = Outcome(outcome.frame, self.select(outcome.detections), None, outcome.latency)
-                for label in outcome.detections.labels:
-                    self.detections_by_class[int(label)] = self.detections_by_class.get(int(label), 0) + 1
-                self.latest = outcome
+                self.last_answer = outcome.frame
                 self._result_rate.tick(now)
             else:
                 self.stats.failed += 1
                 self.stats.first_error = self.stats.first_error or outcome.error
+            detections = self.stages.answer(outcome.frame, outcome.detections)
+            count_labels(self.detections_by_class, detections)
             with interrupts.critical():
-                for sink in self.result_sinks:
-                    sink.write(outcome.frame, outcome.frame.image, outcome.detections)
-
-    def _hold_limit(self) -> float:
-        if self.hold is not None:
-            return self.hold
-        recent = self.stats.latency.recent()[-5:]
-        return max(2.0, 3 * float(np.median(recent))) if len(recent) else 2.0
-
-    def _detections_for(self, frame: Frame) -> Optional[Outcome]:
-        latest = self.latest
-        if latest is None:
-            return None
-        if self.hold == 0:
-            return latest if latest.frame.index == frame.index else None
-        if frame.wall_time - latest.frame.wall_time > self._hold_limit():
-            return None
-        return latest
+                for sink in self.answer_sinks:
+                    sink.write(outcome.frame, outcome.frame.image, detections)
 
     def next_frame(self) -> Optional[Frame]:
         return self.frames.get(timeout=0)
 
-    def show(self, frame: Frame, now: float) -> np.ndarray:
-        """Draw one captured frame with the newest detections and record it; the drawn image."""
-        shown = self._detections_for(frame)
-        image = self.annotate(frame.image, shown.detections) if shown is not None else frame.image
-        with interrupts.critical():  # recorded and counted together, even when Ctrl-C arrives meanwhile
-            for sink in self.recorders:
-                sink.write(frame, image, shown.detections if shown else None)
-            self.stats.shown += 1
-        self.frame_age = now - frame.wall_time
-        self.stats.ages.append(self.frame_age)
-        self._interval.ages.append(self.frame_age)
-        self._display_rate.tick(now)
-        self.last_image, self.last_frame, self.last_shown = image, frame, shown
+    def show(self, frame: Frame) -> np.ndarray:
+        """Draw one captured frame with what the stages hold for it and record it; the drawn image."""
+        image = frame.image
+        for released, detections in self.stages.push(frame, None):
+            image = draw(released.image, detections, self.annotators)
+            with interrupts.critical():  # recorded and counted together, even when Ctrl-C arrives meanwhile
+                for sink in self.every_frame_sinks:
+                    sink.write(released, image, detections)
+                self.stats.shown += 1
+            shown_at = time.monotonic()  # the age is measured when the frame is shown, never before
+            self.frame_age = shown_at - released.wall_time
+            self.stats.ages.append(self.frame_age)
+            self._interval.ages.append(self.frame_age)
+            self._display_rate.tick(shown_at)
+            self.last_image, self.last_frame, self.last_detections = image, released, detections
+            self._fresh = True
         return image
 
-    def hud_lines(self, now: float, frame: Optional[Frame] = None, shown: Optional[Outcome] = None,
-                  inference_state: str = "online") -> List[str]:
+    def detection_age(self, now: float) -> Optional[float]:
+        """Seconds since the frame behind the drawn detections was captured (None: nothing drawn)."""
+        if self.last_detections is None or self.last_answer is None:
+            return None
+        return max(0.0, now - self.last_answer.wall_time)
+
+    def hud_lines(self, now: float, inference_state: InferenceState = InferenceState.ONLINE) -> List[str]:
         cap = self.capture
         source = f"source {self._capture_rate.per_second(now):.1f} fps"
         if self.source_rate:
             source += f" (nominal {self.source_rate:.1f})"
+        age = self.detection_age(now)
         return [
             f"display {self._display_rate.per_second(now):.1f} fps | {source}",
             f"detections {self._result_rate.per_second(now):.2f}/s | skipped for inference {self.slot.skipped}",
-            f"frame age {(now - frame.wall_time) * 1000:.0f} ms | detections age "
-            + (f"{(now - shown.frame.wall_time) * 1000:.0f} ms ({len(shown.detections)})" if shown else "-")
-            if frame is not None else "frame age -",
+            f"frame age {self.frame_age * 1000:.0f} ms | detections age "
+            + (f"{age * 1000:.0f} ms ({len(self.last_detections)})" if age is not None else "-")
+            if self.frame_age is not None else "frame age -",
             f"camera {cap.state} | inference {inference_state}"
             + (f" | reconnects {cap.reconnects}" if cap.reconnects else ""),
         ]
 
-    def banner(self, now: float, inference_state: str = "online") -> Optional[str]:
+    def banner(self, now: float, inference_state: InferenceState = InferenceState.ONLINE) -> Optional[str]:
         cap = self.capture
-        if cap.state == "offline":
+        if cap.state is CaptureState.OFFLINE:
             return f"OFFLINE - reconnecting ({cap.offline_for:.0f} s)"
-        if cap.state == "failed":
+        if cap.state is CaptureState.FAILED:
             return "OFFLINE - given up"
-        if cap.last_frame_time is not None and now - cap.last_frame_time > 2.0 and cap.state == "live":
+        if cap.last_frame_time is not None and now - cap.last_frame_time > 2.0 and cap.state is CaptureState.LIVE:
             return f"NO FRAMES FOR {now - cap.last_frame_time:.0f} s"
-        if cap.state == "stopped" and self.ended and self.stats.captured:
+        if cap.state is CaptureState.STOPPED and self.ended and self.stats.captured:
             return "ENDED"
-        if inference_state != "online":
+        if inference_state is not InferenceState.ONLINE:
             return "INFERENCE OFFLINE"
         return None
 
-    def hud(self, image: np.ndarray, now: float, frame: Optional[Frame], shown: Optional[Outcome],
-            inference_state: str) -> np.ndarray:
-        return draw_hud(image, self.hud_lines(now, frame, shown, inference_state),
-                        self.banner(now, inference_state))
+    def view(self, now: float, inference_state: InferenceState) -> View:
+        """What a display shows of this camera now."""
+        state = _VIEW_STATES[self.capture.state]
+        if state is ViewState.ENDED and not self.ended:
+            state = ViewState.UP  # stopping, with frames still to show
+        age = self.detection_age(now)
+        figures = {
+            "display_fps": self._display_rate.per_second(now),
+            "source_fps": self._capture_rate.per_second(now),
+            "detections_per_s": self._result_rate.per_second(now),
+            "frame_age_s": self.frame_age,
+            "detection_age_s": age,
+            "skipped": float(self.slot.skipped),
+            "reconnects": float(self.capture.reconnects),
+        }
+        fresh, self._fresh = self._fresh, False
+        return View(name=self.name, image=self.last_image, state=state,
+                    hud=tuple(self.hud_lines(now, inference_state)), banner=self.banner(now, inference_state),
+                    frame=self.last_frame, fresh=fresh, figures=figures, detections=self.last_detections,
+                    outputs=self.outputs)
 
-    def status(self, now: float, every: float, inference_state: str) -> Optional[str]:
+    def status(self, now: float, every: float, inference_state: InferenceState) -> Optional[str]:
         """One status line about the last `every` seconds, when they have passed."""
         iv = self._interval
         if not every or now - iv.start < every:
@@ -303,7 +336,7 @@ class CameraFeed:
     def finish(self, inference_reconnects: int) -> LiveStats:
         """Close the counts once the capture and inference threads are done."""
         stats = self.stats
-        self.collect(time.monotonic())
+        self.collect()
         stats.finished = time.monotonic()
         stats.skipped = self.slot.skipped + (stats.taken - stats.inferred - stats.failed)
         stats.reconnects = self.capture.reconnects
@@ -322,7 +355,7 @@ class InferenceScheduler:
     re-numbered for the stream (camera frame indexes collide) and results routed back.
     """
 
-    def __init__(self, feeds: Sequence[CameraFeed], inference: InferenceStream, wake: threading.Event):
+    def __init__(self, feeds: Sequence[CameraFeed], inference: Inference, wake: threading.Event):
         self.feeds = list(feeds)
         self.inference = inference
         self.wake = wake
@@ -385,26 +418,22 @@ class InferenceScheduler:
 
 @dataclass
 class LivePipeline:
-    """Wires live cameras to one inference stream, their recordings and one window.
+    """The live scheduler: live cameras, one inference, their sinks and the displays.
 
-    The main thread draws and records every captured frame of every camera; the window
-    shows the one camera with its HUD, or a mosaic of all of them with a HUD per tile.
-    """
+    The main thread draws and records every captured frame of every camera and shows every
+    camera's view on each display (one camera with its HUD, or a mosaic; a web page)."""
 
     feeds: Sequence[CameraFeed]
-    inference: InferenceStream
-    window: Optional[Window] = None
+    inference: Inference
+    displays: Sequence[Display] = ()
     status_every: float = 0.0  # seconds between status lines on the log (0: none)
     log: Callable[[str], None] = print
     wake: threading.Event = field(default_factory=threading.Event)
-    mosaic_fps: float = 15.0  # how often the mosaic is redrawn
-    mosaic_size: Tuple[int, int] = (1280, 720)  # the mosaic's size at most (the window can be resized)
     connect: bool = True  # the capture threads open their sources (a failure there is a drop)
 
     def __post_init__(self):
         self.quit = False
         self.interrupted = False
-        self._mosaic_shown = 0.0
 
     @property
     def single(self) -> bool:
@@ -417,38 +446,23 @@ class LivePipeline:
             if line:
                 self.log(line if self.single else f"{feed.name}: {line}")
 
-    def _show_mosaic(self, now: float, force: bool) -> bool:
-        from .mosaic import compose, tile_size_to_fit
-
-        if not force and now - self._mosaic_shown < 1 / self.mosaic_fps:
-            return True
-        self._mosaic_shown = now
-        state = self.inference.state
-        tiles = [(f.last_image, f.name, f.hud_lines(now, f.last_frame, f.last_shown, state), f.banner(now, state))
-                 for f in self.feeds]
-        return self.window.show(compose(tiles, tile_size_to_fit(len(tiles), self.mosaic_size)))
-
-    def _step(self, now: float) -> bool:
-        """Draw, record and show what the cameras captured. False: the user closed the window."""
-        state = self.inference.state
-        drew = False
+    def _step(self) -> bool:
+        """Draw, record and show what the cameras captured. False: a viewer asked to stop."""
         for feed in self.feeds:
             while True:
                 frame = feed.next_frame()
                 if frame is None:
                     break
-                image = feed.show(frame, now)
-                drew = True
-                if self.window is not None and self.single:
-                    if not self.window.show(feed.hud(image, now, frame, feed.last_shown, state)):
-                        return False
-        if self.window is None:
+                feed.show(frame)
+        if not self.displays:
             return True
-        if not self.single:
-            return self._show_mosaic(now, force=False)
-        if not drew and self.feeds[0].last_image is not None:  # keep the window responsive, with the banner
-            return self.window.show(self.feeds[0].hud(self.feeds[0].last_image, now, None, None, state))
-        return True
+        now = time.monotonic()
+        state = self.inference.state
+        views = [feed.view(now, state) for feed in self.feeds]
+        keep_going = True
+        for display in self.displays:
+            keep_going = display.show(views) and keep_going
+        return keep_going
 
     def run(self) -> List[LiveStats]:
         scheduler = InferenceScheduler(self.feeds, self.inference, self.wake)
@@ -460,13 +474,12 @@ class LivePipeline:
             while True:
                 self.wake.wait(0.05)
                 self.wake.clear()
-                now = time.monotonic()
                 for feed in self.feeds:
-                    feed.collect(now)
-                self._log_status(now)
+                    feed.collect()
+                self._log_status(time.monotonic())
                 if scheduler.error:
                     break
-                if not self._step(now):
+                if not self._step():
                     self.quit = True
                     break
                 if all(feed.ended for feed in self.feeds):

@@ -1,9 +1,11 @@
-"""Wire the stages for a file: source thread -> bounded queue -> inference -> render -> sinks.
+"""The file scheduler: source thread -> bounded queue -> inference -> stages -> annotators -> sinks/displays.
 
 Data flows one way. The reader thread decodes into a bounded queue (blocking when full:
-nothing is lost); the main thread streams frames to Triton and gets them back in frame
-order; each frame is drawn and handed to every sink. A frame whose inference failed is
-still written, unannotated, and counted. Ctrl-C stops reading; what was written stays.
+nothing is lost); the main thread streams frames to inference and gets them back in frame
+order; the stages pass them on in order; each frame is drawn and handed to every sink and
+display. A frame whose inference failed is still written, unannotated, and counted. Ctrl-C
+stops reading; what was written stays. A display that returns False (the window closed)
+ends the run the same way. `streamer render` runs this scheduler with a log for inference.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import interrupts
 from .frame_queue import FrameQueue
-from .frames import Detections, Frame
+from .frames import Detections, Frame, Outcome
 from .metrics import LatencyHistogram
-from .triton import InferenceStream, Outcome
-from .window import UserQuit
+from .report import StreamReport, percentiles_ms
+from .stages import Annotator, Display, Inference, ServerShare, Sink, Source, Stage, View
+from .states import StreamKind
 
 
 def p50_p95(seconds: Sequence[float]) -> str:
@@ -30,16 +33,6 @@ def p50_p95(seconds: Sequence[float]) -> str:
 
 
 FILE_WINDOW = 200_000  # latencies kept for a file run's p50/p95 (1.6 MB)
-
-
-class Sink(Protocol):
-    def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None: ...
-
-
-class Source(Protocol):
-    problem: Optional[str]
-
-    def frames(self) -> Iterator[Frame]: ...
 
 
 @dataclass
@@ -58,7 +51,8 @@ class RunStats:
     source_problem: Optional[str] = None
     first_error: Optional[str] = None
     server_compute: Optional[float] = None  # mean seconds per inference, from Triton's statistics
-    pool: Optional[object] = None  # several servers: PoolStats (frames each server took, frames moved)
+    servers: Tuple[ServerShare, ...] = ()  # several servers: the frames each answered (none: one server)
+    moved: int = 0  # several servers: frames taken back from a server and given to another
     reconnects: int = 0
 
     @property
@@ -85,14 +79,23 @@ class RunStats:
             parts.append(f"server {self.server_compute * 1000:.0f} ms/frame")
         if self.reconnects:
             parts.append(f"reconnects {self.reconnects}")
-        if self.pool is not None:
-            taken = ", ".join(f"{url} {n}" for url, n in self.pool.taken.items())
-            parts.append(f"servers {taken}; moved {self.pool.moved}")
+        if self.servers:
+            taken = ", ".join(f"{share.url} {share.frames}" for share in self.servers)
+            parts.append(f"servers {taken}; moved {self.moved}")
         return " | ".join(parts)
 
     @property
     def complete(self) -> bool:
         return not (self.failed or self.source_problem or self.interrupted)
+
+    def report(self, name: str, name_of: Callable[[int], str]) -> StreamReport:
+        """This file's part of the run report."""
+        return StreamReport(
+            name=name, kind=StreamKind.FILE,
+            frames={"read": self.read, "inferred": self.inferred, "written": self.written, "failed": self.failed,
+                    "dropped": self.dropped},
+            fps=self.fps, latency_ms=percentiles_ms(self.latency.recent()),
+            detections_by_class=by_name(self.detections_by_class, name_of), reconnects=self.reconnects)
 
     def count(self, outcome: Outcome) -> None:
         if outcome.ok:
@@ -104,20 +107,46 @@ class RunStats:
             self.first_error = self.first_error or outcome.error
 
 
-Annotate = Callable[[Frame, Detections], np.ndarray]
-Select = Callable[[Detections], Detections]
+def by_name(counts: Dict[int, int], name_of: Callable[[int], str]) -> Dict[str, int]:
+    """Per-class counts keyed by class name (ids that share a name are added up)."""
+    named: Dict[str, int] = {}
+    for label, n in list(counts.items()):
+        named[name_of(label)] = named.get(name_of(label), 0) + n
+    return named
+
+
+def count_labels(counts: Dict[int, int], detections: Optional[Detections]) -> None:
+    """Add what is drawn to the per-class counts (label id -> detections)."""
+    if detections is not None:
+        for label in detections.labels:
+            counts[int(label)] = counts.get(int(label), 0) + 1
+
+
+def draw(image: np.ndarray, detections: Optional[Detections], annotators: Sequence[Annotator]) -> np.ndarray:
+    """The picture with every annotator's drawing (the frame's own image when nothing is held)."""
+    if detections is None:
+        return image
+    for annotator in annotators:
+        image = annotator.annotate(image, detections)
+    return image
 
 
 @dataclass
 class FilePipeline:
+    """The lossless scheduler: every frame of the source, in order, through inference, the stages,
+    the annotators, to every sink and display."""
+
     source: Source
-    inference: InferenceStream
-    select: Select  # threshold and class filter: what is drawn and recorded
-    annotate: Annotate  # draws the selected detections on a copy of the frame
+    inference: Inference
+    stages: Stage  # the selection chain (selection.selection_stages)
+    annotators: Sequence[Annotator]
     sinks: Sequence[Sink]
+    displays: Sequence[Display] = ()
     max_frames: Optional[int] = None
     queue_size: int = 8
     on_frame: Callable[[RunStats], None] = lambda stats: None
+    name: str = ""  # the view's name on a display
+    total: Optional[int] = None  # frames expected (a display's "frame k/total")
 
     def _read(self, frames: FrameQueue, errors: list) -> None:
         try:
@@ -139,6 +168,32 @@ class FilePipeline:
     def __post_init__(self):
         self.stats = RunStats()  # read by the metrics endpoint while the run goes on
 
+    def _view(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> View:
+        stats = self.stats
+        elapsed = stats.elapsed
+        fps = stats.written / elapsed if elapsed > 0 else 0.0
+        position = f"frame {frame.index + 1}" + (f"/{self.total}" if self.total else "")
+        status = "no detections (inference failed)" if detections is None else f"{len(detections)} detection(s)"
+        return View(name=self.name, image=image, hud=(position, f"display {fps:.1f} fps", status), frame=frame,
+                    figures={"display_fps": fps}, detections=detections)
+
+    def _emit(self, frame: Frame, detections: Optional[Detections]) -> bool:
+        """Draw one released frame, write it to every sink and show it. False: a display asked to stop."""
+        stats = self.stats
+        image = draw(frame.image, detections, self.annotators)
+        count_labels(stats.detections_by_class, detections)
+        with interrupts.critical():  # each frame goes to every sink whole, or not at all
+            for sink in self.sinks:
+                sink.write(frame, image, detections)
+            stats.written += 1
+        self.on_frame(stats)
+        keep_going = True
+        if self.displays:
+            view = self._view(frame, image, detections)
+            for display in self.displays:
+                keep_going = display.show([view]) and keep_going
+        return keep_going
+
     def run(self) -> RunStats:
         stats = self.stats
         frames: FrameQueue[Frame] = FrameQueue(self.queue_size)
@@ -148,25 +203,18 @@ class FilePipeline:
         try:
             for outcome in self.inference.process(self._taken(frames, stats)):
                 stats.count(outcome)
-                image = outcome.frame.image
-                detections = None
-                if outcome.ok:
-                    detections = self.select(outcome.detections)
-                    image = self.annotate(outcome.frame, detections)
-                    for label in detections.labels:
-                        stats.detections_by_class[int(label)] = stats.detections_by_class.get(int(label), 0) + 1
-                with interrupts.critical():  # each frame goes to every sink whole, or not at all
-                    for sink in self.sinks:
-                        try:
-                            sink.write(outcome.frame, image, detections)
-                        except UserQuit:  # the window is closed; the files still get this frame
-                            stats.quit = True
-                    stats.written += 1
-                self.on_frame(stats)
+                for frame, detections in self.stages.push(outcome.frame, outcome.detections):
+                    if not self._emit(frame, detections):
+                        stats.quit = True
                 if stats.quit:
                     break
+            for frame, detections in self.stages.flush():
+                self._emit(frame, detections)
         except KeyboardInterrupt:
             stats.interrupted = True
+            with interrupts.critical():  # what a stage holds is written too
+                for frame, detections in self.stages.flush():
+                    self._emit(frame, detections)
         finally:
             frames.cancel()
             reader.join(timeout=10)

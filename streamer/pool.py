@@ -25,6 +25,7 @@ from typing import Callable, Deque, Dict, Iterable, Iterator, List, Optional, Se
 from .errors import ServerUnavailable, StreamerError
 from .frames import Frame
 from .settings import SettingsError
+from .stages import ServerShare
 from .triton import IDLE, IDLE_WAIT, InferenceStream, Outcome, ReorderBuffer, TritonClient
 
 Log = Callable[[str], None]
@@ -175,6 +176,13 @@ class ServerPool:
             server.stream.abort()
         with self._lock:
             self._lock.notify_all()
+
+    def servers(self) -> List[ServerShare]:
+        return [ServerShare(url, n) for url, n in self.stats.taken.items()]
+
+    @property
+    def moved(self) -> int:
+        return self.stats.moved
 
     def compute_stats(self) -> Tuple[int, float]:
         count, seconds = 0, 0.0

@@ -98,3 +98,13 @@ def draw_hud(image: np.ndarray, lines: Sequence[str], banner: Optional[str] = No
         cv2.putText(out, banner, (max(4, (w - bw) // 2), min(h - 2, h // 2 + bh // 2)), FONT, big,
                     (255, 255, 255), thick + 1, cv2.LINE_AA)
     return out
+
+
+class BoxAnnotator:
+    """Boxes, class names and scores (the `Annotator` every run uses)."""
+
+    def __init__(self, name_of: Callable[[int], str]):
+        self.name_of = name_of
+
+    def annotate(self, image: np.ndarray, detections: Detections) -> np.ndarray:
+        return draw_detections(image, detections, self.name_of)

@@ -13,15 +13,18 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import interrupts
 from .errors import ExitCode, SourceError, StreamerError
-from .frames import Detections
+from .frames import Detections, Frame, Outcome
+from .report import RunReport
+from .selection import selection_stages
 from .sinks import Mp4Sink
 from .sources import FileSource, VideoInfo
+from .stages import ServerShare
+from .states import InferenceState
 
 
 class LogMismatch(SourceError):
@@ -121,22 +124,47 @@ def load_log(path: Path) -> DetectionLog:
                         size=first.get("size"), names=names)
 
 
-@dataclass
-class RenderResult:
-    written: int
-    frames_in_video: int
-    elapsed: float
-    interrupted: bool = False
+class LogInference:
+    """A detections log standing in for the model (`render`): each frame gets the answer the run
+    recorded for it. A frame whose PTS differs from the log's means the log is not this video's."""
 
-    def line(self) -> str:
-        fps = self.written / self.elapsed if self.elapsed > 0 else 0.0
-        return f"rendered {self.written} frame(s) | {fps:.1f} fps"
+    state = InferenceState.ONLINE
+    reconnects = 0
+    moved = 0
+
+    def __init__(self, log: DetectionLog, video_name: str):
+        self.log = log
+        self.video_name = video_name
+
+    def process(self, frames: Iterable[Frame]) -> Iterator[Outcome]:
+        for frame in frames:
+            record = self.log.records[frame.index]
+            if record["pts"] != frame.pts:
+                raise LogMismatch(
+                    f"{self.log.path} does not belong to {self.video_name}: frame {frame.index} has pts "
+                    f"{frame.pts} in the video but {record['pts']} in the log")
+            detections = self.log.detections(record)
+            yield Outcome(frame, detections, None if detections is not None else "failed in the run")
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def compute_stats(self) -> Tuple[int, float]:
+        return 0, 0.0
+
+    def servers(self) -> List[ServerShare]:
+        return []
 
 
 def render(video: Path, log: DetectionLog, out: Path, threshold: Optional[float], classes: Optional[Sequence[str]],
-           audio: bool = True, say: Callable[[str], None] = print) -> RenderResult:
-    """Draw `log` onto `video` into `out` (an mp4 following the run's rules)."""
-    from .render import draw_detections
+           audio: bool = True, say: Callable[[str], None] = print) -> RunReport:
+    """Draw `log` onto `video` into `out` (an mp4 following the run's rules): the file scheduler with
+    the log for inference, and the run's own selection (class filter, then threshold)."""
+    from .pipeline import FilePipeline
+    from .render import BoxAnnotator
 
     if threshold is not None and threshold < log.threshold:
         raise RenderUsageError(f"--threshold {threshold:g} is below the log's {log.threshold:g}: the run kept only "
@@ -153,41 +181,31 @@ def render(video: Path, log: DetectionLog, out: Path, threshold: Optional[float]
         info = src.info
         _check_header(log, info)
         say(info.describe())
-        written, interrupted = 0, False
         sink = Mp4Sink.for_file(info, src.audio_tracks, out, say)
         with sink:
+            pipeline = FilePipeline(source=src, inference=LogInference(log, video.name),
+                                    stages=selection_stages(threshold, label_ids),
+                                    annotators=[BoxAnnotator(log.name_of)], sinks=[sink],
+                                    max_frames=len(log.records), name=video.name)
             try:
-                for frame in src.frames():
-                    if frame.index >= len(log.records):
-                        break
-                    record = log.records[frame.index]
-                    if record["pts"] != frame.pts:
-                        sink.discard()
-                        raise LogMismatch(
-                            f"{log.path} does not belong to {video.name}: frame {frame.index} has pts "
-                            f"{frame.pts} in the video but {record['pts']} in the log")
-                    detections = log.detections(record)
-                    image = frame.image
-                    if detections is not None:
-                        shown = detections.above(threshold).with_labels(label_ids)
-                        image = draw_detections(frame.image, shown, log.name_of)
-                    with interrupts.critical():
-                        sink.write(frame, image, detections)
-                    written += 1
-                if written < len(log.records):
+                stats = pipeline.run()
+                if not stats.interrupted and stats.written < len(log.records):
                     raise LogMismatch(f"{log.path} does not belong to {video.name}: the log has "
-                                      f"{len(log.records)} frames, the video only {written}")
-            except KeyboardInterrupt:
-                interrupted = True
+                                      f"{len(log.records)} frames, the video only {stats.written}")
             except BaseException:
                 sink.discard()
                 raise
         total = info.frame_count or src.decoded
-    result = RenderResult(written, total, time.monotonic() - started, interrupted)
-    if not interrupted and written < total:
-        say(f"note: the log covers frames 0-{written - 1} of the video's {total} (a --max-frames run?); "
+    elapsed = time.monotonic() - started
+    if not stats.interrupted and stats.written < total:
+        say(f"note: the log covers frames 0-{stats.written - 1} of the video's {total} (a --max-frames run?); "
             "rendered those")
-    return result
+    fps = stats.written / elapsed if elapsed > 0 else 0.0
+    report = RunReport(command="render", exit_code=ExitCode.INTERRUPTED if stats.interrupted else ExitCode.OK,
+                       elapsed_s=elapsed, streams=[stats.report(video.name, log.name_of)])
+    report.lines.append(f"rendered {stats.written} frame(s) | {fps:.1f} fps")
+    report.notes.append(f"wrote {out}" if out.exists() else "nothing written")
+    return report
 
 
 def _check_header(log: DetectionLog, info: VideoInfo) -> None:

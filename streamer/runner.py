@@ -10,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator, List, Optional, Sequence
 
-from . import contract, interrupts
-from .errors import ExitCode, SinkError, SourceError, StreamerError
-from .frames import Detections
-from .settings import CameraSettings, RunSettings, Selection, ServerSettings, SettingsError, WatchSettings
+from . import contract, interrupts, parts
+from .errors import ExitCode, SinkError, SourceError
+from .pipeline import by_name
+from .report import RunReport
+from .settings import CameraSettings, RunSettings, ServerSettings, SettingsError, WatchSettings
+from .stages import ServerShare
+from .states import CaptureState, InferenceState, SourceKind
 
 Progress = Callable[[Optional[int]], ContextManager[Callable[[], None]]]
 
@@ -36,10 +39,16 @@ class Console:
     progress: Progress = no_progress
 
 
+def untrained_warning(info: contract.ModelInfo) -> List[str]:
+    if not info.untrained:
+        return []
+    return ["WARNING: the served model has UNTRAINED (random) weights: its boxes, labels and scores are "
+            "meaningless. Export real weights with `streamer export-model --weights coco` (or a .pth)."]
+
+
 def warn_untrained(info: contract.ModelInfo, say: Callable[[str], None]) -> None:
-    if info.untrained:
-        say("WARNING: the served model has UNTRAINED (random) weights: its boxes, labels and scores are "
-            "meaningless. Export real weights with `streamer export-model --weights coco` (or a .pth).")
+    for line in untrained_warning(info):
+        say(line)
 
 
 # -- the server session ------------------------------------------------------------------------
@@ -143,11 +152,6 @@ def inference_for(server: ServerSettings, client, embedded, inference, live: boo
                            resend=not live)
 
 
-def closing(stream):
-    """A pool's own clients are closed after the run; a single stream uses the session's client."""
-    return contextlib.closing(stream) if hasattr(stream, "close") else contextlib.nullcontext()
-
-
 def start_embedded(server: ServerSettings, say: Callable[[str], None]):
     from .server import start_on_free_ports
 
@@ -184,14 +188,6 @@ def label_filter(info: contract.ModelInfo, classes: Optional[Sequence[str]], whe
         raise SettingsError(f"{where}: unknown class name(s) {err.args[0]}; known: {known}") from err
 
 
-def selector(threshold: float, label_ids: Optional[List[int]]):
-    def select(detections: Detections) -> Detections:
-        # rounded as the JSONL keeps them, so `streamer render` redraws a run exactly
-        return detections.above(threshold).with_labels(label_ids).quantized()
-
-    return select
-
-
 @contextlib.contextmanager
 def metrics_endpoint(settings, samples, say: Callable[[str], None]):
     """The pipeline's Prometheus endpoint for the length of a run (nothing when not asked)."""
@@ -210,7 +206,7 @@ def metrics_endpoint(settings, samples, say: Callable[[str], None]):
 
 # -- streamer run ---------------------------------------------------------------------------
 
-def run_command(settings: RunSettings, console: Console) -> int:
+def run_command(settings: RunSettings, console: Console) -> RunReport:
     from .sinks import VIDEO_SUFFIXES, check_output_path
     from .sources import classify_source
 
@@ -234,18 +230,22 @@ def run_command(settings: RunSettings, console: Console) -> int:
         watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
                               capture=settings.capture, show=settings.show, overwrite=settings.overwrite,
                               status_every=settings.status_every, metrics=settings.metrics)
-        return run_cameras(watch, console)
+        report = run_cameras(watch, console)
+        report.command = "run"
+        return report
     return run_file(settings, Path(spec.target), console)
 
 
-def run_file(settings: RunSettings, path: Path, console: Console) -> int:
+def servers_json(shares: Sequence[ServerShare]) -> List[dict]:
+    return [{"url": share.url, "frames": share.frames} for share in shares]
+
+
+def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
     from .pipeline import FilePipeline
-    from .render import draw_detections
-    from .rerender import run_record
-    from .sinks import JsonlSink, Mp4Sink
     from .sources import FileSource
 
     say = console.say
+    started = time.monotonic()
     with FileSource(path, audio=settings.audio, log=say) as src, \
             triton_session(settings.server, say) as (client, info, server):
         say(src.info.describe())
@@ -253,53 +253,49 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> int:
         warn_untrained(info, say)
         stream = inference_for(settings.server, client, server, settings.inference, False, say)
         count0, compute0 = stream.compute_stats()
-        with contextlib.ExitStack() as sinks_stack:
-            sinks = []
-            if settings.out is not None:
-                sinks.append(sinks_stack.enter_context(Mp4Sink.for_file(src.info, src.audio_tracks, settings.out, say)))
-            if settings.detections is not None:
-                sinks.append(sinks_stack.enter_context(JsonlSink(
-                    settings.detections, info.name_of, run_record(src.info, settings.selection.threshold, label_ids))))
+        with contextlib.ExitStack() as parts_stack:
+            sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)]
+            displays = [parts_stack.enter_context(display)
+                        for display in parts.file_displays(settings, f"streamer: {path.name}")]
             total = src.info.frame_count
             if settings.max_frames is not None and total:
                 total = min(total, settings.max_frames)
-            if settings.show:
-                from .window import FileWindowSink, Window
-
-                sinks.append(FileWindowSink(sinks_stack.enter_context(Window(f"streamer: {path.name}")), total))
-            pipeline = None
             try:
                 with console.progress(total) as advance:
                     pipeline = FilePipeline(
-                        source=src,
-                        inference=stream,
-                        select=selector(settings.selection.threshold, label_ids),
-                        annotate=lambda frame, dets: draw_detections(frame.image, dets, info.name_of),
-                        sinks=sinks,
-                        max_frames=settings.max_frames,
-                        on_frame=lambda _stats: advance(),
-                    )
+                        source=src, inference=stream, stages=parts.file_stages(settings.selection, label_ids),
+                        annotators=parts.annotators(info), sinks=sinks, displays=displays,
+                        max_frames=settings.max_frames, on_frame=lambda _stats: advance(), name=path.name,
+                        total=total)
                     samples = lambda: [file_sample(path.name, pipeline, info.name_of)]  # noqa: E731
-                    with metrics_endpoint(settings.metrics, samples, say), closing(stream):
+                    with metrics_endpoint(settings.metrics, samples, say), contextlib.closing(stream):
                         stats = pipeline.run()
                         count1, compute1 = stream.compute_stats()
             finally:
                 with interrupts.critical():  # a second Ctrl-C must not cut the files short
-                    sinks_stack.close()
+                    parts_stack.close()
         if count1 > count0:
             stats.server_compute = (compute1 - compute0) / (count1 - count0)
-        stats.pool = getattr(stream, "stats", None)
-        _report_file(stats, info, [p for p in (settings.out, settings.detections) if p is not None], console)
+        if pooled(settings.server):
+            stats.servers, stats.moved = tuple(stream.servers()), stream.moved
+        shares = stream.servers()
+        model = report_model(info, client)
     if stats.interrupted:
-        return ExitCode.INTERRUPTED
-    return ExitCode.OK if stats.complete else ExitCode.INCOMPLETE
+        code = ExitCode.INTERRUPTED
+    else:
+        code = ExitCode.OK if stats.complete else ExitCode.INCOMPLETE
+    report = RunReport(command="run", exit_code=code, elapsed_s=time.monotonic() - started, model=model,
+                       servers=servers_json(shares), moved=stream.moved,
+                       streams=[stats.report(path.name, info.name_of)])
+    report.lines.append(f"{stats.line()} | model {info.describe()}")
+    report.notes.extend(_file_notes(stats, info, [p for p in (settings.out, settings.detections) if p is not None]))
+    return report
 
 
-def by_name(counts, name_of) -> dict:
-    named: dict = {}
-    for label, n in list(counts.items()):
-        named[name_of(label)] = named.get(name_of(label), 0) + n
-    return named
+def report_model(info: contract.ModelInfo, client) -> dict:
+    from .report import model_json
+
+    return model_json(info, served_model=client.model, transport=str(client.transport))
 
 
 def file_sample(name: str, pipeline, name_of):
@@ -310,25 +306,24 @@ def file_sample(name: str, pipeline, name_of):
     return CameraSample(
         camera=name, captured=stats.read, shown=stats.written, inferred=stats.inferred, skipped=0,
         failed=stats.failed, reconnects=pipeline.inference.reconnects, camera_up=stats.finished is None,
-        inference_up=pipeline.inference.state == "online", frame_age_seconds=None,
+        inference_up=pipeline.inference.state is InferenceState.ONLINE, frame_age_seconds=None,
         detections=by_name(stats.detections_by_class, name_of), latency=stats.latency)
 
 
-def _report_file(stats, info: contract.ModelInfo, outputs: List[Path], console: Console) -> None:
-    say = console.say
-    console.out(f"{stats.line()} | model {info.describe()}")
-    for path in outputs:
-        say(f"wrote {path}")
+def _file_notes(stats, info: contract.ModelInfo, outputs: List[Path]) -> List[str]:
+    """What a file run says on stderr after its accounting line."""
+    notes = [f"wrote {path}" for path in outputs]
     if stats.failed:
-        say(f"WARNING: {stats.failed} frame(s) failed inference and were written unannotated "
-            f"(first error: {stats.first_error})")
+        notes.append(f"WARNING: {stats.failed} frame(s) failed inference and were written unannotated "
+                     f"(first error: {stats.first_error})")
     if stats.source_problem:
-        say(f"WARNING: input problem: {stats.source_problem}")
+        notes.append(f"WARNING: input problem: {stats.source_problem}")
     if stats.interrupted:
-        say(f"interrupted: stopped after {stats.written} frame(s); the output holds what was processed")
+        notes.append(f"interrupted: stopped after {stats.written} frame(s); the output holds what was processed")
     if stats.quit:
-        say(f"window closed: stopped after {stats.written} frame(s); the output holds what was processed")
-    warn_untrained(info, say)
+        notes.append(f"window closed: stopped after {stats.written} frame(s); the output holds what was processed")
+    notes.extend(untrained_warning(info))
+    return notes
 
 
 # -- live cameras (streamer run on a live source, streamer watch) -----------------------------------
@@ -383,34 +378,56 @@ def _connect_all(cameras: List[_Camera], say: Callable[[str], None]) -> None:
             size = f"{r.size[0]}x{r.size[1]}" if r.size else "size unknown"
             rate = f"{float(r.rate):.2f} fps" if r.rate else "fps unknown"
             kind = "file, played at its own pace" + (", looped" if cam.settings.loop else "") \
-                if cam.spec.kind == "file" else "live"
+                if cam.spec.kind is SourceKind.FILE else "live"
             say(f"{cam.spec.name}: {kind}, {size}, {rate}")
         cam.reader.close()  # a live stream is not paused while the server starts: reopen when ready
 
 
-def run_cameras(settings: WatchSettings, console: Console) -> int:
-    """Live cameras sharing one Triton: every frame shown and recorded, the newest inferred."""
-    from .capture import TIME_BASE, LiveCapture, make_reader
-    from .live import CameraFeed, LivePipeline, RecordingSink, total_line
-    from .render import draw_detections
-    from .sinks import JsonlSink, Mp4Sink
+def _open_cameras(settings: WatchSettings, say: Callable[[str], None]) -> List[_Camera]:
+    from .capture import LiveCapture, make_reader
     from .sources import classify_source
 
+    single = len(settings.cameras) == 1
+    cameras: List[_Camera] = []
+    for cam in settings.cameras:
+        spec = classify_source(cam.source)
+        if not single:
+            spec = replace(spec, name=f"{cam.name} ({spec.name})")
+        reader = make_reader(spec, settings.capture, loop=cam.loop, log=say)
+        cameras.append(_Camera(cam, spec, reader, LiveCapture(spec, reader, settings.capture, log=say)))
+    _connect_all(cameras, say)
+    return cameras
+
+
+def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: contextlib.ExitStack):
+    """One camera's feed: its stages, annotators and sinks (entered on `stack`)."""
+    from .live import CameraFeed, LiveStats
+
+    stats = LiveStats()
+    rate = cam.reader.rate
+    settings = cam.settings
+    sinks = [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)]
+    outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
+    return CameraFeed(
+        name=settings.name, capture=cam.capture,
+        stages=parts.camera_stages(settings, label_ids, lambda: stats.latency.recent()[-5:]),
+        annotators=parts.annotators(info), sinks=sinks, max_frames=settings.max_frames,
+        source_rate=float(rate) if rate else None, stats=stats, outputs=outputs)
+
+
+def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
+    """Live cameras sharing one Triton: every frame shown and recorded, the newest inferred."""
+    from .live import LivePipeline, total_line
+
     say = console.say
+    started = time.monotonic()
     single = len(settings.cameras) == 1
     check_outputs(settings)
     if settings.show:
         from .window import Window
 
         Window.check_display()
-    cameras: List[_Camera] = []
-    for cam in settings.cameras:
-        spec = classify_source(cam.source)
-        if not single:
-            spec = type(spec)(spec.kind, spec.target, f"{cam.name} ({spec.name})")
-        reader = make_reader(spec, settings.capture, loop=cam.loop, log=say)
-        cameras.append(_Camera(cam, spec, reader, LiveCapture(spec, reader, settings.capture, log=say)))
-    _connect_all(cameras, say)
+    cameras = _open_cameras(settings, say)
     failed = [c for c in cameras if c.error is not None]
     if single and failed:
         raise failed[0].error  # a wrong URL or a dead camera fails here, before the server starts
@@ -421,80 +438,70 @@ def run_cameras(settings: WatchSettings, console: Console) -> int:
         raise SourceError(f"none of the {len(cameras)} cameras could be opened (see above)")
     status_every = settings.status_every if settings.status_every is not None else (0 if settings.show else 10)
     stats_list = []
+    report = RunReport(command="watch")
     try:
         with triton_session(settings.server, say) as (client, info, server):
-            select_for = {}
+            label_ids = {}
             for cam in running:
                 where = "--classes" if single else f"cameras.{cam.settings.name}.classes"
-                ids = label_filter(info, cam.settings.selection.classes, where)
-                select_for[cam.settings.name] = selector(cam.settings.selection.threshold, ids)
+                label_ids[cam.settings.name] = label_filter(info, cam.settings.selection.classes, where)
             warn_untrained(info, say)
             stream = inference_for(settings.server, client, server, settings.inference, True, say)
             with contextlib.ExitStack() as stack:
-                feeds = []
-                for cam in running:
-                    recorders, result_sinks = [], []
-                    rate = cam.reader.rate
-                    if cam.settings.record is not None:
-                        def open_mp4(width, height, _path=cam.settings.record, _rate=rate):
-                            return stack.enter_context(Mp4Sink(_path, width, height, TIME_BASE, _rate))
-
-                        recorders.append(RecordingSink(open_mp4))
-                    if cam.settings.detections is not None:
-                        result_sinks.append(stack.enter_context(JsonlSink(cam.settings.detections, info.name_of)))
-                    feeds.append(CameraFeed(
-                        name=cam.settings.name, capture=cam.capture, select=select_for[cam.settings.name],
-                        annotate=lambda image, dets: draw_detections(image, dets, info.name_of),
-                        recorders=recorders, result_sinks=result_sinks, hold=cam.settings.hold_detections,
-                        max_frames=cam.settings.max_frames, source_rate=float(rate) if rate else None))
-                window = None
-                if settings.show:
-                    from .window import Window
-
-                    title = f"streamer: {running[0].spec.name}" if single else \
-                        f"streamer: {len(feeds)} cameras"
-                    window = stack.enter_context(Window(title))
-                pipeline = LivePipeline(feeds=feeds, inference=stream, window=window, status_every=status_every,
+                feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack) for cam in running]
+                title = f"streamer: {running[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
+                displays = [stack.enter_context(display) for display in parts.live_displays(settings.show, title)]
+                pipeline = LivePipeline(feeds=feeds, inference=stream, displays=displays, status_every=status_every,
                                         log=say)
                 samples = lambda: [live_sample(feed, stream, info.name_of) for feed in feeds]  # noqa: E731
                 try:
-                    with metrics_endpoint(settings.metrics, samples, say), closing(stream):
+                    with metrics_endpoint(settings.metrics, samples, say), contextlib.closing(stream):
                         stats_list = pipeline.run()
                 finally:
                     with interrupts.critical():
                         stack.close()
             for cam, stats in zip(running, stats_list):
                 line = stats.line() if single else f"camera {cam.settings.name} | {stats.line()}"
-                console.out(line if not single else f"{line} | model {info.describe()}")
+                report.lines.append(line if not single else f"{line} | model {info.describe()}")
             if not single:
-                console.out(f"total ({len(stats_list)} cameras) | {total_line(stats_list)} | model {info.describe()}")
+                report.lines.append(
+                    f"total ({len(stats_list)} cameras) | {total_line(stats_list)} | model {info.describe()}")
+            report.model = report_model(info, client)
+            report.servers, report.moved = servers_json(stream.servers()), stream.moved
+            report.streams = [stats.report(feed.name, by_name(feed.detections_by_class, info.name_of))
+                              for feed, stats in zip(feeds, stats_list)]
     finally:
         for cam in cameras:
             cam.capture.stop()
             cam.reader.close()
+    notes = report.notes
     for cam in running:
         for path in (cam.settings.record, cam.settings.detections):
             if path is not None and path.exists():
-                say(f"wrote {path}")
+                notes.append(f"wrote {path}")
     quit_ = any(s.quit for s in stats_list)
     interrupted = any(s.interrupted for s in stats_list)
     if quit_:
-        say("window closed by the user")
+        notes.append("window closed by the user")
     for cam, stats in zip(running, stats_list):
         if stats.failed:
             prefix = "" if single else f"camera {cam.settings.name}: "
-            say(f"WARNING: {prefix}inference failed on {stats.failed} frame(s) (first error: {stats.first_error})")
-    warn_untrained(info, say)
+            notes.append(f"WARNING: {prefix}inference failed on {stats.failed} frame(s) "
+                         f"(first error: {stats.first_error})")
+    notes.extend(untrained_warning(info))
     lost = [cam for cam in running if cam.capture.error is not None]
-    if single and lost:
-        raise lost[0].capture.error
     for cam in lost:
-        say(f"error: camera {cam.settings.name}: {cam.capture.error}")
-    if interrupted:
-        return ExitCode.INTERRUPTED
-    if lost or failed:
-        return ExitCode.SOURCE
-    return ExitCode.OK
+        notes.append(f"error: {cam.capture.error}" if single else f"error: camera {cam.settings.name}: {cam.capture.error}")
+    report.elapsed_s = time.monotonic() - started
+    if single and lost:
+        report.exit_code = lost[0].capture.error.exit_code
+    elif interrupted:
+        report.exit_code = ExitCode.INTERRUPTED
+    elif lost or failed:
+        report.exit_code = ExitCode.SOURCE
+    else:
+        report.exit_code = ExitCode.OK
+    return report
 
 
 def live_sample(feed, stream, name_of):
@@ -504,10 +511,10 @@ def live_sample(feed, stream, name_of):
     s = feed.stats
     return CameraSample(
         camera=feed.name, captured=s.captured, shown=s.shown, inferred=s.inferred, skipped=feed.slot.skipped,
-        failed=s.failed, reconnects=feed.capture.reconnects, camera_up=feed.capture.state == "live",
-        inference_up=stream.state == "online", frame_age_seconds=feed.frame_age,
+        failed=s.failed, reconnects=feed.capture.reconnects, camera_up=feed.capture.state is CaptureState.LIVE,
+        inference_up=stream.state is InferenceState.ONLINE, frame_age_seconds=feed.frame_age,
         detections=by_name(feed.detections_by_class, name_of), latency=s.latency)
 
 
-def watch_command(settings: WatchSettings, console: Console) -> int:
+def watch_command(settings: WatchSettings, console: Console) -> RunReport:
     return run_cameras(settings, console)

@@ -71,6 +71,8 @@ def pad_to_even(image: np.ndarray) -> np.ndarray:
 
 
 class Mp4Sink:
+    every_frame = True  # a video: every frame
+
     def __init__(
         self,
         path: Path,
@@ -200,7 +202,10 @@ class Mp4Sink:
 
 class JsonlSink:
     """One JSON object per frame: index, pts, time (s), status, detections (name, label id, score, box),
-    plus `extra` (a file run: time_base, size, threshold, classes; what `streamer render` needs)."""
+    plus `extra` (a file run: time_base, size, threshold, classes; what `streamer render` needs).
+    It keeps inferred frames only (live: one record per answer; a file run infers every frame)."""
+
+    every_frame = False
 
     def __init__(self, path: Path, name_of: Callable[[int], str], extra: Optional[dict] = None):
         self.path = Path(path)

@@ -23,6 +23,7 @@ from typing import Callable, Iterator, List, Optional
 
 import av
 
+from .states import SourceKind
 from .errors import SourceError
 from .frames import AudioChunk, Frame, frame_step
 from .media import (ColourTags, Orientation, PictureConverter, PictureFormat, describe_audio, display_matrix,
@@ -48,13 +49,13 @@ def mask_url(url: str) -> str:
 class SourceSpec:
     """What the user asked to read. `target` may hold credentials: print `name` instead."""
 
-    kind: str  # "file", "webcam" or "network"
+    kind: SourceKind
     target: str  # file path, webcam index or device path, or URL
     name: str  # safe to show
 
     @property
     def live(self) -> bool:
-        return self.kind != "file"
+        return self.kind is not SourceKind.FILE
 
 
 def is_file_spec(spec: str) -> bool:
@@ -67,12 +68,12 @@ def classify_source(spec: str) -> SourceSpec:
     """A webcam (`0`, `/dev/video0`), a network stream (rtsp://...), or a video file (checked)."""
     text = spec.strip()
     if text.isdigit() or _WEBCAM_PATH.match(text):
-        return SourceSpec("webcam", text, f"webcam {text}")
+        return SourceSpec(SourceKind.WEBCAM, text, f"webcam {text}")
     match = _SCHEME.match(text)
     if match and match.group(1).lower() in NETWORK_SCHEMES:
-        return SourceSpec("network", text, mask_url(text))
+        return SourceSpec(SourceKind.NETWORK, text, mask_url(text))
     path = parse_source(spec)
-    return SourceSpec("file", str(path), str(path))
+    return SourceSpec(SourceKind.FILE, str(path), str(path))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from . import contract, interrupts, shm
 from .contract import ModelInfo
 from .errors import InferenceError, ModelMismatch, ModelNotReady, ServerUnavailable
 from .frames import Detections, Frame, Outcome
+from .stages import ServerShare
 
 Log = Callable[[str], None]
 
@@ -561,6 +562,7 @@ class InferenceStream:
         self.state = "online"  # or "offline" while waiting for the server
         self.reconnects = 0
         self.resent = 0
+        self.answered = 0  # frames the server answered with detections
         self._aborted = threading.Event()
         self._events: "queue.Queue[Tuple[int, object, Optional[InferenceServerException]]]" = queue.Queue()
         self._generation = 0
@@ -572,6 +574,14 @@ class InferenceStream:
     def compute_stats(self) -> Tuple[int, float]:
         """The server's (inferences, compute seconds) so far."""
         return self.client.compute_stats()
+
+    moved = 0  # one server: nothing is moved
+
+    def servers(self) -> List[ServerShare]:
+        return [ServerShare(self.client.url, self.answered)]
+
+    def close(self) -> None:
+        """The session owns the client: nothing to release here."""
 
     def abort(self) -> None:
         """From another thread: make process() return soon, dropping what is in flight."""
@@ -768,4 +778,5 @@ class InferenceStream:
         except ValueError as err:
             results.put(index, Outcome(frame, None, f"bad response: {err}", latency))
             return
+        self.answered += 1
         results.put(index, Outcome(frame, detections, None, latency))

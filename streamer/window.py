@@ -1,7 +1,7 @@
 """The live window (OpenCV highgui): shows RGB frames; `q`, Esc or closing the window ends it.
 
-`Window` only shows. `FileWindowSink` is the sink a file run uses with --show: it plays
-frames no faster than their timestamps (the file's own pace) and draws a small HUD.
+`Window` only shows. `WindowDisplay` is the `Display` runs use with --show: one camera with its
+HUD (a file played no faster than its timestamps), or a mosaic of several cameras.
 """
 
 from __future__ import annotations
@@ -9,19 +9,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 from .errors import SinkError
-from .frames import Detections, Frame, to_bgr
+from .frames import to_bgr
 from .render import draw_hud
+from .stages import View
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
-
-
-class UserQuit(Exception):
-    """The user closed the window (q, Esc, or the window's close button)."""
 
 
 class Window:
@@ -77,29 +74,52 @@ class Window:
         self.close()
 
 
-class FileWindowSink:
-    """--show for a file: every frame, at most at the file's own pace, with a small HUD."""
+class WindowDisplay:
+    """The OpenCV window as a `Display`: one camera with its HUD, or a mosaic of every camera.
 
-    def __init__(self, window: Window, total: Optional[int] = None):
-        self.window = window
-        self.total = total
+    paced: a file run's window plays frames no faster than their timestamps (the file's own pace).
+    The mosaic is redrawn at most `mosaic_fps` times a second, at most `mosaic_size`."""
+
+    def __init__(self, title: str, paced: bool = False, mosaic_fps: float = 15.0,
+                 mosaic_size: Tuple[int, int] = (1280, 720)):
+        self.window = Window(title)
+        self.paced = paced
+        self.mosaic_fps = mosaic_fps
+        self.mosaic_size = mosaic_size
         self._start: Optional[float] = None  # wall time of the first frame's timestamp
         self._first_time: Optional[float] = None
-        self._shown = 0
-        self._window_start = time.monotonic()
+        self._mosaic_shown = 0.0
 
-    def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
+    def __enter__(self) -> "WindowDisplay":
+        self.window.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.window.close()
+
+    def _pace(self, frame) -> None:
+        if frame is None or frame.time is None:
+            return
         now = time.monotonic()
-        if frame.time is not None:
-            if self._start is None:
-                self._start, self._first_time = now, frame.time
-            due = self._start + (frame.time - self._first_time)
-            if due > now:
-                time.sleep(due - now)
-        self._shown += 1
-        elapsed = time.monotonic() - self._window_start
-        fps = self._shown / elapsed if elapsed > 0 else 0.0
-        position = f"frame {frame.index + 1}" + (f"/{self.total}" if self.total else "")
-        status = "no detections (inference failed)" if detections is None else f"{len(detections)} detection(s)"
-        if not self.window.show(draw_hud(image, [position, f"display {fps:.1f} fps", status])):
-            raise UserQuit()
+        if self._start is None:
+            self._start, self._first_time = now, frame.time
+        due = self._start + (frame.time - self._first_time)
+        if due > now:
+            time.sleep(due - now)
+
+    def show(self, views: Sequence[View]) -> bool:
+        if len(views) == 1:
+            view = views[0]
+            if view.image is None:
+                return True
+            if self.paced:
+                self._pace(view.frame)
+            return self.window.show(draw_hud(view.image, list(view.hud), view.banner))
+        from .mosaic import compose, tile_size_to_fit
+
+        now = time.monotonic()
+        if now - self._mosaic_shown < 1 / self.mosaic_fps:
+            return True
+        self._mosaic_shown = now
+        tiles = [(v.image, v.name, list(v.hud), v.banner) for v in views]
+        return self.window.show(compose(tiles, tile_size_to_fit(len(tiles), self.mosaic_size)))

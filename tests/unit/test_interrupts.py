@@ -11,8 +11,9 @@ import pytest
 
 from streamer import interrupts
 from streamer.frames import Detections, Frame
+from streamer.frames import Outcome
 from streamer.pipeline import FilePipeline
-from streamer.triton import Outcome
+from streamer.stages import PassStage
 
 
 def deliver(sig: int) -> None:
@@ -78,8 +79,7 @@ class SignalsMidWrite:
 
 def test_pipeline_finishes_the_frame_being_written_then_stops():
     sink = SignalsMidWrite()
-    pipeline = FilePipeline(source=Frames(), inference=Inferred(), select=lambda d: d,
-                            annotate=lambda frame, d: frame.image, sinks=[sink])
+    pipeline = FilePipeline(source=Frames(), inference=Inferred(), stages=PassStage(), annotators=[], sinks=[sink])
     with interrupts.installed():
         stats = pipeline.run()
     assert stats.interrupted

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamer.states import CaptureState, SourceKind
 from streamer.capture import CaptureSettings, LiveCapture, WebcamReader, backoff_delays
 from streamer.errors import SourceError
 from streamer.frame_queue import FrameQueue, LatestSlot
@@ -25,13 +26,13 @@ from ..helpers import read_code, wait_until, write_clip
 
 def test_classify_webcams_streams_and_files(tmp_path):
     clip = write_clip(tmp_path / "c.mp4", 3)
-    assert classify_source("0") == SourceSpec("webcam", "0", "webcam 0")
-    assert classify_source("/dev/video2").kind == "webcam"
+    assert classify_source("0") == SourceSpec(SourceKind.WEBCAM, "0", "webcam 0")
+    assert classify_source("/dev/video2").kind is SourceKind.WEBCAM
     spec = classify_source("rtsp://admin:hunter2@cam.local:554/stream1")
-    assert spec.kind == "network" and spec.live
+    assert spec.kind is SourceKind.NETWORK and spec.live
     assert spec.name == "rtsp://***@cam.local:554/stream1"
-    assert classify_source("https://example.com/live.m3u8").kind == "network"
-    assert classify_source(str(clip)) == SourceSpec("file", str(clip), str(clip))
+    assert classify_source("https://example.com/live.m3u8").kind is SourceKind.NETWORK
+    assert classify_source(str(clip)) == SourceSpec(SourceKind.FILE, str(clip), str(clip))
     assert not classify_source(str(clip)).live
 
 
@@ -127,6 +128,8 @@ def test_hud_text_fits_a_small_frame():
 class FlakyReader:
     """Delivers `per_session` frames per connection; opens fail once `fail_after` sessions were served."""
 
+    finite = False
+
     def __init__(self, per_session: int, fail_after: int):
         self.per_session = per_session
         self.fail_after = fail_after
@@ -148,7 +151,7 @@ class FlakyReader:
 
 
 def capture(reader, settings: CaptureSettings) -> LiveCapture:
-    return LiveCapture(SourceSpec("network", "rtsp://u:pw@h/x", "rtsp://***@h/x"), reader, settings,
+    return LiveCapture(SourceSpec(SourceKind.NETWORK, "rtsp://u:pw@h/x", "rtsp://***@h/x"), reader, settings,
                        log=lambda message: None, seed=0)
 
 
@@ -164,7 +167,7 @@ def test_capture_reconnects_then_gives_up_with_a_clear_error():
     assert all(b.pts >= a.pts for a, b in zip(frames, frames[1:]))  # wall-clock stamps keep going
     assert frames[5].pts - frames[4].pts >= 0.03 * 90000  # the time offline is in the stamps
     assert cap.reconnects == 2
-    assert cap.state == "failed"
+    assert cap.state is CaptureState.FAILED
     assert str(cap.error) == ("rtsp://***@h/x did not come back within 1 s (--max-reconnect-time); "
                               "last error: connection refused")
     assert cap.offline_seconds >= 1.0
@@ -175,7 +178,7 @@ def test_capture_stops_promptly_while_reconnecting():
     cap = capture(FlakyReader(per_session=1, fail_after=1), settings)
     cap.connect()
     cap.start(lambda frame: None)
-    wait_until(lambda: cap.state == "offline", 10, what="offline")
+    wait_until(lambda: cap.state is CaptureState.OFFLINE, 10, what="offline")
     started = time.monotonic()
     cap.stop()
     cap.join(timeout=10)
@@ -187,7 +190,7 @@ def test_webcam_reader_through_real_opencv_on_a_clip(tmp_path):
     """No camera exists here: OpenCV's own capture reads a clip through the same reader."""
     clip = write_clip(tmp_path / "cam.mp4", 12, 200, 150)
     frames: list = []
-    spec = SourceSpec("webcam", str(clip), "webcam test")
+    spec = SourceSpec(SourceKind.WEBCAM, str(clip), "webcam test")
     cap = LiveCapture(spec, WebcamReader(spec, CaptureSettings(backoff_initial=0.05)), CaptureSettings(
         backoff_initial=0.05, backoff_max=0.1), log=lambda m: None)
     cap.connect()
@@ -209,7 +212,7 @@ def test_webcam_that_cannot_open_says_what_to_check():
         def release(self):
             pass
 
-    reader = WebcamReader(SourceSpec("webcam", "3", "webcam 3"), CaptureSettings(), opener=lambda target: Closed())
+    reader = WebcamReader(SourceSpec(SourceKind.WEBCAM, "3", "webcam 3"), CaptureSettings(), opener=lambda target: Closed())
     with pytest.raises(SourceError, match="cannot open webcam 3: no such camera, or it is busy"):
         reader.open()
 

@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 
+from streamer.states import SourceKind
 from streamer.capture import CaptureSettings, NetworkReader
 from streamer.media import Orientation, display_matrix
 from streamer.sinks import Mp4Sink
@@ -243,7 +244,7 @@ def test_hdr_is_tone_mapped_to_sdr_bt709(trc, kind, tmp_path):
 
 def test_a_live_stream_that_signals_a_rotation_is_turned_upright(tmp_path):
     clip = make_input(tmp_path / "cam.mp4", rotation=90, count=5)
-    reader = NetworkReader(SourceSpec("network", str(clip), "cam"), CaptureSettings())
+    reader = NetworkReader(SourceSpec(SourceKind.NETWORK, str(clip), "cam"), CaptureSettings())
     reader.open()
     try:
         images = list(reader.images())

@@ -57,7 +57,7 @@ def test_render_redraws_the_log_with_a_higher_threshold(clip, tmp_path):
     out = tmp_path / "again.mp4"
     said = []
     result = render(clip, log, out, threshold=0.8, classes=None, say=said.append)
-    assert result.written == 20
+    assert result.streams[0].frames["written"] == 20
     again, src = read_back(out), read_back(clip)
     assert (again.width, again.height) == (150, 200) and again.rotation == 0
     assert again.audio[0]["codec"] == "aac"
@@ -90,7 +90,7 @@ def test_a_log_from_a_shorter_run_renders_its_frames_and_says_so(clip, tmp_path)
     said = []
     result = render(clip, log, tmp_path / "again.mp4", threshold=None, classes=None, say=said.append)
     again = read_back(tmp_path / "again.mp4")
-    assert result.written == 8 and len(again.images) == 8
+    assert result.streams[0].frames["written"] == 8 and len(again.images) == 8
     assert any("covers frames 0-7 of the video's 20" in m for m in said)
     assert again.audio[0]["seconds"] == pytest.approx(8 / 30, abs=again.audio[0]["frame"])
 

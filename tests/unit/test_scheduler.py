@@ -9,6 +9,8 @@ import numpy as np
 
 from streamer.frames import Detections, Frame
 from streamer.live import CameraFeed, InferenceScheduler
+from streamer.stages import PassStage
+from streamer.states import CaptureState
 from streamer.triton import IDLE, Outcome
 
 
@@ -16,7 +18,7 @@ class Capture:
     """The little of LiveCapture a feed touches outside a run."""
 
     running = True
-    state = "live"
+    state = CaptureState.LIVE
     reconnects = 0
 
     def stop(self):
@@ -24,7 +26,7 @@ class Capture:
 
 
 def feed(name: str) -> CameraFeed:
-    return CameraFeed(name=name, capture=Capture(), select=lambda d: d, annotate=lambda image, d: image)
+    return CameraFeed(name=name, capture=Capture(), stages=PassStage())
 
 
 def frame(index: int, t: float) -> Frame:

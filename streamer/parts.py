@@ -1,0 +1,94 @@
+"""Factories: the parts of a run, built from frozen settings.
+
+Each returns parts behind the interfaces of `stages.py`; the runner enters the context managers
+and hands the parts to a scheduler. A new sink, stage or display is one class, one settings
+field and one line here.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from . import contract
+from .selection import HoldDetections, selection_stages
+from .settings import CameraSettings, RunSettings, Selection
+from .stages import Annotator, Display, Sink, Stage
+
+Say = Callable[[str], None]
+
+
+def annotators(info: contract.ModelInfo) -> List[Annotator]:
+    """What is drawn on every frame with detections: boxes, class names and scores."""
+    from .render import BoxAnnotator
+
+    return [BoxAnnotator(info.name_of)]
+
+
+def file_stages(selection: Selection, label_ids: Optional[Sequence[int]]) -> Stage:
+    """A file run's stages: the class filter, then the score threshold."""
+    return selection_stages(selection.threshold, label_ids)
+
+
+def camera_stages(camera: CameraSettings, label_ids: Optional[Sequence[int]],
+                  latency: Callable[[], Sequence[float]]) -> Stage:
+    """A camera's stages: the class filter, the newest answer held on the frames shown after it,
+    then the score threshold. `latency`: the camera's recent inference latencies (seconds)."""
+    return selection_stages(camera.selection.threshold, label_ids,
+                            [HoldDetections(camera.hold_detections, latency)])
+
+
+def file_sinks(settings: RunSettings, src, info: contract.ModelInfo, label_ids: Optional[Sequence[int]],
+               say: Say) -> List[Sink]:
+    """The outputs of a file run (`src`: the open sources.FileSource): --out, --detections."""
+    from .rerender import run_record
+    from .sinks import JsonlSink, Mp4Sink
+
+    sinks: List[Sink] = []
+    if settings.out is not None:
+        sinks.append(Mp4Sink.for_file(src.info, src.audio_tracks, settings.out, say))
+    if settings.detections is not None:
+        sinks.append(JsonlSink(settings.detections, info.name_of,
+                               run_record(src.info, settings.selection.threshold, label_ids)))
+    return sinks
+
+
+def camera_sinks(camera: CameraSettings, info: contract.ModelInfo, rate: Optional[Fraction],
+                 stack: ExitStack) -> List[Sink]:
+    """A camera's outputs: its recording (every frame, opened at the first frame's size) and its
+    detections log (inferred frames). Files opened later are closed by `stack`."""
+    from .capture import TIME_BASE
+    from .live import RecordingSink
+    from .sinks import JsonlSink, Mp4Sink
+
+    sinks: List[Sink] = []
+    if camera.record is not None:
+        def open_mp4(width: int, height: int, path: Path = camera.record) -> Mp4Sink:
+            return stack.enter_context(Mp4Sink(path, width, height, TIME_BASE, rate))
+
+        sinks.append(RecordingSink(open_mp4))
+    if camera.detections is not None:
+        sinks.append(JsonlSink(camera.detections, info.name_of))
+    return sinks
+
+
+def file_displays(settings: RunSettings, title: str) -> List[Display]:
+    """--show for a file: the window, playing the file at its own pace."""
+    displays: List[Display] = []
+    if settings.show:
+        from .window import WindowDisplay
+
+        displays.append(WindowDisplay(title, paced=True))
+    return displays
+
+
+def live_displays(show: bool, title: str) -> List[Display]:
+    """--show for cameras: one camera's window with its HUD, or the mosaic."""
+    displays: List[Display] = []
+    if show:
+        from .window import WindowDisplay
+
+        displays.append(WindowDisplay(title))
+    return displays

@@ -1,0 +1,93 @@
+"""What a run did: `RunReport`, returned by `run`, `watch` and `render`.
+
+The CLI prints its `lines` (the accounting lines, on stdout) and its `notes` (files written,
+warnings, on stderr), and `--summary FILE` writes `to_json()`. The figures come from the same
+counters the metrics endpoint reads (`RunStats`, `LiveStats`), never counted twice.
+
+JSON shape (more keys may come; none will change meaning):
+
+    {"command": "run" | "watch" | "render", "exit_code": 0, "elapsed_s": 12.3,
+     "model": {"arch", "weights", "untrained", "min_size", "max_size", "served_model", "transport"} | null,
+     "servers": [{"url", "frames"}], "moved": 0,
+     "streams": [{"name", "kind": "file" | "live", "frames": {...}, "fps", "latency_ms": {"p50", "p95"},
+                  "detections_by_class": {"person": 12, ...}, "reconnects": 0}]}
+
+A file stream's `frames` has read, inferred, written, failed, dropped (read but not written:
+interrupted); a live one's captured, shown, inferred, skipped, failed, dropped (display could
+not keep up), not_shown_at_exit. Live streams also carry `frame_age_ms` {"p50", "p95"}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .states import StreamKind
+
+
+def percentiles_ms(seconds: Sequence[float]) -> Dict[str, Optional[float]]:
+    """{"p50", "p95"} in milliseconds (None when there is nothing to measure)."""
+    if not len(seconds):
+        return {"p50": None, "p95": None}
+    p50, p95 = np.percentile(np.asarray(seconds, dtype=np.float64), [50, 95]) * 1000
+    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1)}
+
+
+@dataclass
+class StreamReport:
+    """One stream of a run: a file, or one live camera."""
+
+    name: str
+    kind: StreamKind
+    frames: Dict[str, int]
+    fps: float
+    latency_ms: Dict[str, Optional[float]]
+    detections_by_class: Dict[str, int] = field(default_factory=dict)
+    reconnects: int = 0
+    frame_age_ms: Optional[Dict[str, Optional[float]]] = None
+
+    def to_json(self) -> dict:
+        out = {"name": self.name, "kind": str(self.kind), "frames": dict(self.frames), "fps": round(self.fps, 3),
+               "latency_ms": dict(self.latency_ms), "detections_by_class": dict(self.detections_by_class),
+               "reconnects": self.reconnects}
+        if self.frame_age_ms is not None:
+            out["frame_age_ms"] = dict(self.frame_age_ms)
+        return out
+
+
+@dataclass
+class RunReport:
+    command: str
+    exit_code: int = 0
+    elapsed_s: float = 0.0
+    model: Optional[dict] = None
+    servers: List[dict] = field(default_factory=list)  # {"url", "frames"}
+    moved: int = 0
+    streams: List[StreamReport] = field(default_factory=list)
+    lines: List[str] = field(default_factory=list)  # printed on stdout: the accounting
+    notes: List[str] = field(default_factory=list)  # printed on stderr after the accounting
+
+    def to_json(self) -> dict:
+        return {"command": self.command, "exit_code": int(self.exit_code), "elapsed_s": round(self.elapsed_s, 3),
+                "model": self.model, "servers": list(self.servers), "moved": self.moved,
+                "streams": [s.to_json() for s in self.streams]}
+
+    def write_summary(self, target: str) -> None:
+        """`--summary FILE` (`-`: stdout): the report as one JSON document."""
+        text = json.dumps(self.to_json(), indent=2) + "\n"
+        if target == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            Path(target).write_text(text, encoding="utf-8")
+
+
+def model_json(info, served_model: Optional[str] = None, transport: Optional[str] = None) -> dict:
+    """The served model as the report names it (`info`: contract.ModelInfo)."""
+    return {"arch": info.arch, "weights": info.weights, "untrained": info.untrained, "min_size": info.min_size,
+            "max_size": info.max_size, "served_model": served_model, "transport": transport}
