@@ -2,7 +2,7 @@
 
 The streamer side is MetricsServer reading counters that a thread of the test keeps
 advancing (what the pipelines do in a run); the Triton side is the session's server. The
-README's PromQL queries are run here as written, so they stay valid.
+PromQL queries of docs/metrics.md are run here as written, so they stay valid.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from ..prometheus import Prometheus
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-# The README's queries, verbatim (a test below keeps them in step).
+METRICS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+# The queries of docs/metrics.md, verbatim (a test below keeps them in step).
 FPS = "rate(streamer_frames_captured_total[1m])"
 REFRESH = "rate(streamer_frames_inferred_total[1m])"
 SKIPPED = "rate(streamer_frames_skipped_total[1m]) / rate(streamer_frames_captured_total[1m])"
@@ -99,7 +99,7 @@ def test_prometheus_scrapes_per_camera_series_and_the_embedded_triton(server_mob
             prom.wait_for("up == 1", lambda r: {labels["job"] for labels, _ in r} == {"streamer", "triton"},
                           timeout=60, what="both targets up")
 
-            # The README's queries.
+            # The queries of docs/metrics.md.
             for query in (FPS, REFRESH):
                 rates = prom.wait_for(query, lambda r: len(r) == 2 and all(v > 0 for _, v in r), timeout=60)
                 assert {labels["camera"] for labels, _ in rates} == {"front", "garage"}
@@ -126,7 +126,7 @@ def test_prometheus_scrapes_per_camera_series_and_the_embedded_triton(server_mob
         ticker.join(10)
 
 
-def test_the_readme_shows_these_queries_verbatim():
-    text = README.read_text()
+def test_the_metrics_page_shows_these_queries_verbatim():
+    text = METRICS_PAGE.read_text()
     for query in (FPS, REFRESH, SKIPPED, DOWN, P95, PEOPLE, QUEUE_US):
         assert f"\n{query}\n" in text, query

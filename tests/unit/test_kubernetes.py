@@ -424,7 +424,7 @@ def test_container_command_exports_started_at_and_execs_streamer_with_the_args(c
 
 
 def test_a_site_overlay_replaces_cameras_credentials_and_images(tmp_path):
-    """README's my-site/kustomization.yaml."""
+    """docs/kubernetes.md's my-site/kustomization.yaml (the page's own text: the test below)."""
     cameras = "cameras:\n  gate:\n    source: rtsp://admin:${GATE_PASSWORD}@10.0.0.9/live\n" \
               "    record: /recordings/gate-${STARTED_AT}.mp4\n"
     registry = "registry.example.com/vision"
@@ -445,6 +445,28 @@ def test_a_site_overlay_replaces_cameras_credentials_and_images(tmp_path):
     assert container(find(objects, "Deployment", "triton"))["image"] == f"{registry}/triton-fasterrcnn:1.2"
     assert {c["image"] for c in spec["containers"] + spec["initContainers"]} == {f"{registry}/streamer-client:1.2"}
 
+
+
+def test_the_site_overlay_of_docs_kubernetes_renders_as_written(tmp_path):
+    """The my-site/kustomization.yaml of docs/kubernetes.md, verbatim, beside a checkout named
+    `streamer` (its `../streamer/deploy/...` path), with a camera file and credentials of its own."""
+    page = (ROOT / "docs" / "kubernetes.md").read_text()
+    example = re.search(r"```yaml\n# my-site/kustomization\.yaml[^\n]*\n(.*?)```", page, re.S)
+    assert example, "docs/kubernetes.md lost its my-site/kustomization.yaml example"
+    (tmp_path / "streamer").symlink_to(ROOT, target_is_directory=True)
+    site = tmp_path / "my-site"
+    site.mkdir()
+    (site / "kustomization.yaml").write_text(example.group(1))
+    (site / "cameras.yaml").write_text("cameras:\n  gate:\n    source: rtsp://admin:${GATE_PASSWORD}@10.0.0.9/live\n")
+    (site / "credentials.env").write_text("GATE_PASSWORD=s3cret\n")
+    objects = render(site)
+    assert list(camera_file(objects)["cameras"]) == ["gate"]
+    assert find(objects, "Secret", "streamer-credentials")["data"] == {"GATE_PASSWORD": base64.b64encode(b"s3cret").decode()}
+    registry = "registry.example.com/vision"
+    assert container(find(objects, "Deployment", "triton"))["image"] == f"{registry}/triton-fasterrcnn:1.0"
+    spec = pod_spec(find(objects, "Deployment", "streamer"))
+    assert {c["image"] for c in spec["containers"] + spec["initContainers"]} == {f"{registry}/streamer-client:1.0"}
+    assert "--model-config-name=gpu" in container(find(objects, "Deployment", "triton"))["args"], "overlays/gpu"
 
 # -- network policy -------------------------------------------------------------------------------
 
