@@ -22,14 +22,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from live_benchmark import STREAMER, exported_repo, write_clip  # noqa: E402
 
-from streamer.server import EmbeddedServer, ServerSettings, free_port  # noqa: E402
+from streamer.server import EmbeddedServer, EmbeddedServerSettings, free_port  # noqa: E402
 
 FPS = re.compile(r"\| ([\d.]+) fps")
 SERVERS = re.compile(r"servers ([^;]+); moved (\d+)")
 
 
 def serve(repo: Path, threads: int) -> EmbeddedServer:
-    return EmbeddedServer(ServerSettings(repo=repo, http_port=free_port(), grpc_port=free_port(),
+    return EmbeddedServer(EmbeddedServerSettings(repo=repo, http_port=free_port(), grpc_port=free_port(),
                                          metrics_port=free_port(), threads=threads)).start()
 
 

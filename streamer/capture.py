@@ -17,30 +17,20 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterator, Optional, Protocol
 
 import av
 import numpy as np
 
-from .states import CaptureState, SourceKind
 from .errors import SourceError
 from .frames import Frame, from_bgr
 from .media import ColourTags, Orientation, PictureConverter, display_matrix
+from .settings import CaptureSettings
 from .sources import SourceSpec, ffmpeg_reason, scrub
+from .states import CaptureState, SourceKind
 
 TIME_BASE = Fraction(1, 90000)
-
-
-@dataclass(frozen=True)
-class CaptureSettings:
-    open_timeout: float = 10.0  # seconds to connect and get the stream's header
-    stall_timeout: float = 5.0  # seconds without data before the stream counts as dropped
-    rtsp_transport: str = "tcp"
-    max_reconnect_time: float = 300.0  # seconds offline before giving up
-    backoff_initial: float = 0.5
-    backoff_max: float = 8.0
 
 
 def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Iterator[float]:

@@ -7,13 +7,17 @@ import functools
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import click
 
 from . import contract, interrupts
 from .errors import EXIT_CODES_HELP, ExitCode, ServerStartError, SourceError, StreamerError
-from .frames import Detections, from_bgr, to_bgr
+from .frames import from_bgr, to_bgr
+
+if TYPE_CHECKING:
+    from .runner import Console
+    from .settings import CaptureSettings
 
 DEFAULT_REPO = Path("model_repository")
 DEFAULT_SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.mp4"
@@ -112,9 +116,10 @@ def model_options():
 def server_settings(triton, model_repo, threads, startup_timeout, model=None, transport="auto",
                     triton_metrics_port=None):
     from .settings import ServerSettings
+    from .states import Transport
 
     return ServerSettings(triton=triton, model_repo=model_repo, threads=threads, startup_timeout=startup_timeout,
-                          model=model, transport=transport, metrics_port=triton_metrics_port)
+                          model=model, transport=Transport(transport), metrics_port=triton_metrics_port)
 
 
 def console() -> "Console":
@@ -172,7 +177,7 @@ def live_options(fn):
 
 
 def capture_settings(open_timeout, stall_timeout, rtsp_transport, max_reconnect_time) -> "CaptureSettings":
-    from .capture import CaptureSettings
+    from .settings import CaptureSettings
 
     return CaptureSettings(open_timeout=open_timeout, stall_timeout=stall_timeout, rtsp_transport=rtsp_transport,
                            max_reconnect_time=max_reconnect_time)
@@ -275,9 +280,9 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
     model.pt through a Python-backend twin of the LibTorch model. Stops cleanly: no process
     or shared-memory region is left behind.
     """
-    from .server import EmbeddedServer, ServerSettings
+    from .server import EmbeddedServer, EmbeddedServerSettings
 
-    server = EmbeddedServer(ServerSettings(
+    server = EmbeddedServer(EmbeddedServerSettings(
         repo=model_repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
         threads=threads, startup_timeout=startup_timeout, log_file=log_file,
     ))
@@ -437,15 +442,12 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
     given up on (the others still ran); 2 for a bad camera file.
     """
     from .runner import watch_command
-    from .settings import InferenceSettings, MetricsSettings, Selection, WatchSettings, watch_cameras
+    from .settings import InferenceSettings, MetricsSettings, Selection, WatchSettings, flags_over_file, watch_cameras
 
     found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
                           max_frames)
     cams = found.cameras
-    triton = triton or found.triton  # flags win over the camera file
-    metrics_port = metrics_port or found.metrics_port
-    if found.metrics_host and metrics_host == "127.0.0.1":
-        metrics_host = found.metrics_host
+    triton, metrics_port, metrics_host = flags_over_file(found, triton, metrics_port, metrics_host)
     if triton is not None:
         triton = TritonAddress().convert(triton, None, None)
     settings = WatchSettings(

@@ -243,6 +243,18 @@ class CameraFeed:
     def next_frame(self) -> Optional[Frame]:
         return self.frames.get(timeout=0)
 
+    def show_waiting(self) -> int:
+        """Show the frames waiting now (not those captured meanwhile: a step that is slower than the
+        camera must still end, so answers are collected and the displays refreshed). How many."""
+        shown = 0
+        for _ in range(len(self.frames)):
+            frame = self.next_frame()
+            if frame is None:
+                break
+            self.show(frame)
+            shown += 1
+        return shown
+
     def show(self, frame: Frame) -> np.ndarray:
         """Draw one captured frame with what the stages hold for it and record it; the drawn image."""
         image = frame.image
@@ -449,11 +461,7 @@ class LivePipeline:
     def _step(self) -> bool:
         """Draw, record and show what the cameras captured. False: a viewer asked to stop."""
         for feed in self.feeds:
-            while True:
-                frame = feed.next_frame()
-                if frame is None:
-                    break
-                feed.show(frame)
+            feed.show_waiting()
         if not self.displays:
             return True
         now = time.monotonic()

@@ -43,7 +43,7 @@ def camera_stages(camera: CameraSettings, label_ids: Optional[Sequence[int]],
 def file_sinks(settings: RunSettings, src, info: contract.ModelInfo, label_ids: Optional[Sequence[int]],
                say: Say) -> List[Sink]:
     """The outputs of a file run (`src`: the open sources.FileSource): --out, --detections."""
-    from .rerender import run_record
+    from .detlog import run_fields
     from .sinks import JsonlSink, Mp4Sink
 
     sinks: List[Sink] = []
@@ -51,7 +51,7 @@ def file_sinks(settings: RunSettings, src, info: contract.ModelInfo, label_ids: 
         sinks.append(Mp4Sink.for_file(src.info, src.audio_tracks, settings.out, say))
     if settings.detections is not None:
         sinks.append(JsonlSink(settings.detections, info.name_of,
-                               run_record(src.info, settings.selection.threshold, label_ids)))
+                               run_fields(src.info, settings.selection.threshold, label_ids)))
     return sinks
 
 

@@ -8,15 +8,14 @@ refused before anything is kept. No Triton, no torch: only PyAV, OpenCV and nump
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
 
+from . import detlog
 from .errors import ExitCode, SourceError, StreamerError
 from .frames import Detections, Frame, Outcome
 from .report import RunReport
@@ -35,14 +34,7 @@ class RenderUsageError(StreamerError):
     exit_code = ExitCode.USAGE
 
 
-def run_record(info: VideoInfo, threshold: float, label_ids: Optional[Sequence[int]]) -> dict:
-    """What every JSONL record of a file run adds so `render` can redraw it."""
-    return {
-        "time_base": str(info.time_base) if info.time_base else None,
-        "size": [info.width, info.height],
-        "threshold": threshold,
-        "classes": sorted(int(i) for i in label_ids) if label_ids is not None else None,
-    }
+run_record = detlog.run_fields  # what every record of a file run adds (kept under its old name)
 
 
 @dataclass
@@ -60,12 +52,7 @@ class DetectionLog:
 
     def detections(self, record: dict) -> Optional[Detections]:
         """The record's detections (None: its inference failed in the run)."""
-        if record.get("status") != "ok":
-            return None
-        items = record.get("detections") or []
-        return Detections(np.array([d["box"] for d in items], np.float32).reshape(-1, 4),
-                          np.array([d["label"] for d in items], np.int64),
-                          np.array([d["score"] for d in items], np.float32))
+        return detlog.decode(record)
 
     def label_ids(self, names: Sequence[str]) -> Tuple[List[int], List[str]]:
         """(ids, names never seen in the log) for class names (case-insensitive), as the log knows them.
@@ -91,21 +78,7 @@ def load_log(path: Path) -> DetectionLog:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"no such detections log: {path}")
-    records: List[dict] = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise SourceError(f"{path}: line {n} is not JSON ({err.msg}); is it a `run --detections` log?") from err
-                if not isinstance(record, dict) or not {"frame", "pts", "detections"} <= record.keys():
-                    raise SourceError(f"{path}: line {n} is not a frame record of `streamer run --detections`")
-                records.append(record)
-    except (OSError, UnicodeDecodeError) as err:
-        raise SourceError(f"cannot read {path} ({err})") from err
+    records = detlog.read_records(path)
     if not records:
         raise SourceError(f"{path} is empty: no frame records to render")
     first = records[0]

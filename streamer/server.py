@@ -34,7 +34,7 @@ LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
-class ServerSettings:
+class EmbeddedServerSettings:
     repo: Path
     host: str = LOOPBACK
     http_port: int = 8000
@@ -99,7 +99,7 @@ def twin_config_text(config_text: str, threads: int) -> str:
 class EmbeddedServer:
     """A tritonserver process serving the twins of `settings.repo`'s models."""
 
-    settings: ServerSettings
+    settings: EmbeddedServerSettings
     proc: Optional[subprocess.Popen] = field(default=None, init=False)
     workdir: Optional[Path] = field(default=None, init=False)
     shm_prefix: str = field(default="", init=False)
@@ -333,7 +333,7 @@ def start_on_free_ports(repo: Path, threads: int = 0, startup_timeout: float = 1
     """A ready server on free loopback ports, picking others if one was taken meanwhile.
     `metrics_port` fixes Triton's metrics port (so Prometheus can scrape it); in use: PortInUse."""
     for attempt in range(attempts):
-        server = EmbeddedServer(ServerSettings(
+        server = EmbeddedServer(EmbeddedServerSettings(
             repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=metrics_port or free_port(),
             threads=threads, startup_timeout=startup_timeout,
         ))

@@ -14,14 +14,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
-from .capture import CaptureSettings
 from .errors import ExitCode, StreamerError
+from .states import Transport
 
 
 class SettingsError(StreamerError):
     """Bad flags or a bad camera file: one line naming the field; exit 2 (usage)."""
 
     exit_code = ExitCode.USAGE
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """How live sources are opened, watched and reconnected."""
+
+    open_timeout: float = 10.0  # seconds to connect and get the stream's header
+    stall_timeout: float = 5.0  # seconds without data before the stream counts as dropped
+    rtsp_transport: str = "tcp"
+    max_reconnect_time: float = 300.0  # seconds offline before giving up
+    backoff_initial: float = 0.5
+    backoff_max: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -33,7 +45,7 @@ class ServerSettings:
     threads: int = 0
     startup_timeout: float = 180.0
     model: Optional[str] = None  # None: fasterrcnn_u8 when served, else the seed's fasterrcnn
-    transport: str = "auto"  # auto | grpc | shm: how frames reach Triton
+    transport: Transport = Transport.AUTO  # how frames reach Triton
     metrics_port: Optional[int] = None  # the embedded Triton's own metrics port (None: a free one)
 
 
@@ -307,6 +319,17 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
         triton = ",".join(triton)
     return CameraFile(cameras=tuple(cameras), triton=triton, metrics_port=parsed.metrics_port,
                       metrics_host=parsed.metrics_host, path=path)
+
+
+DEFAULT_METRICS_HOST = "127.0.0.1"
+
+
+def flags_over_file(found: CameraFile, triton: Optional[str], metrics_port: Optional[int],
+                    metrics_host: str) -> Tuple[Optional[str], Optional[int], str]:
+    """`watch`'s run-wide values: a flag given on the command line wins over the camera file, the
+    camera file over the defaults. (triton, metrics_port, metrics_host)."""
+    host = found.metrics_host if found.metrics_host and metrics_host == DEFAULT_METRICS_HOST else metrics_host
+    return triton or found.triton, metrics_port or found.metrics_port, host
 
 
 def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hold: Optional[float],

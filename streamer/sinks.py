@@ -21,13 +21,14 @@ import json
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import av
 import numpy as np
 
+from . import detlog
 from .errors import SinkError
-from .frames import BOX_DECIMALS, SCORE_DECIMALS, Detections, Frame, frame_step
+from .frames import Detections, Frame, frame_step
 from .media import AudioTrack, AudioWriter, PictureFormat
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")
@@ -223,24 +224,7 @@ class JsonlSink:
         return self
 
     def record(self, frame: Frame, detections: Optional[Detections]) -> dict:
-        items: List[dict] = []
-        if detections is not None:
-            for box, label, score in zip(detections.boxes, detections.labels, detections.scores):
-                items.append({
-                    "name": self.name_of(int(label)),
-                    "label": int(label),
-                    "score": round(float(score), SCORE_DECIMALS),
-                    "box": [round(float(v), BOX_DECIMALS) for v in box],
-                })
-        time_s = frame.time
-        return {
-            "frame": frame.index,
-            "pts": frame.pts,
-            "time": None if time_s is None else round(time_s, 6),
-            "status": "ok" if detections is not None else "failed",
-            **self.extra,
-            "detections": items,
-        }
+        return detlog.encode(frame, detections, self.name_of, self.extra)
 
     def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.server import EmbeddedServer, ServerSettings, free_port
+from streamer.server import EmbeddedServer, EmbeddedServerSettings, free_port
 
 from ..helpers import (inference_count, read_jsonl, read_video, start_streamer, streamer, wait_until,
                        write_clip)
@@ -27,7 +27,7 @@ NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
 
 
 def start(repo: Path, host: str = "127.0.0.1", grpc_port: int = 0) -> EmbeddedServer:
-    return EmbeddedServer(ServerSettings(repo=repo, host=host, http_port=free_port(host),
+    return EmbeddedServer(EmbeddedServerSettings(repo=repo, host=host, http_port=free_port(host),
                                          grpc_port=grpc_port or free_port(host), metrics_port=free_port(host),
                                          threads=1, startup_timeout=180)).start()
 

@@ -20,7 +20,7 @@ import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
 from streamer import contract
-from streamer.server import EmbeddedServer, ServerSettings, twin_config_text
+from streamer.server import EmbeddedServer, EmbeddedServerSettings, twin_config_text
 
 from ..helpers import frame_image
 
@@ -280,7 +280,7 @@ def test_export_writes_both_configs(repo_v2, name):
 
 @pytest.mark.slow
 def test_twin_builder_ignores_the_configs_folder(repo_v2):
-    server = EmbeddedServer(ServerSettings(repo=repo_v2))
+    server = EmbeddedServer(EmbeddedServerSettings(repo=repo_v2))
     try:
         server._prepare()
         twins = server.workdir / "repo"
