@@ -1,0 +1,265 @@
+// streamer live view: one WebSocket carries every camera's JPEGs (binary) and the state (JSON).
+// Binary message: "SJ", version (1), kind (0 tile, 1 full size), frame index (uint32, big-endian,
+// 0xFFFFFFFF: none), name length (uint16), the camera's name (UTF-8), then the JPEG.
+// Each canvas fires a "frame" event (detail: {index}) after it drew a picture.
+"use strict";
+
+(() => {
+  const KIND_TILE = 0;
+  const KIND_FULL = 1;
+  const NO_INDEX = 0xffffffff;
+  const RETRY_FIRST_MS = 500;
+  const RETRY_MAX_MS = 10000;
+
+  const grid = document.getElementById("grid");
+  const statusEl = document.getElementById("status");
+  const big = document.getElementById("enlarged");
+  const decoder = new TextDecoder();
+
+  const tiles = new Map(); // camera name -> picture target (see makeTarget)
+  let enlarged = null; // the enlarged camera's name, or null
+  let bigTarget = null;
+  let socket = null;
+  let retryMs = RETRY_FIRST_MS;
+  let runEnded = false;
+  let lastState = null;
+
+  function setStatus(text, problem) {
+    statusEl.textContent = text;
+    statusEl.classList.toggle("problem", Boolean(problem));
+  }
+
+  function fmt(value, digits, unit) {
+    return value === null || value === undefined ? "–" : value.toFixed(digits) + unit;
+  }
+
+  // A canvas that draws the newest picture only: a picture arriving while one is decoded
+  // replaces the waiting one.
+  function makeTarget(stage) {
+    const canvas = stage.querySelector("canvas");
+    const target = { stage, canvas, ctx: canvas.getContext("2d"), next: null, busy: false, drawn: 0 };
+    return target;
+  }
+
+  function offer(target, blob, index) {
+    target.next = { blob, index };
+    if (!target.busy) pump(target);
+  }
+
+  function pump(target) {
+    const item = target.next;
+    if (!item) return;
+    target.next = null;
+    target.busy = true;
+    createImageBitmap(item.blob).then((bitmap) => {
+      const canvas = target.canvas;
+      if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+        canvas.width = bitmap.width;
+        canvas.height = bitmap.height;
+      }
+      target.ctx.drawImage(bitmap, 0, 0);
+      bitmap.close();
+      target.drawn += 1;
+      target.stage.classList.add("drawn");
+      canvas.dispatchEvent(new CustomEvent("frame", { detail: { index: item.index } }));
+    }).catch(() => {}).finally(() => {
+      target.busy = false;
+      if (target.next) pump(target);
+    });
+  }
+
+  function onFrame(buffer) {
+    const view = new DataView(buffer);
+    if (buffer.byteLength < 10 || view.getUint8(0) !== 0x53 || view.getUint8(1) !== 0x4a || view.getUint8(2) !== 1) {
+      return;
+    }
+    const kind = view.getUint8(3);
+    const rawIndex = view.getUint32(4);
+    const length = view.getUint16(8);
+    const name = decoder.decode(new Uint8Array(buffer, 10, length));
+    const blob = new Blob([new Uint8Array(buffer, 10 + length)], { type: "image/jpeg" });
+    const index = rawIndex === NO_INDEX ? null : rawIndex;
+    if (kind === KIND_FULL && name === enlarged && bigTarget) {
+      offer(bigTarget, blob, index);
+    } else if (kind === KIND_TILE && tiles.has(name)) {
+      offer(tiles.get(name), blob, index);
+    }
+  }
+
+  function makeTile(name) {
+    const tile = document.createElement("article");
+    tile.className = "tile";
+    tile.dataset.camera = name;
+    tile.innerHTML =
+      '<div class="bar"><span class="name"></span><span class="badge"></span></div>' +
+      '<div class="stage"><canvas></canvas><div class="banner" hidden></div>' +
+      '<div class="waiting">waiting for frames</div></div><div class="figures"></div>';
+    tile.querySelector(".name").textContent = name;
+    tile.querySelector("canvas").dataset.camera = name;
+    tile.addEventListener("click", () => enlarge(name));
+    const target = makeTarget(tile.querySelector(".stage"));
+    target.tile = tile;
+    return target;
+  }
+
+  function figuresText(cam) {
+    const parts = [
+      "display " + fmt(cam.display_fps, 1, " fps"),
+      "source " + fmt(cam.source_fps, 1, " fps"),
+      "detections " + fmt(cam.detections_per_s, 1, "/s"),
+      "detection age " + fmt(cam.detection_age_s, 1, " s"),
+    ];
+    if (cam.detections_count) parts.push(cam.detections_count + " shown");
+    return parts.join(" · ");
+  }
+
+  function showState(root, cam) {
+    const badge = root.querySelector(".badge");
+    badge.textContent = cam.state.toUpperCase();
+    badge.className = "badge " + cam.state;
+    const banner = root.querySelector(".banner");
+    const reason = cam.state === "up" ? null : (cam.reason || cam.state.toUpperCase());
+    banner.hidden = !reason;
+    banner.textContent = reason || "";
+    root.querySelector(".figures").textContent = figuresText(cam);
+  }
+
+  function onState(state) {
+    lastState = state;
+    const names = state.cameras.map((c) => c.name);
+    for (const [name, target] of tiles) {
+      if (!names.includes(name)) {
+        target.tile.remove();
+        tiles.delete(name);
+      }
+    }
+    state.cameras.forEach((cam, i) => {
+      let target = tiles.get(cam.name);
+      if (!target) {
+        target = makeTile(cam.name);
+        tiles.set(cam.name, target);
+      }
+      if (grid.children[i] !== target.tile) grid.insertBefore(target.tile, grid.children[i] || null);
+      showState(target.tile, cam);
+      if (cam.name === enlarged) showBig(cam);
+    });
+    const up = state.cameras.filter((c) => c.state === "up").length;
+    if (state.ended) {
+      setStatus("the run has ended", true);
+    } else {
+      setStatus(`live · ${up} of ${state.cameras.length} camera(s) up · ${state.viewers} viewer(s)`);
+    }
+    if (enlarged && !names.includes(enlarged) && names.length) unenlarge();
+  }
+
+  function showBig(cam) {
+    showState(big, cam);
+    const hud = big.querySelector(".hud");
+    hud.replaceChildren(...cam.hud.map((line) => {
+      const li = document.createElement("li");
+      li.textContent = line;
+      return li;
+    }));
+    hud.hidden = cam.hud.length === 0;
+    const dets = big.querySelector(".detections");
+    dets.replaceChildren(...cam.detections.map((d) => {
+      const li = document.createElement("li");
+      li.textContent = `${d.name}${d.track_id !== undefined ? " #" + d.track_id : ""} ${(d.score * 100).toFixed(0)}%`;
+      return li;
+    }));
+    const outs = big.querySelector(".outputs");
+    outs.replaceChildren(...cam.outputs.map((path) => {
+      const li = document.createElement("li");
+      li.textContent = "recording: " + path;
+      return li;
+    }));
+  }
+
+  function send(message) {
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+  }
+
+  function enlarge(name) {
+    enlarged = name;
+    big.querySelector(".name").textContent = name;
+    const stage = big.querySelector(".stage");
+    const old = stage.querySelector("canvas");
+    const fresh = document.createElement("canvas"); // a clean canvas: no picture of another camera
+    fresh.dataset.camera = name;
+    fresh.className = "big";
+    old.replaceWith(fresh);
+    stage.classList.remove("drawn");
+    bigTarget = makeTarget(stage);
+    big.hidden = false;
+    grid.hidden = true;
+    if (location.hash !== "#camera=" + encodeURIComponent(name)) {
+      history.replaceState(null, "", "#camera=" + encodeURIComponent(name));
+    }
+    if (lastState) {
+      const cam = lastState.cameras.find((c) => c.name === name);
+      if (cam) showBig(cam);
+    }
+    send({ type: "view", camera: name });
+  }
+
+  function unenlarge() {
+    enlarged = null;
+    bigTarget = null;
+    big.hidden = true;
+    grid.hidden = false;
+    history.replaceState(null, "", location.pathname + location.search);
+    send({ type: "view", camera: null });
+  }
+
+  function connect() {
+    const url = new URL("ws", location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    url.hash = "";
+    const ws = new WebSocket(url.href);
+    ws.binaryType = "arraybuffer";
+    let heard = false;
+    socket = ws;
+    ws.onopen = () => {
+      if (enlarged) send({ type: "view", camera: enlarged });
+    };
+    ws.onmessage = (event) => {
+      if (!heard) {
+        heard = true;
+        retryMs = RETRY_FIRST_MS; // the connection works: the next drop retries quickly again
+        runEnded = false;
+      }
+      if (typeof event.data !== "string") {
+        onFrame(event.data);
+        return;
+      }
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (err) {
+        return;
+      }
+      if (message.type === "state") onState(message);
+      else if (message.type === "end") runEnded = true;
+    };
+    ws.onclose = (event) => {
+      if (socket === ws) socket = null;
+      const wait = retryMs;
+      retryMs = Math.min(RETRY_MAX_MS, retryMs * 2);
+      let why;
+      if (event.code === 1013) why = event.reason || "too many viewers";
+      else if (runEnded) why = "the run has ended; waiting for a new one";
+      else why = "connection lost";
+      setStatus(`${why}: reconnecting in ${Math.round(wait / 100) / 10} s`, true);
+      setTimeout(connect, wait);
+    };
+  }
+
+  document.getElementById("back").addEventListener("click", unenlarge);
+  big.querySelector(".stage").addEventListener("click", unenlarge);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && enlarged) unenlarge();
+  });
+  const hash = location.hash.match(/^#camera=(.+)$/);
+  if (hash) enlarge(decodeURIComponent(hash[1]));
+  connect();
+})();
