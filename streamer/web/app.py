@@ -139,10 +139,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if msg.type == WSMsgType.TEXT:
                 _command(feed, viewer, msg.data)
     finally:
+        feed.leave(viewer)
         if writer is not None:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-        feed.leave(viewer)
     return ws
 
 
@@ -158,6 +158,8 @@ def _command(feed: Feed, viewer, text: str) -> None:
 
 
 async def _send(ws: web.WebSocketResponse, viewer) -> None:
+    """The page's one writer: the newest pending item of each stream, until the socket closes or
+    the server ends the viewer (then close code 1001 with the reason)."""
     try:
         while not ws.closed:
             items = await viewer.next()
@@ -169,11 +171,8 @@ async def _send(ws: web.WebSocketResponse, viewer) -> None:
             if viewer.closing is not None:
                 await ws.close(code=CLOSE_GOING_AWAY, message=viewer.closing.encode()[:123])
                 return
-    except (ConnectionError, RuntimeError):  # the page went away mid-send
+    except (ConnectionError, RuntimeError):  # the page went away mid-send: the reader ends too
         pass
-    finally:
-        if not ws.closed:
-            await ws.close()
 
 
 async def mosaic_mjpeg(request: web.Request) -> web.StreamResponse:
