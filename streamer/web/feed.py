@@ -43,7 +43,8 @@ KIND_CODES = {TILE: 0, FULL: 1, HUD: 2, MOSAIC: 3}
 
 MOSAIC_KEY = ("", MOSAIC)
 STATE_KEY = ("", "state")
-STATE_EVERY_S = 0.5  # the state message's pace while figures change (a state change goes at once)
+STATE_EVERY_S = 0.5
+BURST = 1.5  # pictures a capped stream may send back to back (absorbs the jitter of a source at the cap)  # the state message's pace while figures change (a state change goes at once)
 
 # A binary WebSocket message: this header, the camera's name (UTF-8), then the JPEG.
 # magic "SJ", version 1, kind code, frame index (uint32, 0xFFFFFFFF: none), name length (uint16).
@@ -213,15 +214,30 @@ class Stream:
             self.latest = None  # a later viewer gets a fresh picture, not this one
 
     async def _run(self) -> None:
+        """Encode each newer picture at once, within the frame-rate cap.
+
+        The cap is a token bucket (credit refills at max_fps per second, up to BURST): a picture
+        is sent as soon as it arrives when there is credit, so the cap adds no latency; above the
+        cap, pictures are skipped (a newer one comes soon), and a picture with no successor
+        within the refill time is sent then."""
         loop = asyncio.get_running_loop()
         done = (-1, -1)
-        next_start = 0.0
+        credit, refilled = BURST, loop.time()
         while True:
             await self.feed.wait_change(self.version, done)
-            delay = next_start - loop.time()
-            if delay > 0:  # the frame-rate cap: newer pictures arriving meanwhile replace this one
-                await asyncio.sleep(delay)
-            started = loop.time()
+            if self.max_fps > 0:
+                now = loop.time()
+                credit, refilled = min(BURST, credit + (now - refilled) * self.max_fps), now
+                if credit < 1.0:
+                    seen = self.version()
+                    try:
+                        await asyncio.wait_for(self.feed.wait_change(self.version, seen),
+                                               (1.0 - credit) / self.max_fps)
+                        continue  # a newer picture came meanwhile: look again with it
+                    except asyncio.TimeoutError:
+                        now = loop.time()
+                        credit, refilled = max(1.0, credit + (now - refilled) * self.max_fps), now
+                credit -= 1.0
             done = self.version()
             job = self._job()
             if job is None:
@@ -232,8 +248,6 @@ class Stream:
                 self.feed.log_error(f"cannot encode {self.key}: {err}")
                 continue
             self.feed.encodes[self.key] += 1
-            if self.max_fps > 0:
-                next_start = started + 1.0 / self.max_fps
             self.latest = item
             for viewer in list(self.subscribers):
                 viewer.offer(self.key, item)
