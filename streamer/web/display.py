@@ -132,7 +132,8 @@ class WebDisplay:
         self.port = int(port)
         self.token = token
         self.allowed_hosts = tuple(allowed_hosts)
-        self._executor = ThreadPoolExecutor(max_workers=max(1, encode_threads), thread_name_prefix="streamer-web-encode")
+        self._executor = ThreadPoolExecutor(max_workers=max(1, encode_threads),
+                                            thread_name_prefix="streamer-web-encode")
         self.feed = Feed(self._executor, Encoding(tile_width, tile_fps, tuple(mosaic_size), mosaic_fps,
                                                   quality=jpeg_quality),
                          name_of=name_of, max_viewers=max_viewers, log=log.warning)

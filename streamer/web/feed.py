@@ -30,7 +30,6 @@ from ..mosaic import Tile, compose, render_tile, tile_size_to_fit
 from ..render import draw_hud
 from ..sources import mask_url
 from ..stages import View
-from ..states import ViewState
 from .state import camera_state
 
 # Picture kinds.
@@ -43,8 +42,8 @@ KIND_CODES = {TILE: 0, FULL: 1, HUD: 2, MOSAIC: 3}
 
 MOSAIC_KEY = ("", MOSAIC)
 STATE_KEY = ("", "state")
-STATE_EVERY_S = 0.5
-BURST = 1.5  # pictures a capped stream may send back to back (absorbs the jitter of a source at the cap)  # the state message's pace while figures change (a state change goes at once)
+STATE_EVERY_S = 0.5  # the state message's pace while figures change (a state change goes at once)
+BURST = 1.5  # pictures a capped stream may send back to back (absorbs the jitter of a source at the cap)
 
 # A binary WebSocket message: this header, the camera's name (UTF-8), then the JPEG.
 # magic "SJ", version 1, kind code, frame index (uint32, 0xFFFFFFFF: none), name length (uint16).
@@ -278,8 +277,6 @@ class Stream:
         header = ws_header(self.name, kind, index)
         if kind == HUD:
             hud, banner = tuple(self.feed.safe_lines(view.hud)), self.feed.safe(view.banner)
-            if view.state is ViewState.UP and view.banner is None and image is None:
-                banner = None
 
             def drawn() -> Item:
                 if image is None:

@@ -141,9 +141,9 @@ def test_the_page_says_when_there_are_too_many_viewers(browser):
             browser.get(web.url)
             wait_until(lambda: "too many viewers" in browser.find_element("id", "status").text, 30, 0.2,
                        "the page to say there are too many viewers")
-        advancing_after = wait_until  # the other viewer left: the page gets in on a retry
-        advancing_after(lambda: len(tiles(browser)) == 1 and tiles(browser)[0]["index"] is not None, 60, 0.2,
-                        "the page to get in after the other viewer left")
+        # the other viewer left: the page gets in on a retry
+        wait_until(lambda: len(tiles(browser)) == 1 and tiles(browser)[0]["index"] is not None, 60, 0.2,
+                   "the page to get in after the other viewer left")
 
 
 def test_the_page_reconnects_when_the_server_comes_back_on_the_same_port(browser):
