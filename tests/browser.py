@@ -15,11 +15,11 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 BROWSER_PACKAGES = "chromium chromium-driver"
 
-# Reads the codes tests/webfeed.py draws (index along the bottom, wall-clock ms in a row at
-# TIME_ROW) from a canvas, as tests/webfeed.read_bits does from an image.
+# Reads the codes tests/webfeed.py draws (index along the bottom, wall-clock ms in a row two
+# cells from the top) from a canvas, as tests/webfeed.read_bits does from an image.
 READ_CODES_JS = r"""
 window.__streamerCodes = window.__streamerCodes || (() => {
-  const INDEX_BITS = 12, TIME_BITS = 32, TIME_ROW = 40;
+  const INDEX_BITS = 12, TIME_BITS = 32, TIME_ROW_CELLS = 2;
   function bits(data, width, count, top, cell) {
     let value = 0;
     const r = Math.max(1, Math.floor(cell / 4));
@@ -44,7 +44,7 @@ window.__streamerCodes = window.__streamerCodes || (() => {
     if (w < 64 || h < 64) return null;
     const cell = Math.max(8, Math.floor(w / TIME_BITS));
     const data = canvas.getContext("2d").getImageData(0, 0, w, h).data;
-    return {index: bits(data, w, INDEX_BITS, h - cell, cell), wall: bits(data, w, TIME_BITS, TIME_ROW, cell),
+    return {index: bits(data, w, INDEX_BITS, h - cell, cell), wall: bits(data, w, TIME_BITS, TIME_ROW_CELLS * cell, cell),
             width: w, height: h};
   };
 })();

@@ -1,12 +1,14 @@
 """A small fake run for the web display's tests: cameras as a thread calling `show(views)`.
 
-Each camera's frames carry two codes as black/white cells: the frame index along the bottom
-edge and the capture wall-clock time (milliseconds, modulo 2**32) in a row near the top, so a
+Each camera's frames carry two codes as black/white cells (width / 32 pixels square): the frame
+index along the bottom edge and the capture wall-clock time (milliseconds, modulo 2**32) in a
+row two cells from the top, so a
 test reads both back from a JPEG, an MJPEG part or a browser canvas. No Triton, no capture.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from streamer.states import ViewState
 
 INDEX_BITS = 12
 TIME_BITS = 32
-TIME_ROW = 40  # the time code's top edge (below the HUD-free title area the page does not cover)
+TIME_ROW_CELLS = 2  # the time code's top edge, in cells (cells scale with the picture: tiles read the same)
 
 
 def cell_size(width: int) -> int:
@@ -46,16 +48,24 @@ def read_bits(image: np.ndarray, bits: int, top: int, cell: int) -> Optional[int
     return value
 
 
-def coded_image(index: int, wall_ms: int, width: int = 320, height: int = 240) -> np.ndarray:
-    """An RGB frame: a gradient that moves with the index, the index code along the bottom edge,
-    the wall-clock code in a row at TIME_ROW."""
-    cell = cell_size(width)
+@functools.lru_cache(maxsize=8)
+def _gradient(width: int, height: int) -> np.ndarray:
     y, x = np.mgrid[0:height, 0:width]
-    img = np.empty((height, width, 3), np.uint8)
-    img[..., 0] = (x * 255 // max(1, width - 1) + index * 7) % 256
-    img[..., 1] = (y * 255 // max(1, height - 1)) % 256
+    img = np.zeros((height, width, 3), np.uint8)
+    img[..., 0] = x * 255 // max(1, width - 1)
+    img[..., 1] = y * 255 // max(1, height - 1)
+    img.setflags(write=False)
+    return img
+
+
+def coded_image(index: int, wall_ms: int, width: int = 320, height: int = 240) -> np.ndarray:
+    """An RGB frame: a gradient whose blue changes with the index, the index code along the
+    bottom edge, the wall-clock code two cells from the top (a copy of a cached gradient: cheap
+    enough for several 720p cameras at 25 fps)."""
+    cell = cell_size(width)
+    img = _gradient(width, height).copy()
     img[..., 2] = (index * 37) % 256
-    put_bits(img, wall_ms % (1 << TIME_BITS), TIME_BITS, TIME_ROW, cell)
+    put_bits(img, wall_ms % (1 << TIME_BITS), TIME_BITS, TIME_ROW_CELLS * cell, cell)
     put_bits(img, index % (1 << INDEX_BITS), INDEX_BITS, height - cell, cell)
     return img
 
@@ -66,7 +76,8 @@ def read_index(image: np.ndarray) -> Optional[int]:
 
 
 def read_wall_ms(image: np.ndarray) -> Optional[int]:
-    return read_bits(image, TIME_BITS, TIME_ROW, cell_size(image.shape[1]))
+    cell = cell_size(image.shape[1])
+    return read_bits(image, TIME_BITS, TIME_ROW_CELLS * cell, cell)
 
 
 def now_ms() -> int:

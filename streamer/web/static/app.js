@@ -1,7 +1,8 @@
 // streamer live view: one WebSocket carries every camera's JPEGs (binary) and the state (JSON).
 // Binary message: "SJ", version (1), kind (0 tile, 1 full size), frame index (uint32, big-endian,
 // 0xFFFFFFFF: none), name length (uint16), the camera's name (UTF-8), then the JPEG.
-// Each canvas fires a "frame" event (detail: {index}) after it drew a picture.
+// Each canvas fires a "frame" event (detail: {index}) after it drew a picture; window.streamerStats
+// counts pictures received and drawn, and bytes received (for benchmarks).
 "use strict";
 
 (() => {
@@ -23,6 +24,8 @@
   let retryMs = RETRY_FIRST_MS;
   let runEnded = false;
   let lastState = null;
+  const stats = { received: 0, drawn: 0, bytes: 0 };
+  window.streamerStats = stats;
 
   function setStatus(text, problem) {
     statusEl.textContent = text;
@@ -60,6 +63,7 @@
       target.ctx.drawImage(bitmap, 0, 0);
       bitmap.close();
       target.drawn += 1;
+      stats.drawn += 1;
       target.stage.classList.add("drawn");
       canvas.dispatchEvent(new CustomEvent("frame", { detail: { index: item.index } }));
     }).catch(() => {}).finally(() => {
@@ -229,6 +233,8 @@
         runEnded = false;
       }
       if (typeof event.data !== "string") {
+        stats.received += 1;
+        stats.bytes += event.data.byteLength;
         onFrame(event.data);
         return;
       }
