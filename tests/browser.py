@@ -71,12 +71,47 @@ return Object.assign({name: big.querySelector(".name").textContent, badge: big.q
                      window.__streamerCodes(canvas) || {index: null, wall: null, width: canvas.width});
 """
 
+# The same codes from a <video> (H.264 through MSE): the current picture drawn on a scratch canvas.
+READ_VIDEO_JS = READ_CODES_JS + r"""
+window.__streamerVideoCodes = window.__streamerVideoCodes || ((video) => {
+  if (!video.videoWidth) return null;
+  const scratch = window.__streamerScratch || (window.__streamerScratch = document.createElement("canvas"));
+  scratch.width = video.videoWidth;
+  scratch.height = video.videoHeight;
+  scratch.getContext("2d", {willReadFrequently: true}).drawImage(video, 0, 0);
+  return window.__streamerCodes(scratch);
+});
+"""
+
+VIDEO_TILES_JS = READ_VIDEO_JS + r"""
+return Array.from(document.querySelectorAll("#grid .tile")).map((tile) => Object.assign(
+  {name: tile.dataset.camera}, window.__streamerVideoCodes(tile.querySelector("video")) || {index: null, width: 0}));
+"""
+
+BIG_VIDEO_JS = READ_VIDEO_JS + r"""
+const big = document.getElementById("enlarged");
+if (big.hidden) return null;
+return Object.assign({name: big.querySelector(".name").textContent},
+                     window.__streamerVideoCodes(big.querySelector("video")) || {index: null, width: 0});
+"""
+
 # The latency hook: on every picture a canvas draws, capture-to-canvas milliseconds from the
 # wall-clock code (browser and server share the clock on one host).
 LATENCY_HOOK_JS = READ_CODES_JS + r"""
 window.__latency = [];
 document.querySelectorAll("canvas").forEach((canvas) => canvas.addEventListener("frame", () => {
   const codes = window.__streamerCodes(canvas);
+  if (codes && codes.wall !== null) window.__latency.push(((Date.now() % 2 ** 32) - codes.wall + 2 ** 32) % 2 ** 32);
+}));
+return true;
+"""
+
+# The same for <video> elements: the page fires "frame" on each picture a video shows
+# (requestVideoFrameCallback); read the code from that picture.
+VIDEO_LATENCY_HOOK_JS = READ_VIDEO_JS + r"""
+window.__latency = [];
+document.querySelectorAll("video").forEach((video) => video.addEventListener("frame", () => {
+  const codes = window.__streamerVideoCodes(video);
   if (codes && codes.wall !== null) window.__latency.push(((Date.now() % 2 ** 32) - codes.wall + 2 ** 32) % 2 ** 32);
 }));
 return true;

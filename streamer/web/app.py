@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 from aiohttp import WSMsgType, web
 
 from . import security
-from .feed import HUD, MOSAIC_KEY, Feed, Item
+from .feed import HUD, MOSAIC_KEY, Feed, Item, PieceQueue
 
 BOUNDARY = "streamerframe"
 CLOSE_TRY_AGAIN = 1013  # WebSocket "Try Again Later": too many viewers
@@ -147,14 +147,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 def _command(feed: Feed, viewer, text: str) -> None:
-    """What a page asks: {"type": "view", "camera": NAME or null} (enlarge one, or every tile)."""
+    """What a page asks: {"type": "view", "camera": NAME or null, "codec": "jpeg" or "h264"}
+    (enlarge one camera, or every tile; pictures as JPEG or H.264)."""
     try:
         message = json.loads(text)
     except ValueError:
         return
     if isinstance(message, dict) and message.get("type") == "view":
-        camera = message.get("camera")
-        feed.follow(viewer, camera if isinstance(camera, str) else None)
+        camera, codec = message.get("camera"), message.get("codec")
+        feed.follow(viewer, camera if isinstance(camera, str) else None, codec if isinstance(codec, str) else None)
 
 
 async def _send(ws: web.WebSocketResponse, viewer) -> None:
@@ -166,6 +167,12 @@ async def _send(ws: web.WebSocketResponse, viewer) -> None:
             for _, item in items:
                 if isinstance(item, Item):
                     await ws.send_bytes(item.message)
+                elif isinstance(item, PieceQueue):
+                    for piece in item.take():
+                        if piece.init_message is not None and piece.init_message != item.sent_init:
+                            await ws.send_bytes(piece.init_message)
+                            item.sent_init = piece.init_message
+                        await ws.send_bytes(piece.message)
                 else:
                     await ws.send_str(item)
             if viewer.closing is not None:

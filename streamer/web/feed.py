@@ -30,6 +30,7 @@ from ..mosaic import Tile, compose, render_tile, tile_size_to_fit
 from ..render import draw_hud
 from ..sources import mask_url
 from ..stages import View
+from .fmp4 import LiveH264
 from .state import camera_state
 
 # Picture kinds.
@@ -37,8 +38,15 @@ TILE = "tile"  # scaled to the tile width, capped fps (the page's grid)
 FULL = "full"  # full size at the camera's own rate (the page's enlarged camera)
 HUD = "hud"  # full size with the HUD and banner drawn in (/camera/NAME.mjpg: a player shows nothing else)
 MOSAIC = "mosaic"  # every camera in one picture (/mosaic.mjpg)
-KINDS = (TILE, FULL, HUD, MOSAIC)
-KIND_CODES = {TILE: 0, FULL: 1, HUD: 2, MOSAIC: 3}
+H264_TILE = "h264-tile"  # as TILE, H.264 in fragmented MP4 (the page on a slow link)
+H264_FULL = "h264-full"  # as FULL, H.264
+KINDS = (TILE, FULL, HUD, MOSAIC, H264_TILE, H264_FULL)
+KIND_CODES = {TILE: 0, FULL: 1, HUD: 2, MOSAIC: 3, H264_TILE: 4, H264_FULL: 5}
+H264_KINDS = (H264_TILE, H264_FULL)
+INIT_FLAG = 0x80  # on the kind code: the message is an H.264 init segment (after the name: codec
+#                   string length (uint8), codec string, then ftyp + moov), not a picture
+JPEG, H264 = "jpeg", "h264"  # what a page asks for
+MAX_BACKLOG = 60  # H.264 pieces a viewer may have waiting before it skips to the next keyframe
 
 MOSAIC_KEY = ("", MOSAIC)
 STATE_KEY = ("", "state")
@@ -55,21 +63,21 @@ NO_INDEX = 0xFFFFFFFF
 Key = Tuple[str, str]  # (camera name, kind); the mosaic's name is ""
 
 
-def ws_header(name: str, kind: str, index: Optional[int]) -> bytes:
+def ws_header(name: str, kind: str, index: Optional[int], init: bool = False) -> bytes:
     raw = name.encode("utf-8")
     code = NO_INDEX if index is None or not 0 <= index < NO_INDEX else index
-    return HEADER.pack(MAGIC, VERSION, KIND_CODES[kind], code, len(raw)) + raw
+    return HEADER.pack(MAGIC, VERSION, KIND_CODES[kind] | (INIT_FLAG if init else 0), code, len(raw)) + raw
 
 
-def parse_ws_message(data: bytes) -> Tuple[str, str, Optional[int], bytes]:
-    """(camera name, kind, frame index or None, JPEG) of a binary message (for tests and tools)."""
+def parse_ws_message(data: bytes) -> Tuple[str, str, bool, Optional[int], bytes]:
+    """(camera name, kind, init segment?, frame index or None, payload) of a binary message."""
     magic, version, code, index, length = HEADER.unpack_from(data)
     if magic != MAGIC or version != VERSION:
         raise ValueError("not a streamer frame message")
     start = HEADER.size
     name = data[start:start + length].decode("utf-8")
-    kind = {v: k for k, v in KIND_CODES.items()}[code]
-    return name, kind, (None if index == NO_INDEX else index), data[start + length:]
+    kind = {v: k for k, v in KIND_CODES.items()}[code & ~INIT_FLAG]
+    return name, kind, bool(code & INIT_FLAG), (None if index == NO_INDEX else index), data[start + length:]
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,9 @@ class Encoding:
     mosaic_fps: float = 15.0
     hud_fps: float = 0.0  # 0: the camera's own rate
     quality: int = 75
+    h264_preset: str = "veryfast"
+    h264_crf: int = 26
+    key_every_s: float = 1.0
 
     def __post_init__(self):
         if self.tile_width < 32:
@@ -115,6 +126,43 @@ class Item(NamedTuple):
     message: bytes  # header + JPEG
 
 
+class Piece(NamedTuple):
+    """One H.264 picture for the page: its media segment, and for a keyframe the init message."""
+
+    message: bytes  # header + moof + mdat
+    key: bool
+    init_message: Optional[bytes]  # header (init flag) + codec string + ftyp + moov; keyframes only
+
+
+class PieceQueue:
+    """A viewer's waiting H.264 pieces of one stream. Pieces depend on each other, so a viewer
+    cannot skip one alone: a keyframe replaces whatever still waits (the newest picture again),
+    and a viewer too far behind drops all and waits for the next keyframe."""
+
+    def __init__(self):
+        self.items: List[Piece] = []
+        self.need_key = True
+        self.sent_init: Optional[bytes] = None  # the init message this viewer's player has
+
+    def add(self, piece: Piece) -> bool:
+        """False when the piece was dropped because a keyframe is needed first."""
+        if piece.key:
+            self.items = [piece]
+            self.need_key = False
+            return True
+        if self.need_key:
+            return False
+        self.items.append(piece)
+        if len(self.items) > MAX_BACKLOG:
+            self.items, self.need_key = [], True
+            return False
+        return True
+
+    def take(self) -> List[Piece]:
+        items, self.items = self.items, []
+        return items
+
+
 class Viewer:
     """A page's WebSocket or an MJPEG response: the newest item of each stream it follows."""
 
@@ -122,6 +170,8 @@ class Viewer:
         self.kind = kind  # "ws" or "mjpeg"
         self.keys: Set[Key] = set()
         self.enlarged: Optional[str] = None  # ws: the camera shown full size (None: every tile)
+        self.codec = JPEG  # ws: what the page asked for
+        self.queues: Dict[Key, PieceQueue] = {}
         self.closing: Optional[str] = None  # why the server ends this viewer (set once)
         self._pending: Dict[Key, object] = {}
         self._wake = asyncio.Event()
@@ -130,6 +180,19 @@ class Viewer:
         """Replace this stream's pending item (a slow viewer skips, never queues)."""
         self._pending[key] = item
         self._wake.set()
+
+    def offer_piece(self, key: Key, piece: Piece) -> bool:
+        """Queue an H.264 piece; False when this viewer waits for a keyframe."""
+        queue = self.queues.setdefault(key, PieceQueue())
+        added = queue.add(piece)
+        if queue.items:
+            self._pending[key] = queue
+            self._wake.set()
+        return added
+
+    def forget(self, key: Key) -> None:
+        self.queues.pop(key, None)
+        self._pending.pop(key, None)
 
     def close(self, reason: str) -> None:
         if self.closing is None:
@@ -185,7 +248,11 @@ class Stream:
         self.latest: Optional[Item] = None
         self.task: Optional[asyncio.Task] = None
         enc = feed.encoding
-        self.max_fps = {TILE: enc.tile_fps, FULL: 0.0, HUD: enc.hud_fps, MOSAIC: enc.mosaic_fps}[self.kind]
+        self.max_fps = {TILE: enc.tile_fps, FULL: 0.0, HUD: enc.hud_fps, MOSAIC: enc.mosaic_fps,
+                        H264_TILE: enc.tile_fps, H264_FULL: 0.0}[self.kind]
+        self.encoder: Optional[LiveH264] = None
+        if self.kind in H264_KINDS:
+            self.encoder = LiveH264(enc.key_every_s, enc.h264_preset, enc.h264_crf)
 
     def version(self) -> Tuple[int, int]:
         """What must change for a new picture: the image; for pictures with text drawn in, the state too."""
@@ -200,13 +267,16 @@ class Stream:
 
     def subscribe(self, viewer: Viewer) -> None:
         self.subscribers.add(viewer)
-        if self.latest is not None:
+        if self.encoder is not None:
+            self.encoder.want_key()  # the new viewer starts at a keyframe
+        elif self.latest is not None:
             viewer.offer(self.key, self.latest)
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._run(), name=f"web stream {self.key}")
 
     def unsubscribe(self, viewer: Viewer) -> None:
         self.subscribers.discard(viewer)
+        viewer.forget(self.key)
         if not self.subscribers and self.task is not None:
             self.task.cancel()
             self.task = None
@@ -246,7 +316,14 @@ class Stream:
             except Exception as err:  # a bad picture must not end the stream for every viewer
                 self.feed.log_error(f"cannot encode {self.key}: {err}")
                 continue
+            if item is None:
+                continue
             self.feed.encodes[self.key] += 1
+            if isinstance(item, Piece):
+                for viewer in list(self.subscribers):
+                    if not viewer.offer_piece(self.key, item):
+                        self.encoder.want_key()
+                continue
             self.latest = item
             for viewer in list(self.subscribers):
                 viewer.offer(self.key, item)
@@ -289,6 +366,22 @@ class Stream:
             return drawn
         if image is None:
             return None
+        if kind in H264_KINDS:
+            encoder = self.encoder
+            when = view.frame.wall_time if view.frame is not None else asyncio.get_running_loop().time()
+            name = self.name
+
+            def h264() -> Optional[Piece]:
+                piece = encoder.encode(enc.tile(image) if kind == H264_TILE else image, when)
+                if piece is None:
+                    return None
+                init = None
+                if piece.key:
+                    codec = piece.codec.encode("ascii")
+                    init = ws_header(name, kind, None, init=True) + bytes([len(codec)]) + codec + piece.init
+                return Piece(header + piece.fragment, piece.key, init)
+
+            return h264
 
         def plain() -> Item:
             jpeg = enc.jpeg(enc.tile(image) if kind == TILE else image)
@@ -441,12 +534,15 @@ class Feed:
             if not stream.subscribers:
                 del self.streams[key]
 
-    def follow(self, viewer: Viewer, enlarged: Optional[str]) -> None:
-        """A page's pictures: every camera's tile, or one camera full size."""
+    def follow(self, viewer: Viewer, enlarged: Optional[str], codec: Optional[str] = None) -> None:
+        """A page's pictures: every camera's tile, or one camera full size; JPEG or H.264."""
         if enlarged is not None and enlarged not in self.cameras:
             enlarged = None
         viewer.enlarged = enlarged
-        wanted = {(enlarged, FULL)} if enlarged is not None else {(n, TILE) for n in self.order}
+        if codec in (JPEG, H264):
+            viewer.codec = codec
+        tile, full = (H264_TILE, H264_FULL) if viewer.codec == H264 else (TILE, FULL)
+        wanted = {(enlarged, full)} if enlarged is not None else {(n, tile) for n in self.order}
         for key in list(viewer.keys - wanted):
             self._unsubscribe(viewer, key)
         for key in sorted(wanted - viewer.keys):

@@ -1,7 +1,8 @@
 """The live view in a real Chromium: every camera's tile advancing (frame codes read back from each
 canvas with getImageData), OFFLINE and back, the enlarged camera with its HUD, the token cookie,
 the viewer limit as the page shows it, reconnection after the server goes away and comes back on
-the same port, and capture-to-canvas latency read from the pictures (printed, never asserted).
+the same port, H.264 through Media Source Extensions (tiles and the enlarged camera), and
+capture-to-screen latency read from the pictures (printed, never asserted).
 
 The run is a fake one (tests/webfeed.py): no Triton, no RTSP.
 """
@@ -15,7 +16,8 @@ import pytest
 
 from streamer.web import WebDisplay
 
-from ..browser import BIG_JS, LATENCY_HOOK_JS, TILES_JS, chromium
+from ..browser import (BIG_JS, BIG_VIDEO_JS, LATENCY_HOOK_JS, TILES_JS, VIDEO_LATENCY_HOOK_JS, VIDEO_TILES_JS,
+                       chromium)
 from ..helpers import wait_until
 from ..webclient import Socket
 from ..webfeed import FakeRun
@@ -171,3 +173,49 @@ def test_capture_to_canvas_latency_is_read_from_the_pictures(browser):
         q = statistics.quantiles(samples, n=20)
         print(f"\ncapture-to-canvas (4 cameras 640x360 at 15 fps, WebSocket JPEG): "
               f"p50 {statistics.median(samples):.0f} ms, p95 {q[18]:.0f} ms over {len(samples)} pictures")
+
+
+def advancing_videos(driver, names, timeout=60):
+    """Every named tile's <video> (H.264 through MSE) shows frame codes that advance."""
+    first = {}
+
+    def read() -> bool:
+        seen = {t["name"]: t["index"] for t in driver.execute_script(VIDEO_TILES_JS)
+                if t["name"] in names and t["index"] is not None}
+        for name, index in seen.items():
+            first.setdefault(name, index)
+        return len(seen) == len(names) and all(seen[n] > first[n] for n in names)
+
+    wait_until(read, timeout, 0.2, f"H.264 tiles {sorted(names)} to advance")
+
+
+def test_h264_through_media_source_extensions(browser):
+    with live(["a", "b", "c", "d"], fps=15, width=1280, height=720) as (web, _):
+        browser.get(f"{web.url}?codec=h264")
+        wait_until(lambda: len(tiles(browser)) == 4, 30, 0.2, "the tiles")
+        advancing_videos(browser, ["a", "b", "c", "d"])
+        assert all(t["width"] == 640 for t in browser.execute_script(VIDEO_TILES_JS))  # tile size
+        assert browser.execute_script("return document.getElementById('h264').checked") is True
+        browser.execute_script(VIDEO_LATENCY_HOOK_JS)
+        wait_until(lambda: browser.execute_script("return window.__latency.length") >= 100, 60, 0.2,
+                   "100 pictures shown")
+        samples = browser.execute_script("return window.__latency")
+        assert all(0 <= s < 60_000 for s in samples)
+        print(f"\ncapture-to-video (4 cameras 1280x720 at 15 fps, H.264 tiles through MSE): "
+              f"p50 {statistics.median(samples):.0f} ms, p95 {statistics.quantiles(samples, n=20)[18]:.0f} ms")
+
+        browser.find_element("css selector", '#grid .tile[data-camera="c"]').click()
+        first = {}
+
+        def big_advances() -> bool:
+            big = browser.execute_script(BIG_VIDEO_JS)
+            if not big or big["index"] is None:
+                return False
+            first.setdefault("index", big["index"])
+            return big["name"] == "c" and big["index"] > first["index"] and big["width"] == 1280
+
+        wait_until(big_advances, 60, 0.2, "the enlarged camera in H.264 at full size")
+        browser.find_element("id", "back").click()
+        advancing_videos(browser, ["a", "b", "c", "d"])
+        browser.find_element("id", "h264").click()  # back to JPEG on canvases
+        advancing(browser, ["a", "b", "c", "d"])

@@ -1,6 +1,10 @@
-// streamer live view: one WebSocket carries every camera's JPEGs (binary) and the state (JSON).
-// Binary message: "SJ", version (1), kind (0 tile, 1 full size), frame index (uint32, big-endian,
-// 0xFFFFFFFF: none), name length (uint16), the camera's name (UTF-8), then the JPEG.
+// streamer live view: one WebSocket carries every camera's pictures (binary) and the state (JSON).
+// Binary message: "SJ", version (1), kind (0 tile, 1 full size: JPEG; 4 tile, 5 full size: H.264 in
+// fragmented MP4; +0x80: an H.264 init segment), frame index (uint32, big-endian, 0xFFFFFFFF: none),
+// name length (uint16), the camera's name (UTF-8), then the JPEG, or the media segment (moof + mdat),
+// or for an init segment: codec string length (uint8), codec string, ftyp + moov.
+// Pictures come as JPEG drawn on canvases (the default), or with ?codec=h264 (or the H.264 box) as
+// H.264 played by Media Source Extensions, kept near the live edge (faster playback, or a jump).
 // Each canvas fires a "frame" event (detail: {index}) after it drew a picture; window.streamerStats
 // counts pictures received and drawn, and bytes received (for benchmarks).
 "use strict";
@@ -8,11 +12,15 @@
 (() => {
   const KIND_TILE = 0;
   const KIND_FULL = 1;
+  const KIND_H264_TILE = 4;
+  const KIND_H264_FULL = 5;
+  const INIT_FLAG = 0x80;
   const NO_INDEX = 0xffffffff;
   const RETRY_FIRST_MS = 500;
   const RETRY_MAX_MS = 10000;
 
   const grid = document.getElementById("grid");
+  const h264Box = document.getElementById("h264");
   const statusEl = document.getElementById("status");
   const big = document.getElementById("enlarged");
   const decoder = new TextDecoder();
@@ -26,6 +34,17 @@
   let lastState = null;
   const stats = { received: 0, drawn: 0, bytes: 0 };
   window.streamerStats = stats;
+  let codec = chosenCodec();
+
+  function chosenCodec() {
+    const asked = new URLSearchParams(location.search).get("codec");
+    if (asked === "h264" || asked === "jpeg") return asked;
+    try {
+      return localStorage.getItem("streamer.codec") === "h264" ? "h264" : "jpeg";
+    } catch (err) {
+      return "jpeg";
+    }
+  }
 
   function setStatus(text, problem) {
     statusEl.textContent = text;
@@ -40,8 +59,124 @@
   // replaces the waiting one.
   function makeTarget(stage) {
     const canvas = stage.querySelector("canvas");
-    const target = { stage, canvas, ctx: canvas.getContext("2d"), next: null, busy: false, drawn: 0 };
+    const video = stage.querySelector("video");
+    const target = { stage, canvas, ctx: canvas.getContext("2d"), video, player: null, next: null, busy: false,
+                     drawn: 0 };
+    if (video.requestVideoFrameCallback) {
+      const shown = () => {
+        if (target.player) {
+          stats.drawn += 1;
+          stage.classList.add("drawn");
+          video.dispatchEvent(new CustomEvent("frame"));
+        }
+        video.requestVideoFrameCallback(shown);
+      };
+      video.requestVideoFrameCallback(shown);
+    }
     return target;
+  }
+
+  // H.264 in fragmented MP4 through Media Source Extensions, one picture per media segment.
+  class Player {
+    constructor(video) {
+      this.video = video;
+      this.ms = null;
+      this.sb = null;
+      this.queue = [];
+      this.url = null;
+    }
+
+    init(codecName, segment) {
+      this.close();
+      const type = `video/mp4; codecs="${codecName}"`;
+      if (!window.MediaSource || !MediaSource.isTypeSupported(type)) {
+        setStatus(`this browser cannot play ${codecName}: untick H.264`, true);
+        return;
+      }
+      const ms = new MediaSource();
+      this.ms = ms;
+      this.queue = [segment];
+      this.url = URL.createObjectURL(ms);
+      this.video.src = this.url;
+      ms.addEventListener("sourceopen", () => {
+        if (this.ms !== ms) return;
+        this.sb = ms.addSourceBuffer(type);
+        this.sb.addEventListener("updateend", () => this.pump());
+        this.pump();
+      }, { once: true });
+    }
+
+    push(segment) {
+      if (!this.ms) return; // no init segment yet: the server sends one with the next keyframe
+      this.queue.push(segment);
+      this.pump();
+    }
+
+    pump() {
+      const sb = this.sb;
+      if (!sb || sb.updating) return;
+      if (this.queue.length) {
+        const segment = this.queue.shift();
+        try {
+          sb.appendBuffer(segment);
+        } catch (err) { // full (QuotaExceededError): drop what was played, then try again
+          this.queue.unshift(segment);
+          const v = this.video;
+          if (sb.buffered.length && v.currentTime - sb.buffered.start(0) > 1) sb.remove(0, v.currentTime - 1);
+          else this.close();
+        }
+        return;
+      }
+      this.keepUp();
+    }
+
+    keepUp() {
+      const v = this.video;
+      const ranges = this.sb.buffered;
+      if (!ranges.length) return;
+      const start = ranges.start(ranges.length - 1);
+      const end = ranges.end(ranges.length - 1);
+      const lag = end - v.currentTime;
+      if (v.currentTime < start || lag > 1.0) {
+        v.currentTime = Math.max(start, end - 0.04); // behind or before a gap: jump to the live edge
+      } else {
+        v.playbackRate = lag > 0.25 ? 1.5 : lag > 0.1 ? 1.15 : 1.0;
+      }
+      if (v.paused) v.play().catch(() => {});
+      if (v.currentTime - ranges.start(0) > 20) this.sb.remove(0, v.currentTime - 10);
+    }
+
+    close() {
+      if (this.url) URL.revokeObjectURL(this.url);
+      if (this.ms) {
+        this.video.removeAttribute("src");
+        this.video.load();
+      }
+      this.ms = null;
+      this.sb = null;
+      this.queue = [];
+      this.url = null;
+    }
+  }
+
+  function onH264(target, init, payload) {
+    if (!target.player) target.player = new Player(target.video);
+    if (init) {
+      const n = payload[0];
+      target.player.init(decoder.decode(payload.subarray(1, 1 + n)), payload.slice(1 + n));
+    } else {
+      target.player.push(payload.slice());
+    }
+  }
+
+  function stopPlayers() {
+    for (const target of [...tiles.values(), bigTarget]) {
+      if (target && target.player) {
+        target.player.close();
+        target.player = null;
+        target.stage.classList.remove("drawn");
+      }
+    }
   }
 
   function offer(target, blob, index) {
@@ -77,10 +212,16 @@
     if (buffer.byteLength < 10 || view.getUint8(0) !== 0x53 || view.getUint8(1) !== 0x4a || view.getUint8(2) !== 1) {
       return;
     }
-    const kind = view.getUint8(3);
+    const code = view.getUint8(3);
+    const kind = code & ~INIT_FLAG;
     const rawIndex = view.getUint32(4);
     const length = view.getUint16(8);
     const name = decoder.decode(new Uint8Array(buffer, 10, length));
+    if (kind === KIND_H264_TILE || kind === KIND_H264_FULL) {
+      const target = kind === KIND_H264_FULL ? (name === enlarged ? bigTarget : null) : tiles.get(name);
+      if (target) onH264(target, (code & INIT_FLAG) !== 0, new Uint8Array(buffer, 10 + length));
+      return;
+    }
     const blob = new Blob([new Uint8Array(buffer, 10 + length)], { type: "image/jpeg" });
     const index = rawIndex === NO_INDEX ? null : rawIndex;
     if (kind === KIND_FULL && name === enlarged && bigTarget) {
@@ -96,10 +237,11 @@
     tile.dataset.camera = name;
     tile.innerHTML =
       '<div class="bar"><span class="name"></span><span class="badge"></span></div>' +
-      '<div class="stage"><canvas></canvas><div class="banner" hidden></div>' +
+      '<div class="stage"><canvas></canvas><video muted playsinline></video><div class="banner" hidden></div>' +
       '<div class="waiting">waiting for frames</div></div><div class="figures"></div>';
     tile.querySelector(".name").textContent = name;
     tile.querySelector("canvas").dataset.camera = name;
+    tile.querySelector("video").dataset.camera = name;
     tile.addEventListener("click", () => enlarge(name));
     const target = makeTarget(tile.querySelector(".stage"));
     target.tile = tile;
@@ -192,7 +334,13 @@
     fresh.dataset.camera = name;
     fresh.className = "big";
     old.replaceWith(fresh);
+    const video = document.createElement("video");
+    video.muted = true;
+    video.playsInline = true;
+    video.dataset.camera = name;
+    stage.querySelector("video").replaceWith(video);
     stage.classList.remove("drawn");
+    if (bigTarget && bigTarget.player) bigTarget.player.close();
     bigTarget = makeTarget(stage);
     big.hidden = false;
     grid.hidden = true;
@@ -203,16 +351,26 @@
       const cam = lastState.cameras.find((c) => c.name === name);
       if (cam) showBig(cam);
     }
-    send({ type: "view", camera: name });
+    send({ type: "view", camera: name, codec });
   }
 
   function unenlarge() {
     enlarged = null;
+    if (bigTarget && bigTarget.player) bigTarget.player.close();
     bigTarget = null;
     big.hidden = true;
     grid.hidden = false;
     history.replaceState(null, "", location.pathname + location.search);
-    send({ type: "view", camera: null });
+    send({ type: "view", camera: null, codec });
+  }
+
+  function setCodec(value) {
+    codec = value;
+    document.body.classList.toggle("h264", codec === "h264");
+    h264Box.checked = codec === "h264";
+    stopPlayers();
+    for (const target of tiles.values()) target.stage.classList.remove("drawn");
+    send({ type: "view", camera: enlarged, codec });
   }
 
   function connect() {
@@ -224,7 +382,8 @@
     let heard = false;
     socket = ws;
     ws.onopen = () => {
-      if (enlarged) send({ type: "view", camera: enlarged });
+      stopPlayers(); // a new connection starts every H.264 stream with a new init segment
+      if (enlarged || codec !== "jpeg") send({ type: "view", camera: enlarged, codec });
     };
     ws.onmessage = (event) => {
       if (!heard) {
@@ -261,6 +420,13 @@
   }
 
   document.getElementById("back").addEventListener("click", unenlarge);
+  h264Box.addEventListener("change", () => {
+    try {
+      localStorage.setItem("streamer.codec", h264Box.checked ? "h264" : "jpeg");
+    } catch (err) { /* storage refused: the choice lasts for this page */ }
+    setCodec(h264Box.checked ? "h264" : "jpeg");
+  });
+  setCodec(codec);
   big.querySelector(".stage").addEventListener("click", unenlarge);
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && enlarged) unenlarge();
