@@ -12,8 +12,9 @@ Phases, each `--seconds` long, CPU time of this process (the run + the server + 
   3. 1 .. --viewers WebSocket viewers (separate processes reading every message): CPU added per viewer,
      bandwidth per page
   4. one MJPEG mosaic viewer: bandwidth
-  5. headless Chromium on the page: capture-to-canvas latency p50/p95 of the tiles, then of the enlarged
-     camera (full size), and pictures drawn / pictures received
+  4b. the page's bandwidth with H.264 (fragmented MP4) instead of JPEG
+  5. headless Chromium on the page, JPEG on canvases then H.264 through MSE: capture-to-screen latency
+     p50/p95 of the tiles, then of the enlarged camera (full size), and pictures shown / pictures received
 Figures are printed, never asserted: machines differ (headless Chromium shares the CPU with the run).
 """
 
@@ -32,12 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streamer.web import WebDisplay  # noqa: E402
-from tests.browser import LATENCY_HOOK_JS, chromium  # noqa: E402
+from tests.browser import LATENCY_HOOK_JS, VIDEO_LATENCY_HOOK_JS, chromium  # noqa: E402
 from tests.webfeed import FakeRun  # noqa: E402
 
 VIEWER = r"""
 import json, sys, time, websocket
-port, seconds, path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+port, seconds, path, codec = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
 count = size = 0
 if path.endswith(".mjpg"):
     import http.client
@@ -52,6 +53,7 @@ if path.endswith(".mjpg"):
         count += chunk.count(b"Content-Type: image/jpeg")
 else:
     ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=10)
+    ws.send(json.dumps({"type": "view", "camera": None, "codec": codec}))
     print("ready", flush=True)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -81,8 +83,8 @@ def cpu_over(seconds: float) -> float:
     return (time.process_time() - cpu) / (time.monotonic() - wall)
 
 
-def start_viewer(port: int, seconds: float, path: str = "/ws") -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", VIEWER, str(port), str(seconds), path],
+def start_viewer(port: int, seconds: float, path: str = "/ws", codec: str = "jpeg") -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", VIEWER, str(port), str(seconds), path, codec],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -105,6 +107,37 @@ def wait_for(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise SystemExit(f"timed out waiting for {what}")
+
+
+def browser_phase(driver, web, names, args, codec: str) -> None:
+    """Latency of the tiles and of the enlarged camera in Chromium, and pictures shown / received."""
+    hook = LATENCY_HOOK_JS if codec == "jpeg" else VIDEO_LATENCY_HOOK_JS
+    label = "WebSocket JPEG on canvases" if codec == "jpeg" else "H.264 fMP4 through MSE"
+    driver.get(f"{web.url}?codec={codec}")
+    wait_for(lambda: driver.execute_script(
+        "return document.querySelectorAll('#grid .tile').length") == len(names), 60, "the tiles")
+    wait_for(lambda: driver.execute_script("return window.streamerStats.drawn") > len(names) * 5, 60,
+             "pictures shown")
+    driver.execute_script(hook)
+    start = driver.execute_script("return Object.assign({}, window.streamerStats)")
+    wait_for(lambda: driver.execute_script("return window.__latency.length") >= args.samples, 300, "latency samples")
+    end = driver.execute_script("return Object.assign({}, window.streamerStats)")
+    p50, p95 = percentiles(driver.execute_script("return window.__latency"))
+    shown = (end["drawn"] - start["drawn"]) / max(1, end["received"] - start["received"])
+    print(f"Chromium, tiles, {label}: capture-to-screen p50 {p50:.0f} ms, p95 {p95:.0f} ms; "
+          f"shown / received {shown:.2f}")
+    driver.find_element("css selector", "#grid .tile").click()
+    element = "canvas" if codec == "jpeg" else "video"
+    size = "width" if codec == "jpeg" else "videoWidth"
+    wait_for(lambda: driver.execute_script(
+        f"return document.querySelector('#enlarged {element}').{size}") == args.width, 60, "the enlarged camera")
+    driver.execute_script(hook)
+    wait_for(lambda: driver.execute_script("return window.__latency.length") >= args.samples // 2, 300,
+             "latency samples")
+    p50, p95 = percentiles(driver.execute_script("return window.__latency"))
+    print(f"Chromium, enlarged {args.width}x{args.height}, {label}: capture-to-screen p50 {p50:.0f} ms, "
+          f"p95 {p95:.0f} ms")
+    driver.find_element("id", "back").click()
 
 
 def main() -> None:
@@ -147,6 +180,12 @@ def main() -> None:
         got = finish(page)
         print(f"bandwidth, the {args.cameras}-camera page (tiles, WebSocket JPEG): "
               f"{got['bytes'] * 8 / got['seconds'] / 1e6:.1f} Mbit/s, {got['pictures'] / got['seconds']:.1f} pictures/s")
+        wait_for(lambda: web.viewers == 0, 30, "the viewer to leave")
+        page = start_viewer(web.port, args.seconds, codec="h264")
+        got = finish(page)
+        print(f"bandwidth, the {args.cameras}-camera page (tiles, H.264 fMP4):      "
+              f"{got['bytes'] * 8 / got['seconds'] / 1e6:.1f} Mbit/s, {got['pictures'] / got['seconds']:.1f} pictures/s")
+        wait_for(lambda: web.viewers == 0, 30, "the viewer to leave")
         mosaic = start_viewer(web.port, args.seconds, "/mosaic.mjpg")
         got = finish(mosaic)
         print(f"bandwidth, /mosaic.mjpg:             {got['bytes'] * 8 / got['seconds'] / 1e6:.1f} Mbit/s, "
@@ -155,28 +194,8 @@ def main() -> None:
 
         driver = chromium()
         try:
-            driver.get(web.url)
-            wait_for(lambda: driver.execute_script(
-                "return document.querySelectorAll('#grid canvas').length") == len(names), 60, "the tiles")
-            wait_for(lambda: driver.execute_script("return window.streamerStats.drawn") > len(names) * 5, 60,
-                     "pictures drawn")
-            driver.execute_script(LATENCY_HOOK_JS)
-            start = driver.execute_script("return Object.assign({}, window.streamerStats)")
-            wait_for(lambda: driver.execute_script("return window.__latency.length") >= args.samples, 300,
-                     "latency samples")
-            end = driver.execute_script("return Object.assign({}, window.streamerStats)")
-            p50, p95 = percentiles(driver.execute_script("return window.__latency"))
-            drawn = (end["drawn"] - start["drawn"]) / max(1, end["received"] - start["received"])
-            print(f"Chromium, tiles: capture-to-canvas p50 {p50:.0f} ms, p95 {p95:.0f} ms; "
-                  f"drawn / received {drawn:.2f}")
-            driver.find_element("css selector", "#grid .tile").click()
-            wait_for(lambda: driver.execute_script(
-                "return document.querySelector('#enlarged canvas').width") == args.width, 60, "the enlarged camera")
-            driver.execute_script(LATENCY_HOOK_JS)
-            wait_for(lambda: driver.execute_script("return window.__latency.length") >= args.samples // 2, 300,
-                     "latency samples")
-            p50, p95 = percentiles(driver.execute_script("return window.__latency"))
-            print(f"Chromium, enlarged {args.width}x{args.height}: capture-to-canvas p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+            for codec in ("jpeg", "h264"):
+                browser_phase(driver, web, names, args, codec)
         finally:
             driver.quit()
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other work shares the CPU)")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import socket
+import time
 
 import pytest
 import websocket
@@ -377,3 +378,16 @@ def test_show_returns_true_and_costs_nothing_before_start():
     web = WebDisplay("127.0.0.1", 0)
     assert web.show([View("a", coded_image(0, 0), ViewState.UP)]) is True
     assert web.encodes == 0
+
+
+def test_tiles_keep_to_their_frame_rate_cap():
+    with serving(("a",), fps=30) as (web, run):
+        start = time.monotonic()
+        with Socket(web.port) as sock:
+            frames = run.camera("a").index
+            wait_until(lambda: run.camera("a").index >= frames + 45, 30, 0.02, "45 frames")
+            sock.until(lambda k, v: k == "binary", 10, "a picture")
+        wait_until(lambda: web.viewers == 0, 10, 0.02, "the viewer to leave")
+        elapsed = time.monotonic() - start
+        # a token bucket: at most 1.5 pictures at once, then 15 a second (never the camera's 30)
+        assert web.encode_counts()[("a", "tile")] <= 1.5 + 15 * elapsed
