@@ -2,6 +2,7 @@
 
     display.py   WebDisplay: the `stages.Display` (server thread, lifetime, show())
     feed.py      what viewers get: newest views, shared encodes, newest-only viewers
+    fmp4.py      H.264 for slow links: a live libx264 encoder, fragmented MP4 for MSE
     app.py       routes and the guard in front of them
     security.py  token, Host/Origin checks, headers
     state.py     a camera's view as JSON (names only, texts masked)

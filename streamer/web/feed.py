@@ -5,12 +5,14 @@ OpenCV releases the GIL) and `Feed.offer_views`, which the run's main thread cal
 
 - The run's thread hands the newest views over by reference (`offer_views`); only while someone
   watches does it also wake the loop (coalesced: one wake-up however many views arrive meanwhile).
-- A `Stream` is one picture kind of one camera (tile, full size, full size with the HUD drawn in)
-  or the mosaic. It runs only while it has subscribers: it waits for a newer picture, keeps to
-  its frame-rate cap, encodes once and hands the result to every subscriber. Nobody subscribed:
-  no task, no encoding.
+- A `Stream` is one picture kind of one camera (tile, full size, full size with the HUD drawn in;
+  tile or full size in H.264, one live encoder each: fmp4.py) or the mosaic. It runs only while
+  it has subscribers: it waits for a newer picture, keeps to its frame-rate cap, encodes once and
+  hands the result to every subscriber. Nobody subscribed: no task, no encoding.
 - A `Viewer` (a page's WebSocket, an MJPEG response) holds one slot per stream it follows: a
-  newer item replaces the older one, so a slow viewer skips frames and never queues them.
+  newer item replaces the older one, so a slow viewer skips frames and never queues them. H.264
+  pieces depend on each other: there a keyframe replaces what waits, and a viewer too far behind
+  skips to the next keyframe (`PieceQueue`).
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ class PieceQueue:
 
 
 class Viewer:
-    """A page's WebSocket or an MJPEG response: the newest item of each stream it follows."""
+    """A page's WebSocket or an MJPEG response: the newest item of each stream it follows (JPEG,
+    state), or for H.264 the pieces since the newest keyframe (a PieceQueue)."""
 
     def __init__(self, kind: str):
         self.kind = kind  # "ws" or "mjpeg"

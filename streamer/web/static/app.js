@@ -55,8 +55,8 @@
     return value === null || value === undefined ? "–" : value.toFixed(digits) + unit;
   }
 
-  // A canvas that draws the newest picture only: a picture arriving while one is decoded
-  // replaces the waiting one.
+  // Where one camera's pictures go: a canvas for JPEGs (only the newest is drawn: a picture
+  // arriving while one is decoded replaces the waiting one), a video for H.264 (its Player).
   function makeTarget(stage) {
     const canvas = stage.querySelector("canvas");
     const video = stage.querySelector("video");
@@ -275,6 +275,7 @@
     const names = state.cameras.map((c) => c.name);
     for (const [name, target] of tiles) {
       if (!names.includes(name)) {
+        if (target.player) target.player.close();
         target.tile.remove();
         tiles.delete(name);
       }
