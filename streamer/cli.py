@@ -128,6 +128,28 @@ def console() -> "Console":
     return Console(say=say, out=click.echo, progress=_progress)
 
 
+def web_options(fn):
+    """--web and its companions (run and watch)."""
+    options = [
+        click.option("--web", "web_bind", default=None, metavar="[HOST:]PORT",
+                     help="Serve a live page of every camera, annotated, at http://HOST:PORT/ (host 127.0.0.1 "
+                          "unless given: reach it through SSH or kubectl port-forward). Also "
+                          "/camera/NAME.mjpg, /mosaic.mjpg and /api/state. Costs nothing while nobody watches."),
+        click.option("--web-token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Require the token in this file on every page, stream and API call (else "
+                          "$STREAMER_WEB_TOKEN if set). Give it as ?token=... once (a cookie keeps it) or "
+                          "as 'Authorization: Bearer ...'."),
+        click.option("--web-allowed-hosts", default=None, metavar="NAMES",
+                     help="Host names (comma-separated) the page may be reached by besides loopback names and "
+                          "the bound address (e.g. an ingress name); any other Host header gets 403."),
+        click.option("--web-max-viewers", type=click.IntRange(1, 256), default=8, show_default=True,
+                     help="Pages and MJPEG streams served at once; the next gets 503 (WebSocket: 1013)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def summary_option(fn):
     return click.option(
         "--summary", "summary", type=click.Path(dir_okay=False, allow_dash=True), default=None, metavar="FILE",
@@ -347,12 +369,13 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
                    "Live runs keep the video going and wait for the server as long as they run.")
 @live_options
 @metrics_options
+@web_options
 @summary_option
 @command
 def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections,
         triton, model_repo, threads, startup_timeout, model, transport, in_flight, retry_timeout, request_timeout,
         rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
-        triton_metrics_port, summary):
+        triton_metrics_port, web_bind, web_token_file, web_allowed_hosts, web_max_viewers, summary):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
     \b
@@ -371,7 +394,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     Credentials in URLs are never printed (rtsp://***@host/path).
     """
     from .runner import run_command
-    from .settings import InferenceSettings, MetricsSettings, RunSettings, Selection
+    from .settings import InferenceSettings, MetricsSettings, RunSettings, Selection, web_settings
 
     settings = RunSettings(
         source=source, out=out, detections=detections_path, overwrite=overwrite,
@@ -383,6 +406,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         capture=capture_settings(open_timeout, stall_timeout, rtsp_transport, max_reconnect_time),
         status_every=status_every,
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
+        web=web_settings(web_bind, web_token_file, web_allowed_hosts, web_max_viewers),
     )
     return finish(run_command(settings, console()), summary)
 
@@ -414,11 +438,13 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
                    "served least recently).")
 @live_options
 @metrics_options
+@web_options
 @summary_option
 @command
 def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections, max_frames, triton, model_repo,
           threads, startup_timeout, model, transport, in_flight, request_timeout, rtsp_transport, open_timeout, stall_timeout,
-          status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, summary):
+          status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, web_bind, web_token_file,
+          web_allowed_hosts, web_max_viewers, summary):
     """Watch several cameras in one run, sharing one Triton server.
 
     \b
@@ -442,12 +468,14 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
     given up on (the others still ran); 2 for a bad camera file.
     """
     from .runner import watch_command
-    from .settings import InferenceSettings, MetricsSettings, Selection, WatchSettings, flags_over_file, watch_cameras
+    from .settings import (InferenceSettings, MetricsSettings, Selection, WatchSettings, flags_over_file, watch_cameras,
+                           web_settings)
 
     found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
                           max_frames)
     cams = found.cameras
-    triton, metrics_port, metrics_host = flags_over_file(found, triton, metrics_port, metrics_host)
+    triton, metrics_port, metrics_host, web_bind = flags_over_file(found, triton, metrics_port, metrics_host,
+                                                                   web_bind)
     if triton is not None:
         triton = TritonAddress().convert(triton, None, None)
     settings = WatchSettings(
@@ -457,6 +485,8 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
         capture=capture_settings(open_timeout, stall_timeout, rtsp_transport, max_reconnect_time),
         show=show, overwrite=overwrite, status_every=status_every,
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
+        web=web_settings(web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
+                         where="--web" if web_bind and not found.web else f"{found.path}: web"),
     )
     return finish(watch_command(settings, console()), summary)
 

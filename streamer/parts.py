@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Sequence
 
 from . import contract
 from .selection import HoldDetections, selection_stages
-from .settings import CameraSettings, RunSettings, Selection
+from .settings import CameraSettings, RunSettings, Selection, WebSettings
 from .stages import Annotator, Display, Sink, Stage
 
 Say = Callable[[str], None]
@@ -74,21 +74,21 @@ def camera_sinks(camera: CameraSettings, info: contract.ModelInfo, rate: Optiona
     return sinks
 
 
-def file_displays(settings: RunSettings, title: str) -> List[Display]:
-    """--show for a file: the window, playing the file at its own pace."""
-    displays: List[Display] = []
-    if settings.show:
-        from .window import WindowDisplay
-
-        displays.append(WindowDisplay(title, paced=True))
-    return displays
-
-
-def live_displays(show: bool, title: str) -> List[Display]:
-    """--show for cameras: one camera's window with its HUD, or the mosaic."""
-    displays: List[Display] = []
+def displays(show: bool, title: str, paced: bool = False) -> List[Display]:
+    """--show: the window (one camera with its HUD, or the mosaic; a file played at its own pace)."""
+    found: List[Display] = []
     if show:
         from .window import WindowDisplay
 
-        displays.append(WindowDisplay(title))
-    return displays
+        found.append(WindowDisplay(title, paced=paced))
+    return found
+
+
+def web_display(web: Optional[WebSettings], info: contract.ModelInfo):
+    """--web: the browser live view (None when not asked for)."""
+    if web is None:
+        return None
+    from .web import WebDisplay
+
+    return WebDisplay(web.host, web.port, name_of=info.name_of, token=web.token,
+                      allowed_hosts=web.allowed_hosts, max_viewers=web.max_viewers)

@@ -23,7 +23,7 @@ from .frames import Detections, Frame, Outcome
 from .metrics import LatencyHistogram
 from .report import StreamReport, percentiles_ms
 from .stages import Annotator, Display, Inference, ServerShare, Sink, Source, Stage, View
-from .states import StreamKind
+from .states import StreamKind, ViewState
 
 
 def p50_p95(seconds: Sequence[float]) -> str:
@@ -167,6 +167,7 @@ class FilePipeline:
 
     def __post_init__(self):
         self.stats = RunStats()  # read by the metrics endpoint while the run goes on
+        self._last_view: Optional[View] = None
 
     def _view(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> View:
         stats = self.stats
@@ -190,9 +191,20 @@ class FilePipeline:
         keep_going = True
         if self.displays:
             view = self._view(frame, image, detections)
+            self._last_view = view
             for display in self.displays:
                 keep_going = display.show([view]) and keep_going
         return keep_going
+
+    def _show_end(self) -> None:
+        """Tell the displays the file has ended (a web page says so; a window keeps its last frame)."""
+        last = self._last_view
+        if last is None or not self.displays:
+            return
+        ended = View(name=last.name, image=last.image, state=ViewState.ENDED, hud=last.hud, banner="ENDED",
+                     frame=last.frame, fresh=False, figures=last.figures, detections=last.detections)
+        for display in self.displays:
+            display.show([ended])
 
     def run(self) -> RunStats:
         stats = self.stats
@@ -210,6 +222,7 @@ class FilePipeline:
                     break
             for frame, detections in self.stages.flush():
                 self._emit(frame, detections)
+            self._show_end()
         except KeyboardInterrupt:
             stats.interrupted = True
             with interrupts.critical():  # what a stage holds is written too

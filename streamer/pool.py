@@ -26,6 +26,7 @@ from .errors import ServerUnavailable, StreamerError
 from .frames import Frame
 from .settings import SettingsError
 from .stages import ServerShare
+from .states import InferenceState
 from .triton import IDLE, IDLE_WAIT, InferenceStream, Outcome, ReorderBuffer, TritonClient
 
 Log = Callable[[str], None]
@@ -123,7 +124,7 @@ class _Server:
 
     @property
     def online(self) -> bool:
-        return self.status == "checking" or (self.status == "up" and self.stream.state == "online")
+        return self.status == "checking" or (self.status == "up" and self.stream.state is InferenceState.ONLINE)
 
 
 @dataclass
@@ -164,7 +165,7 @@ class ServerPool:
     # -- what the pipelines read ----------------------------------------------------------------------
     @property
     def state(self) -> str:
-        return "online" if any(s.online for s in list(self._servers.values())) else "offline"
+        return InferenceState.ONLINE if any(s.online for s in list(self._servers.values())) else InferenceState.OFFLINE
 
     @property
     def reconnects(self) -> int:
@@ -331,7 +332,7 @@ class ServerPool:
         return any_
 
     def _check_all_down(self) -> None:
-        if self.state == "online" or not self.resend:
+        if self.state is InferenceState.ONLINE or not self.resend:
             self._all_down_since = None
             return
         now = time.monotonic()

@@ -18,7 +18,7 @@ from . import contract, interrupts, parts
 from .errors import ExitCode, SinkError, SourceError
 from .pipeline import by_name
 from .report import RunReport
-from .settings import CameraSettings, RunSettings, ServerSettings, SettingsError, WatchSettings
+from .settings import CameraSettings, RunSettings, ServerSettings, SettingsError, WatchSettings, WebSettings
 from .stages import ServerShare
 from .states import CaptureState, InferenceState, SourceKind
 
@@ -204,6 +204,23 @@ def metrics_endpoint(settings, samples, say: Callable[[str], None]):
         server.stop()
 
 
+def open_displays(displays, web: Optional[WebSettings], info: contract.ModelInfo, stack: contextlib.ExitStack,
+                  say: Callable[[str], None]):
+    """Enter every display and the web page (it binds its port here: one in use is exit 4); say
+    where the page is."""
+    opened = [stack.enter_context(display) for display in displays]
+    page = parts.web_display(web, info)
+    if page is not None:
+        from .web import exposure_warning
+
+        opened.append(stack.enter_context(page))
+        say(f"web view: {page.url}" + (" (token required)" if web.token else ""))
+        warning = exposure_warning(web.host, web.token)
+        if warning:
+            say(warning)
+    return opened
+
+
 # -- streamer run ---------------------------------------------------------------------------
 
 def run_command(settings: RunSettings, console: Console) -> RunReport:
@@ -229,7 +246,7 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
                                 hold_detections=settings.hold_detections, max_frames=settings.max_frames)
         watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
                               capture=settings.capture, show=settings.show, overwrite=settings.overwrite,
-                              status_every=settings.status_every, metrics=settings.metrics)
+                              status_every=settings.status_every, metrics=settings.metrics, web=settings.web)
         report = run_cameras(watch, console)
         report.command = "run"
         return report
@@ -255,8 +272,8 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
         count0, compute0 = stream.compute_stats()
         with contextlib.ExitStack() as parts_stack:
             sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)]
-            displays = [parts_stack.enter_context(display)
-                        for display in parts.file_displays(settings, f"streamer: {path.name}")]
+            displays = open_displays(parts.displays(settings.show, f"streamer: {path.name}", paced=True),
+                                     settings.web, info, parts_stack, say)
             total = src.info.frame_count
             if settings.max_frames is not None and total:
                 total = min(total, settings.max_frames)
@@ -450,7 +467,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             with contextlib.ExitStack() as stack:
                 feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack) for cam in running]
                 title = f"streamer: {running[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
-                displays = [stack.enter_context(display) for display in parts.live_displays(settings.show, title)]
+                displays = open_displays(parts.displays(settings.show, title), settings.web, info, stack, say)
                 pipeline = LivePipeline(feeds=feeds, inference=stream, displays=displays, status_every=status_every,
                                         log=say)
                 samples = lambda: [live_sample(feed, stream, info.name_of) for feed in feeds]  # noqa: E731

@@ -58,6 +58,36 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """--web: the browser live view (streamer.web.WebDisplay)."""
+
+    host: str
+    port: int
+    token: Optional[str] = field(default=None, repr=False)  # from --web-token-file or STREAMER_WEB_TOKEN
+    allowed_hosts: Tuple[str, ...] = ()
+    max_viewers: int = 8
+
+
+def web_settings(bind: Optional[str], token_file: Optional[Path], allowed_hosts: Optional[str],
+                 max_viewers: int, where: str = "--web") -> Optional[WebSettings]:
+    """--web [HOST:]PORT and its companions; None when the page is not asked for. The token comes
+    from the file, else from $STREAMER_WEB_TOKEN (never from a flag's value)."""
+    if bind is None:
+        if token_file is not None or allowed_hosts:
+            raise SettingsError("--web-token-file and --web-allowed-hosts need --web [HOST:]PORT")
+        return None
+    from .web import load_token, parse_bind
+
+    try:
+        host, port = parse_bind(str(bind))
+    except ValueError as err:
+        raise SettingsError(f"{where}: {err}") from err
+    hosts = tuple(h.strip() for h in (allowed_hosts or "").split(",") if h.strip())
+    return WebSettings(host=host, port=port, token=load_token(token_file), allowed_hosts=hosts,
+                       max_viewers=max_viewers)
+
+
+@dataclass(frozen=True)
 class Selection:
     """What is drawn and recorded: scores >= threshold, of these classes (None: all)."""
 
@@ -104,6 +134,7 @@ class RunSettings:
     capture: CaptureSettings = CaptureSettings()
     status_every: Optional[float] = None  # None: 10 s without --show, none with it
     metrics: Optional[MetricsSettings] = None
+    web: Optional[WebSettings] = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +149,7 @@ class WatchSettings:
     overwrite: bool = False
     status_every: Optional[float] = None
     metrics: Optional[MetricsSettings] = None
+    web: Optional[WebSettings] = None
 
     @property
     def outputs(self) -> List[Tuple[str, Path]]:
@@ -228,6 +260,7 @@ def _models():
         triton: Optional[Union[str, List[str]]] = None
         metrics_port: Optional[int] = Field(default=None, ge=1, le=65535)
         metrics_host: Optional[str] = None
+        web: Optional[Union[int, str]] = None
         defaults: Defaults = Defaults()
         cameras: Dict[str, Camera] = Field(min_length=1)
 
@@ -242,6 +275,7 @@ class CameraFile:
     triton: Optional[str] = None
     metrics_port: Optional[int] = None
     metrics_host: Optional[str] = None
+    web: Optional[str] = None  # [HOST:]PORT of the browser live view
     path: Optional[Path] = field(default=None, compare=False)
 
 
@@ -318,18 +352,20 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
     if isinstance(triton, list):
         triton = ",".join(triton)
     return CameraFile(cameras=tuple(cameras), triton=triton, metrics_port=parsed.metrics_port,
-                      metrics_host=parsed.metrics_host, path=path)
+                      metrics_host=parsed.metrics_host, web=None if parsed.web is None else str(parsed.web),
+                      path=path)
 
 
 DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 def flags_over_file(found: CameraFile, triton: Optional[str], metrics_port: Optional[int],
-                    metrics_host: str) -> Tuple[Optional[str], Optional[int], str]:
+                    metrics_host: str, web: Optional[str] = None
+                    ) -> Tuple[Optional[str], Optional[int], str, Optional[str]]:
     """`watch`'s run-wide values: a flag given on the command line wins over the camera file, the
-    camera file over the defaults. (triton, metrics_port, metrics_host)."""
+    camera file over the defaults. (triton, metrics_port, metrics_host, web)."""
     host = found.metrics_host if found.metrics_host and metrics_host == DEFAULT_METRICS_HOST else metrics_host
-    return triton or found.triton, metrics_port or found.metrics_port, host
+    return triton or found.triton, metrics_port or found.metrics_port, host, web or found.web
 
 
 def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hold: Optional[float],

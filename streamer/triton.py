@@ -33,6 +33,7 @@ from .contract import ModelInfo
 from .errors import InferenceError, ModelMismatch, ModelNotReady, ServerUnavailable
 from .frames import Detections, Frame, Outcome
 from .stages import ServerShare
+from .states import InferenceState
 
 Log = Callable[[str], None]
 
@@ -559,7 +560,7 @@ class InferenceStream:
         self.recover = recover
         self.log = log
         self.resend = resend
-        self.state = "online"  # or "offline" while waiting for the server
+        self.state = InferenceState.ONLINE  # OFFLINE while waiting for the server
         self.reconnects = 0
         self.resent = 0
         self.answered = 0  # frames the server answered with detections
@@ -622,7 +623,7 @@ class InferenceStream:
     def _reconnect(self, reason: str) -> bool:
         """After a transport failure: wait for the server, reopen, resend. False: gave up."""
         self._close()
-        self.state = "offline"
+        self.state = InferenceState.OFFLINE
         pending = sorted(self._in_flight)
         if self.retry_timeout == float("inf"):
             self.log(f"Triton at {self.client.url} is unreachable ({reason}); waiting for it")
@@ -650,7 +651,7 @@ class InferenceStream:
                     continue
                 self.reconnects += 1
                 self.resent += len(pending)
-                self.state = "online"
+                self.state = InferenceState.ONLINE
                 self.log(f"Triton is back; resent {len(pending)} frame(s)" if pending else "Triton is back")
                 return True
             self._aborted.wait(0.5)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from streamer.states import InferenceState
 from streamer.triton import IDLE
 
 from .test_reorder import WAIT, check_answer, make_frames, make_stream  # noqa: F401 (fixture)
@@ -53,7 +54,7 @@ def test_a_live_stream_releases_the_frames_it_lost_before_waiting_for_the_server
     deadline = time.monotonic() + WAIT
     while not any(not o.ok for o in outcomes) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert stream.state == "offline" and not done.is_set()  # still waiting for the server...
+    assert stream.state is InferenceState.OFFLINE and not done.is_set()  # still waiting for the server...
     failed = [o for o in outcomes if not o.ok]
     assert failed and all(o.unavailable and "server unavailable" in o.error for o in failed)  # ...yet released
     assert 3 in [o.frame.index for o in failed]
