@@ -1,0 +1,1 @@
+"""Track ids and boxes between inferences (issue 16)."""
