@@ -104,8 +104,20 @@ def _paint(img: np.ndarray, box: Box, label: int, flat: bool) -> None:
     img[cy1:cy2, cx1:cx2] = np.clip(patch, 0, 255).astype(np.uint8)
 
 
+_RENDERED: Dict[Tuple[str, int, bool], Tuple[List[Frame], Truth]] = {}
+
+
 def render(scene: Scene) -> Tuple[List[Frame], Truth]:
-    """The scene's frames (25 fps timestamps, wall time = media time) and its truth."""
+    """The scene's frames (25 fps timestamps, wall time = media time) and its truth (kept: the
+    tests draw the same scenes many times; frames are immutable)."""
+    key = (scene.name, scene.frames, scene.flat)
+    if key not in _RENDERED:
+        _RENDERED[key] = _render(scene)
+    frames, truth = _RENDERED[key]
+    return list(frames), truth
+
+
+def _render(scene: Scene) -> Tuple[List[Frame], Truth]:
     frames, truth = [], Truth()
     backgrounds: Dict[int, np.ndarray] = {}
     for i in range(scene.frames):
@@ -269,12 +281,19 @@ class FileRun:
         return float(np.mean(values)) if values else float("nan")
 
     def ids(self, key: str) -> List[Optional[int]]:
-        """The sprite's track id on every frame (None where it has no box)."""
+        """The sprite's track id on every frame (None where it has no box, or where it coincides
+        with another sprite of its class: no one can tell which box is which there)."""
         out = []
         for i in range(self.scene.frames):
             got = best_match(self.truth.boxes[i], self.released[i][1]).get(key)
-            out.append(got[1] if got and got[0] > 0 else None)
+            out.append(got[1] if got and got[0] > 0 and not self.coincides(i, key) else None)
         return out
+
+    def coincides(self, index: int, key: str) -> bool:
+        boxes = self.truth.boxes[index]
+        label, box = boxes[key]
+        return any(other != key and olabel == label and iou(box, obox) > 0.9
+                   for other, (olabel, obox) in boxes.items())
 
 
 def run_file(scene: Scene, every: int = 5, stage=None, jitter: float = 0.0, seed: int = 0) -> FileRun:

@@ -6,8 +6,8 @@ rule). Matching, in two rounds as ByteTrack does:
 
 1. detections scored >= `threshold` against every track (active and lost), by IoU with the
    track's box estimated for this time: the better of what the stage carried it to (optical
-   flow) and the Kalman prediction, enlarged in proportion to how long ago the track was last
-   measured;
+   flow) and the Kalman prediction, both boxes of a pair enlarged in proportion to how long ago
+   the track was last matched (its estimate is less certain);
 2. the active tracks left over against the low-scored detections (`low` <= score <
    `threshold`), by plain IoU >= `low_iou`: a box whose score dipped keeps its track.
 
@@ -43,8 +43,7 @@ class Track:
 
     label, score: of its last matched detection (a carried box shows them).
     box, box_time: its latest box estimate and the time it is for (a detection's box as given,
-        or where a stage carried it). measured_time: when the box was last measured (a detection
-        or optical flow), as opposed to only predicted.
+        or where a stage carried it).
     matched_time: when a detection last matched it; matched_index: that frame's index.
     active: matched at the latest update (drawn and carried); False: lost (kept for matching).
     """
@@ -57,7 +56,6 @@ class Track:
     kalman: BoxKalman = field(repr=False)
     matched_time: float
     matched_index: int = -1
-    measured_time: float = 0.0
     active: bool = True
     hits: int = 1
 
@@ -68,12 +66,10 @@ class Track:
             return self.box
         return self.kalman.predict(time)
 
-    def move(self, box: np.ndarray, time: float, measured: bool) -> None:
+    def move(self, box: np.ndarray, time: float) -> None:
         """Set the box estimate for `time` (a stage carried the track there)."""
         self.box = np.asarray(box, np.float64)
         self.box_time = time
-        if measured:
-            self.measured_time = time
 
     def kalman_shift(self, box: np.ndarray, start: float, end: float) -> np.ndarray:
         """`box` moved by the change the Kalman model predicts between two times (the fallback
@@ -103,13 +99,13 @@ class Tracker:
     match_iou: round 1 needs IoU >= this (on boxes enlarged by the estimate's age);
     low_iou: round 2 needs plain IoU >= this.
     margin_per_s, max_margin: how much boxes are enlarged for round 1 per second since the
-        track's box was last measured (a fraction of their size on every side), and at most.
+        track was last matched (a fraction of their size on every side), and at most.
     max_age_s: a track unmatched for longer is forgotten.
     first_id: the first id handed out.
     """
 
     def __init__(self, threshold: float = 0.5, low: float = 0.1, match_iou: float = 0.2, low_iou: float = 0.5,
-                 margin_per_s: float = 0.5, max_margin: float = 0.5, max_age_s: float = 2.0, first_id: int = 1):
+                 margin_per_s: float = 1.0, max_margin: float = 0.5, max_age_s: float = 2.0, first_id: int = 1):
         if not 0 <= low <= threshold:
             raise ValueError(f"need 0 <= low <= threshold, got low={low}, threshold={threshold}")
         self.threshold = threshold
@@ -149,7 +145,7 @@ class Tracker:
         carried = np.array([t.estimate(time) for t in pool]).reshape(-1, 4)
         predicted = np.array([t.kalman.predict(time) for t in pool]).reshape(-1, 4)
         estimates = np.stack([carried, predicted])  # 2 x tracks x 4: either may match
-        margins = np.array([min(self.max_margin, self.margin_per_s * max(0.0, time - t.measured_time))
+        margins = np.array([min(self.max_margin, self.margin_per_s * max(0.0, time - t.matched_time))
                             for t in pool])
 
         # Round 1: high-scored detections against every track.
@@ -170,7 +166,7 @@ class Tracker:
                 row = matched[r]
                 box = boxes[row].astype(np.float64)
                 track.kalman.update(box, time)
-                track.move(box, time, measured=True)
+                track.move(box, time)
                 track.score = float(scores[row])
                 track.matched_time = time
                 track.matched_index = index
@@ -191,7 +187,7 @@ class Tracker:
     def _start(self, box: np.ndarray, label: int, score: float, time: float, index: int) -> Track:
         box = np.asarray(box, np.float64)
         track = Track(id=self.next_id, label=label, score=score, box=box, box_time=time,
-                      kalman=BoxKalman(box, time), matched_time=time, matched_index=index, measured_time=time)
+                      kalman=BoxKalman(box, time), matched_time=time, matched_index=index)
         self.next_id += 1
         return track
 
