@@ -26,7 +26,7 @@ against (Kalman prediction, optical flow).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -58,13 +58,6 @@ class Track:
     matched_index: int = -1
     active: bool = True
     hits: int = 1
-
-    def estimate(self, time: float) -> np.ndarray:
-        """The box expected at `time`: the carried box when it is for that time, else the Kalman
-        prediction."""
-        if self.box_time == time:
-            return self.box
-        return self.kalman.predict(time)
 
     def move(self, box: np.ndarray, time: float) -> None:
         """Set the box estimate for `time` (a stage carried the track there)."""
@@ -142,8 +135,8 @@ class Tracker:
         low = np.flatnonzero((scores >= self.low) & (scores < self.threshold))
         pool = [t for t in self.tracks if time - t.matched_time <= self.max_age_s]  # too old: forgotten
         was_active = {t.id for t in pool if t.active}
-        carried = np.array([t.estimate(time) for t in pool]).reshape(-1, 4)
         predicted = np.array([t.kalman.predict(time) for t in pool]).reshape(-1, 4)
+        carried = np.array([t.box if t.box_time == time else p for t, p in zip(pool, predicted)]).reshape(-1, 4)
         estimates = np.stack([carried, predicted])  # 2 x tracks x 4: either may match
         margins = np.array([min(self.max_margin, self.margin_per_s * max(0.0, time - t.matched_time))
                             for t in pool])

@@ -15,19 +15,24 @@ from .columns import FLOW, PREDICTED
 from .flow import Flow, Grey
 
 
-def carry_tracks(flow: Flow, tracks: Iterable[Track], before: Grey, after: Grey, t_before: float,
-                 t_after: float, how: Optional[Dict[int, str]] = None) -> Dict[int, str]:
+def carry_tracks(flow: Optional[Flow], tracks: Iterable[Track], before: Optional[Grey], after: Optional[Grey],
+                 t_before: float, t_after: float, how: Optional[Dict[int, str]] = None) -> Dict[int, str]:
     """Move every track's box from the frame `before` (at t_before) to `after` (at t_after).
 
-    Where flow follows a box, its box is the flow's (measured); where it fails, the box moves as
-    the track's Kalman model predicts between the two times. Returns, per track id, how its box
-    has been carried since its last detection: FLOW, or PREDICTED once any step failed (`how`:
-    the same map from the previous step, updated and returned)."""
+    Where flow follows a box, its box is the flow's; where it fails (or without flow: `flow`,
+    `before` or `after` None), the box moves as the track's Kalman model predicts between the
+    two times. Returns, per track id, how its box has been carried since its last detection:
+    FLOW, or PREDICTED once any step was not flow (`how`: the same map from the previous step,
+    updated and returned)."""
     how = {} if how is None else how
     tracks = list(tracks)
     if not tracks:
         return how
-    moved, ok = flow.carry(before, after, np.array([t.box for t in tracks]))
+    boxes = np.array([t.box for t in tracks])
+    if flow is None or before is None or after is None:
+        moved, ok = boxes, np.zeros(len(tracks), bool)
+    else:
+        moved, ok = flow.carry(before, after, boxes)
     for track, box, good in zip(tracks, moved, ok):
         if not good:
             box = track.kalman_shift(track.box, t_before, t_after)

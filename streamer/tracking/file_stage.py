@@ -107,14 +107,16 @@ class FileTracker:
         self.held_bytes = 0
         self.peak_bytes = 0  # the most held at once (for reports and tests)
         self.early = 0  # frames released early because of the memory cap
-        self._previous: Optional[Tuple[Grey, float]] = None
+        self._previous: Optional[Tuple[Optional[Grey], float]] = None
         self._after_anchor = 0
         self._how: Dict[int, str] = {}
 
     # -- the Stage interface ---------------------------------------------------------------
     def push(self, frame: Frame, detections: Optional[Detections]) -> Iterator[Released]:
         time = self.clock(frame)
-        grey = prepare(frame.image, self.flow_width)
+        # With every frame inferred, a box is carried only over a failed inference: the Kalman
+        # model does it and the flow's grey copies are not made.
+        grey = prepare(frame.image, self.flow_width) if self.infer_every > 1 else None
         released: List[Released] = []
         if self.cuts.update(frame.image):
             released += self._release_held()

@@ -57,7 +57,7 @@ class Flow:
     the surviving points' moves may differ from their median (median absolute deviation) before
     the box counts as failed; max_scale_step: the largest scale change per call."""
 
-    def __init__(self, grid: int = 4, inner: float = 0.8, window: int = 15, levels: int = 3,
+    def __init__(self, grid: int = 3, inner: float = 0.8, window: int = 11, levels: int = 3,
                  fb_max_px: float = 1.0, min_points: int = 4, max_spread: float = 0.1,
                  max_scale_step: float = 1.25):
         self.grid = grid
@@ -104,7 +104,7 @@ class Flow:
     def _moved(self, boxes: np.ndarray, a: np.ndarray, b: np.ndarray, good: np.ndarray):
         """Each box's new position from its surviving point pairs (a -> b, K x P x 2, `good`
         K x P), all boxes at once: (boxes K x 4, ok K)."""
-        k, per = good.shape
+        per = good.shape[1]
         d = b - a
         move = np.stack([_row_median(d[..., 0], good), _row_median(d[..., 1], good)], axis=1)  # K x 2
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]

@@ -58,8 +58,8 @@ class BoxKalman:
     def predict(self, time: float) -> np.ndarray:
         """The box (x1 y1 x2 y2) expected at `time`; the state is unchanged. Times before the
         state's own give the state's box (the filter never runs backwards)."""
-        mean, _ = self._propagated(max(0.0, time - self.time))
-        return state_to_box(mean[:, 0])
+        dt = max(0.0, time - self.time)
+        return state_to_box(self.mean[:, 0] + self.mean[:, 1] * dt)
 
     def velocity(self) -> np.ndarray:
         """d(cx, cy, w, h)/dt, pixels per second."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamer.frames import Detections, Frame
-from streamer.tracking import AGE, ESTIMATE, FLOW, INTERPOLATED, TRACKED, FileTracker, is_tracked
+from streamer.tracking import AGE, ESTIMATE, FLOW, INTERPOLATED, PREDICTED, TRACKED, FileTracker, is_tracked
 
 from ..tracking_clips import (crossing, cut, id_switches, leaving, occluded, render, run_file, straight,
                               turning)
@@ -96,7 +96,7 @@ def test_no_box_crosses_a_cut():
     after = {int(t) for _, d in run.released[at:] for t in d.track_ids}
     assert before and after and not before & after
     for i in range(at):  # the frames before the cut: only boxes of the first shot, where they were
-        for key, (value, _) in run_file_matches(run, i).items():
+        for value, _ in run_file_matches(run, i).values():
             assert value > 0.8
     assert all(id_switches(run.ids(k)[at:]) == 0 for k in run.truth.keys(at))
 
@@ -214,3 +214,16 @@ def test_answer_passes_through_and_infer_every_is_checked():
     assert stage.answer(None, given) is given
     with pytest.raises(ValueError):
         FileTracker(0)
+
+
+def test_with_every_frame_inferred_ids_come_at_once_and_a_failed_frame_is_carried():
+    frames, truth = render(straight(12))
+    stage = FileTracker(1)
+    out = []
+    for frame in frames:
+        out += list(stage.push(frame, None if frame.index == 6 else truth.detections(frame.index)))
+    assert [f.index for f, _ in out] == list(range(12))
+    assert all(list(d.track_ids) == [1, 2] for _, d in out)
+    assert set(out[6][1].data[ESTIMATE]) == {INTERPOLATED}
+    out = list(stage.push(replace(frames[11], index=12), None))  # after the last answer: Kalman only
+    assert out == [] and set(next(iter(stage.flush()))[1].data[ESTIMATE]) == {PREDICTED}
