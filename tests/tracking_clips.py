@@ -208,7 +208,18 @@ def cut(frames: int = 50, at: int = 23) -> Scene:
     ], cuts=[at])
 
 
-SCENES = {s.__name__: s for s in (straight, turning, crossing, leaving, occluded, cut)}
+def crowd(frames: int = 61) -> Scene:
+    """Ten sprites on Lissajous paths (2-9 px a frame; some pass over others): the benchmark's
+    10 objects."""
+    def path(k: int) -> Callable[[int], Box]:
+        w, h = 50 + 3 * k, 80 - 2 * k
+        cx, cy, ax, ay = 80 + 53 * k, 110 + 85 * (k % 4), 40 + 4 * k, 30 + 3 * (9 - k)
+        wx, wy, phase = 0.03 + 0.01 * (k % 5), 0.05 + 0.01 * (k % 3), k * 0.7
+        return lambda i: _box(cx + ax * math.sin(wx * i + phase), cy + ay * math.cos(wy * i + phase), w, h)
+    return Scene("crowd", frames, [Sprite(f"s{k}", 1 + k % 4, path(k)) for k in range(10)])
+
+
+SCENES = {s.__name__: s for s in (straight, turning, crossing, leaving, occluded, cut, crowd)}
 
 
 # -- measuring ---------------------------------------------------------------------------------
