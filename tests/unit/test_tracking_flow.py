@@ -14,7 +14,7 @@ from streamer.tracking.cuts import CutDetector, thumbnail
 from streamer.tracking.flow import Flow, prepare
 from streamer.tracking.schedule import InferSchedule
 
-from ..tracking_clips import (SAMPLE_SHOT, RATE, background, iou, render, sample_frames, sample_photo_box,
+from ..tracking_clips import (SAMPLE_SHOT, background, iou, render, sample_frames, sample_photo_box,
                               sample_truth, straight, turning, crossing, cut)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.mp4"

@@ -14,6 +14,13 @@ from streamer.tracking import AGE, ESTIMATE, FLOW, PREDICTED, LiveTracker, is_tr
 from ..tracking_clips import best_match, crossing, cut, id_switches, occluded, render, run_live, straight, turning
 
 
+def shown(stage: LiveTracker, frame) -> Detections:
+    """What the stage releases for a pushed frame (exactly one frame: this one)."""
+    ((released, detections),) = list(stage.push(frame, None))
+    assert released is frame
+    return detections
+
+
 def test_push_returns_the_frame_at_once_even_before_any_answer():
     frames, _ = render(straight(5))
     stage = LiveTracker()
@@ -84,12 +91,11 @@ def test_a_cut_ends_the_tracks_and_an_answer_from_before_it_brings_nothing_back(
         list(stage.push(frame, None))
     stage.answer(frames[at - 6], truth.detections(at - 6))
     list(stage.push(frames[at - 2], None))
-    assert len(list(stage.push(frames[at - 1], None))[0][1]) == 2
-    shown = list(stage.push(frames[at], None))[0][1]
-    assert len(shown) == 0  # the cut ended them
+    assert len(shown(stage, frames[at - 1])) == 2
+    assert len(shown(stage, frames[at])) == 0  # the cut ended them
     late = stage.answer(frames[at - 1], truth.detections(at - 1))  # computed before the cut
     assert len(late.track_ids) == 2 and (late.track_ids > 2).all()  # ids for the log, none reused
-    assert len(list(stage.push(frames[at + 1], None))[0][1]) == 0
+    assert len(shown(stage, frames[at + 1])) == 0
 
 
 def test_reset_ends_the_tracks_and_ids_go_on():
@@ -98,17 +104,17 @@ def test_reset_ends_the_tracks_and_ids_go_on():
     for frame in frames[:6]:
         list(stage.push(frame, None))
     assert list(stage.answer(frames[2], truth.detections(2)).track_ids) == [1, 2]
-    assert len(list(stage.push(frames[6], None))[0][1]) == 2
+    assert len(shown(stage, frames[6])) == 2
     stage.reset()  # the camera reconnected: its frames count from 0 again, captured later
     stale = stage.answer(frames[5], truth.detections(5))  # was in flight before the reset
     assert list(stale.track_ids) == [3, 4]
     restarted = [replace(f, index=f.index - 7, wall_time=f.wall_time + 10) for f in frames[7:]]
-    assert len(list(stage.push(restarted[0], None))[0][1]) == 0
+    assert len(shown(stage, restarted[0])) == 0
     late = stage.answer(frames[6], truth.detections(6))  # index 6 > 0, but captured before the reset
     assert list(late.track_ids) == [5, 6]
-    assert len(list(stage.push(restarted[1], None))[0][1]) == 0  # it brought no track back
+    assert len(shown(stage, restarted[1])) == 0  # it brought no track back
     assert list(stage.answer(restarted[0], truth.detections(7)).track_ids) == [7, 8]
-    assert len(list(stage.push(restarted[2], None))[0][1]) == 2
+    assert len(shown(stage, restarted[2])) == 2
 
 
 def test_boxes_stop_after_max_carry_seconds_without_answers():
@@ -116,7 +122,7 @@ def test_boxes_stop_after_max_carry_seconds_without_answers():
     stage = LiveTracker(max_carry_s=0.4)  # 10 frames at 25 fps
     list(stage.push(frames[0], None))
     stage.answer(frames[0], truth.detections(0))
-    counts = [len(list(stage.push(frame, None))[0][1]) for frame in frames[1:20]]
+    counts = [len(shown(stage, frame)) for frame in frames[1:20]]
     assert counts[:10] == [2] * 10 and counts[10:] == [0] * 9
 
 
@@ -144,15 +150,15 @@ def test_an_answer_older_than_the_ring_is_carried_by_the_kalman_model():
         list(stage.push(frame, None))
     answered = stage.answer(frames[10], truth.detections(10))  # long gone from the ring
     assert list(answered.track_ids) == [1, 2]
-    shown = list(stage.push(frames[30], None))[0][1]
-    assert len(shown) == 2
-    assert best_match(truth.boxes[30], shown)["a"][0] >= 0.7
+    carried = shown(stage, frames[30])
+    assert len(carried) == 2
+    assert best_match(truth.boxes[30], carried)["a"][0] >= 0.7
 
 
 def test_a_synchronous_answer_with_push_gives_the_models_boxes():
     frames, truth = render(straight(3))
     stage = LiveTracker()
     given = truth.detections(0)
-    (frame, out), = list(stage.push(frames[0], given))
+    ((_, out),) = list(stage.push(frames[0], given))
     assert np.array_equal(out.boxes, given.boxes) and list(out.track_ids) == [1, 2]
-    assert len(list(stage.push(frames[1], None))[0][1]) == 2
+    assert len(shown(stage, frames[1])) == 2
