@@ -10,7 +10,8 @@ A frame is a cut when its similarity is below `similarity` and its dissimilarity
 is also `jump` times the median dissimilarity of the recent frames of the shot (a busy shot whose
 frames never correlate well does not cut itself). A flat thumbnail (black, a fade's end) has no
 correlation: two flat ones are similar when their brightness is; a flat one against a picture
-is a cut. The first frame of a stream is not a cut (there is nothing to end).
+is a cut, and so is a frame whose size differs from the previous one's. The first frame of a
+stream is not a cut (there is nothing to end).
 
 Measured on the bundled sample (pans and zooms over photos, hard cuts every 12 frames): within
 its shots the similarity stays >= 0.92, at its cuts it is <= 0.08.
@@ -70,19 +71,26 @@ class CutDetector:
         self.jump = jump
         self.recent: deque = deque(maxlen=history)
         self.previous: Optional[np.ndarray] = None
+        self.size: Optional[tuple] = None  # the previous frame's height and width
         self.last = 1.0  # the latest frame's similarity, for tests and tuning
 
     def reset(self) -> None:
         """Forget the previous frame (a new stream starts: its first frame is not a cut)."""
         self.previous = None
+        self.size = None
         self.recent.clear()
 
     def update(self, image: np.ndarray) -> bool:
         """True when `image` (RGB) starts a new shot; call once per frame, in order."""
         thumb = thumbnail(image)
         previous, self.previous = self.previous, thumb
+        size, self.size = self.size, image.shape[:2]
         if previous is None:
             return False
+        if size != self.size:  # the stream changed size (a camera's new mode): a new shot
+            self.recent.clear()
+            self.last = 0.0
+            return True
         self.last = similarity(thumb, previous)
         change = 1.0 - self.last
         usual = float(np.median(self.recent)) if self.recent else 0.0

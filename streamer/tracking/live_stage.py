@@ -24,6 +24,7 @@ Exact: the ids on the answered frame's own boxes. Estimated: every displayed box
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
@@ -84,9 +85,18 @@ class LiveTracker:
         self.shot_start = float("-inf")  # time of the first frame of the current shot (after a cut / reset)
         self._reset_pending = False  # reset() was called: the next pushed frame starts the shot
         self._how: Dict[int, str] = {}
+        self._lock = threading.Lock()  # push() and answer() may come from different threads
 
     # -- the Stage interface ---------------------------------------------------------------
     def push(self, frame: Frame, detections: Optional[Detections]) -> Iterator[Released]:
+        with self._lock:
+            shown = self._pushed(frame)
+            if detections is not None:  # answered at once (a synchronous caller): the model's boxes
+                shown = self._answered(frame, detections)
+        return iter([(frame, shown)])
+
+    def _pushed(self, frame: Frame) -> Detections:
+        """Carry the shown tracks onto `frame`, keep it in the ring, and return its boxes."""
         time = self.clock(frame)
         grey = prepare(frame.image, self.flow_width)
         if self.cuts.update(frame.image):
@@ -98,15 +108,17 @@ class LiveTracker:
                                                 for t in self._shown(time)})
         self.ring.append(seen)
         self._trim()
-        if detections is not None:  # answered at once (a synchronous caller): the model's boxes
-            return iter([(frame, self.answer(frame, detections))])
-        return iter([(frame, self._made(seen, frame))])
+        return self._made(seen, frame)
 
     def answer(self, frame: Frame, detections: Optional[Detections]) -> Optional[Detections]:
         """The model's answer for a frame pushed earlier: its detections with track ids (the
         boxes unchanged); the tracks are corrected and carried to the newest frame."""
         if detections is None:
             return None
+        with self._lock:
+            return self._answered(frame, detections)
+
+    def _answered(self, frame: Frame, detections: Detections) -> Detections:
         time = self.clock(frame)
         if time < self.shot_start:  # from before a cut or reset: ids, no tracks
             return detections.replace(track_ids=self._ids_only(detections))
@@ -128,8 +140,9 @@ class LiveTracker:
 
     def reset(self) -> None:
         """A new stream (reconnect, a looping file camera's restart): no tracks, no frames kept."""
-        self._end_tracks(None)
-        self.cuts.reset()
+        with self._lock:
+            self._end_tracks(None)
+            self.cuts.reset()
 
     def age(self, frame: Frame) -> Optional[float]:
         """Seconds from the latest answered frame to `frame` (None before the first answer): how

@@ -135,3 +135,11 @@ def test_schedule_reads_the_file_sources_last_frame_mark():
     assert all(InferSchedule(1).wants(f) for f in frames)
     with pytest.raises(ValueError):
         InferSchedule(0)
+
+
+def test_a_change_of_frame_size_is_a_cut():
+    frames, _ = render(straight(3))
+    detector = CutDetector()
+    assert not detector.update(frames[0].image)
+    assert detector.update(frames[1].image[:240, :320])
+    assert not detector.update(frames[2].image[:240, :320])

@@ -162,3 +162,13 @@ def test_a_synchronous_answer_with_push_gives_the_models_boxes():
     ((_, out),) = list(stage.push(frames[0], given))
     assert np.array_equal(out.boxes, given.boxes) and list(out.track_ids) == [1, 2]
     assert len(shown(stage, frames[1])) == 2
+
+
+def test_a_camera_that_changes_size_starts_over_without_an_error():
+    frames, truth = render(straight(8))
+    stage = LiveTracker()
+    for frame in frames[:4]:
+        shown(stage, frame)
+    stage.answer(frames[2], truth.detections(2))
+    smaller = replace(frames[4], image=np.ascontiguousarray(frames[4].image[::2, ::2]))
+    assert len(shown(stage, smaller)) == 0
