@@ -153,9 +153,9 @@ class Tracker:
         for r, c in pairs2:
             matched[rest[r]] = low[c]
 
-        kept: List[Track] = []
         for r, track in enumerate(pool):
-            if r in matched:
+            track.active = r in matched
+            if track.active:
                 row = matched[r]
                 box = boxes[row].astype(np.float64)
                 track.kalman.update(box, time)
@@ -163,18 +163,13 @@ class Tracker:
                 track.score = float(scores[row])
                 track.matched_time = time
                 track.matched_index = index
-                track.active = True
                 track.hits += 1
                 ids[row] = track.id
-                kept.append(track)
-            else:
-                track.active = False
-                kept.append(track)
         for c in left_high:
             row = high[c]
-            kept.append(self._start(boxes[row], int(labels[row]), float(scores[row]), time, index))
-            ids[row] = kept[-1].id
-        self.tracks = kept
+            pool.append(self._start(boxes[row], int(labels[row]), float(scores[row]), time, index))
+            ids[row] = pool[-1].id
+        self.tracks = pool
         return ids
 
     def _start(self, box: np.ndarray, label: int, score: float, time: float, index: int) -> Track:

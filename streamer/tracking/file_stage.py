@@ -17,13 +17,17 @@ it are released with their carried boxes, nothing is interpolated across it, and
 after it get boxes only from the next inferred frame on (the schedule infers the first frame of
 each shot, see `schedule.InferSchedule`).
 
-Memory: held frames are counted in bytes (their pictures; the grey copies for flow are not
-kept); past
-`memory_cap` bytes the oldest are released early with their flow-carried boxes (a 4K clip at
-N = 30 would otherwise hold 750 MB). `flush()` releases everything held the same way.
+Memory: held frames are counted in bytes (their pictures; their grey copies for flow are not
+kept); past `memory_cap` bytes the oldest are released early with their flow-carried boxes (a 4K
+clip at N = 30 would otherwise hold 750 MB). `flush()` releases everything held the same way.
 
-Made boxes carry the `columns` conventions (TRACKED, ESTIMATE, AGE): exact on inferred frames,
-estimated on the rest.
+With N = 1 (every frame inferred) nothing is held and no flow runs: a frame whose inference
+failed waits for the next answer and gets interpolated boxes (or Kalman-carried ones at the end).
+
+A released frame the model did not see carries Detections made by the stage (possibly empty),
+marked as `columns` says (TRACKED, ESTIMATE, AGE): the boxes on inferred frames are exact, the
+rest are estimates. The frame's inference may also have failed (the stage cannot tell a failed
+frame from one not sent): the scheduler, which knows, writes `failed` for it.
 """
 
 from __future__ import annotations
