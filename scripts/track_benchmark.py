@@ -41,7 +41,7 @@ def figures(per_frame: np.ndarray) -> str:
     return f"{best:6.2f} ms best-of-{per_frame.shape[0]} mean, {1000 * np.median(per_frame):6.2f} ms median"
 
 
-def timed(fn: Callable[[], object], repeat: int, calls: int = 20) -> np.ndarray:
+def timed(fn: Callable[[], object], repeat: int, calls: int = 5) -> np.ndarray:
     """repeat x 1 seconds per call (each the mean of `calls` calls)."""
     out = []
     for _ in range(repeat):
@@ -90,10 +90,10 @@ def cost(repeat: int) -> None:
     runs = [live_costs(frames, truth) for _ in range(repeat)]
     per_frame = np.array([r[0] for r in runs])[:, 15:]  # from the first answer on
     answers = np.array([r[1] for r in runs])
-    print(f"  live stage, per pushed frame (answer every 15th, 15 late): {figures(per_frame)}")
-    print(f"    of which one answer (match + catch-up of 15 frames):     {figures(answers)}")
+    print(f"  {'live stage, per pushed frame (answer every 15th, 15 late):':62} {figures(per_frame)}")
+    print(f"  {'  of which one answer (match + catch-up of 15 frames):':62} {figures(answers)}")
     per_frame = np.array([file_costs(frames, truth) for _ in range(repeat)])
-    print(f"  file stage, --infer-every 5, per frame:                    {figures(per_frame)}")
+    print(f"  {'file stage, --infer-every 5, per frame:':62} {figures(per_frame)}")
 
     image, nxt = frames[30].image, frames[31].image
     a, b = prepare(image), prepare(nxt)
@@ -101,16 +101,20 @@ def cost(repeat: int) -> None:
     flow, cuts = Flow(), CutDetector()
     tracker = Tracker()
     tracker.update(truth.detections(25), 1.0)
-    n = 10 * repeat
+    n = 30 * repeat
     print("  parts:")
-    print(f"    grey copy (prepare):                 {figures(timed(lambda: prepare(image), n))}")
-    print(f"    cut detector:                        {figures(timed(lambda: cuts.update(image), n))}")
-    print(f"    flow, 10 boxes, {flow.grid * flow.grid} points each:     {figures(timed(lambda: flow.carry(a, b, boxes), n))}")
-    print(f"    tracker update, 10 boxes, 10 tracks: {figures(timed(lambda: tracker.update(truth.detections(30), 1.2), n))}")
+    parts = [
+        ("grey copy (prepare)", lambda: prepare(image)),
+        ("cut detector", lambda: cuts.update(image)),
+        (f"flow, 10 boxes, {flow.grid * flow.grid} points each", lambda: flow.carry(a, b, boxes)),
+        ("tracker update, 10 boxes, 10 tracks", lambda: tracker.update(truth.detections(30), 1.2)),
+    ]
+    for label, fn in parts:
+        print(f"    {label + ':':48} {figures(timed(fn, n))}")
     for width, height in ((1280, 720), (1920, 1080), (3840, 2160)):
         big = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        print(f"    prepare + cuts, {width}x{height}:     "
-              f"{figures(timed(lambda big=big: (prepare(big), cuts.update(big)), n, 5))}")
+        label = f"prepare + cuts, {width}x{height}:"
+        print(f"    {label:48} {figures(timed(lambda big=big: (prepare(big), cuts.update(big)), n // 2))}")
 
 
 def hold_iou(run) -> float:
@@ -125,7 +129,9 @@ def hold_iou(run) -> float:
 
 
 def quality() -> None:
-    print("\nFiles: mean IoU with the truth on frames the model did not see (id switches over all sprites)")
+    print("\nFiles: mean IoU with the truth on frames the model did not see; id switches over all sprites")
+    print("  (tracked: the stage; linear: follow_flow=False; held: the last inferred frame's box. A sprite")
+    print("  that comes back after leaving, and every sprite after a cut, gets a new id: a switch here)")
     print(f"  {'scene':9} {'N':>3} {'jitter':>6} | {'tracked':>7} {'linear':>7} {'held':>7} | switches")
     for name, scene in SCENES.items():
         for every in (5, 10):
