@@ -1,0 +1,231 @@
+"""The tracker stage of a live run: boxes carried forward onto every displayed frame.
+
+`push(frame, None)` is called for every captured frame, in order, and returns that frame at
+once with the boxes of the active tracks carried onto it (optical flow from the previous frame,
+Kalman motion where flow fails). The model's answer for a frame pushed earlier comes later
+through `answer(frame, detections)`: it is matched on the frame it was computed on (against
+the boxes the tracks had on that frame), then the matched tracks are carried through the frames
+captured since, so the next displayed frame shows them where they are now. `answer` returns the
+model's own detections with `track_ids` added (what the live detections log writes).
+
+Kept: a ring of recent frames (grey copy for flow, each track's box on it), trimmed to the
+frames after the latest answered one, and to `ring_s` seconds and `ring_bytes` bytes, so memory
+stays bounded when answers stop. Catching up after an answer takes at most `catchup_steps`
+flow steps (skipping frames when the answer is older than that many frames).
+
+Shown: the tracks matched by the latest answer (a lost track is kept for matching, not drawn),
+for at most `max_carry_s` seconds after their last match. A scene cut or `reset()` (a camera
+reconnects, a looping file camera restarts) ends every track; ids are never reused. An answer
+for a frame captured before the cut or reset still gets ids (fresh ones, for the log) but
+brings no track back. Answers are expected in frame order (the inference's reorder buffer).
+
+Exact: the ids on the answered frame's own boxes. Estimated: every displayed box (carried).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from ..frames import Detections, Frame
+from ..stages import Released
+from .bytetrack import NO_ID, Track, Tracker
+from .carry import carry_tracks, visible
+from .columns import FLOW, PREDICTED, Made, tracked_detections
+from .cuts import CutDetector
+from .flow import Flow, Grey, prepare
+
+
+def capture_time(frame: Frame) -> float:
+    """A live frame's time in seconds: when it was captured (uneven gaps are real)."""
+    return frame.wall_time
+
+
+@dataclass
+class _Seen:
+    """A recent frame: its index, time, grey copy and each shown track's box and how it got there."""
+
+    index: int
+    time: float
+    grey: Grey
+    boxes: Dict[int, Tuple[np.ndarray, str]] = field(default_factory=dict)
+
+
+class LiveTracker:
+    """A `Stage` for live runs (see the module docstring).
+
+    threshold: the run's score threshold (the tracker's high/low split, see `Tracker`).
+    max_carry_s: a track's box is shown at most this long after its last match.
+    ring_s, ring_bytes: the most recent frames kept for late answers (time, bytes).
+    catchup_steps: the most flow steps an answer's catch-up takes.
+    tracker, flow, cuts: the parts (defaults: Tracker(threshold), Flow(), CutDetector()).
+    flow_width: flow runs on grey frames at most this wide.
+    clock: a frame's time in seconds (capture time).
+    """
+
+    def __init__(self, threshold: float = 0.5, max_carry_s: float = 2.0, ring_s: float = 3.0,
+                 ring_bytes: int = 48 * 1024 * 1024, catchup_steps: int = 8, tracker: Optional[Tracker] = None,
+                 flow: Optional[Flow] = None, cuts: Optional[CutDetector] = None, flow_width: int = 640,
+                 clock: Callable[[Frame], float] = capture_time):
+        self.max_carry_s = max_carry_s
+        self.ring_s = ring_s
+        self.ring_bytes = ring_bytes
+        self.catchup_steps = max(1, catchup_steps)
+        self.tracker = tracker or Tracker(threshold=threshold)
+        self.flow = flow or Flow()
+        self.cuts = cuts or CutDetector()
+        self.flow_width = flow_width
+        self.clock = clock
+        self.ring: Deque[_Seen] = deque()
+        self.answered: Optional[Tuple[int, float]] = None  # (index, time) of the latest answered frame
+        self.shot_start = float("-inf")  # time of the first frame of the current shot (after a cut / reset)
+        self._reset_pending = False  # reset() was called: the next pushed frame starts the shot
+        self._how: Dict[int, str] = {}
+        self._lock = threading.Lock()  # push() and answer() may come from different threads
+
+    # -- the Stage interface ---------------------------------------------------------------
+    def push(self, frame: Frame, detections: Optional[Detections]) -> Iterator[Released]:
+        with self._lock:
+            shown = self._pushed(frame)
+            if detections is not None:  # answered at once (a synchronous caller): the model's boxes
+                shown = self._answered(frame, detections)
+        return iter([(frame, shown)])
+
+    def _pushed(self, frame: Frame) -> Detections:
+        """Carry the shown tracks onto `frame`, keep it in the ring, and return its boxes."""
+        time = self.clock(frame)
+        grey = prepare(frame.image, self.flow_width)
+        if self.cuts.update(frame.image):
+            self._end_tracks(time)
+        elif self.ring:
+            last = self.ring[-1]
+            self._how = carry_tracks(self.flow, self._shown(last.time), last.grey, grey, last.time, time, self._how)
+        seen = _Seen(frame.index, time, grey, {t.id: (t.box.copy(), self._how.get(t.id, FLOW))
+                                                for t in self._shown(time)})
+        self.ring.append(seen)
+        self._trim()
+        return self._made(seen, frame)
+
+    def answer(self, frame: Frame, detections: Optional[Detections]) -> Optional[Detections]:
+        """The model's answer for a frame pushed earlier: its detections with track ids (the
+        boxes unchanged); the tracks are corrected and carried to the newest frame."""
+        if detections is None:
+            return None
+        with self._lock:
+            return self._answered(frame, detections)
+
+    def _answered(self, frame: Frame, detections: Detections) -> Detections:
+        time = self.clock(frame)
+        if time < self.shot_start:  # from before a cut or reset: ids, no tracks
+            return detections.replace(track_ids=self._ids_only(detections))
+        seen = next((s for s in self.ring if s.index == frame.index), None)
+        for track in self.tracker.tracks:
+            if seen is not None and track.id in seen.boxes:
+                track.move(seen.boxes[track.id][0], time)
+        ids = self.tracker.update(detections, time, frame.index)
+        self._how = {}
+        self._catch_up(seen, time)
+        self.answered = (frame.index, time)
+        while len(self.ring) > 1 and self.ring[0].time < time:  # answers come in frame order
+            self.ring.popleft()
+        return detections.replace(track_ids=ids)
+
+    def flush(self) -> Iterator[Released]:
+        """Nothing is held live."""
+        return iter(())
+
+    def reset(self) -> None:
+        """A new stream (reconnect, a looping file camera's restart): no tracks, no frames kept."""
+        with self._lock:
+            self._end_tracks(None)
+            self.cuts.reset()
+
+    def age(self, frame: Frame) -> Optional[float]:
+        """Seconds from the latest answered frame to `frame` (None before the first answer): how
+        old the inference behind the carried boxes is, for a HUD."""
+        if self.answered is None:
+            return None
+        return self.clock(frame) - self.answered[1]
+
+    @property
+    def tracks_active(self) -> int:
+        return len(self.tracker.active())
+
+    # -- inside ----------------------------------------------------------------------------
+    def _end_tracks(self, time: Optional[float]) -> None:
+        """A new shot starts at `time` (None: at the next frame pushed; until then every answer is
+        stale)."""
+        self.tracker.clear()
+        self.ring.clear()
+        self._how = {}
+        self.answered = None
+        self.shot_start = time if time is not None else float("inf")
+        self._reset_pending = time is None
+
+    def _shown(self, time: float) -> List[Track]:
+        return [t for t in self.tracker.active() if time - t.matched_time <= self.max_carry_s]
+
+    def _trim(self) -> None:
+        newest = self.ring[-1]
+        if self._reset_pending:
+            self.shot_start = newest.time
+            self._reset_pending = False
+        total = sum(s.grey.nbytes for s in self.ring)
+        while len(self.ring) > 1 and (newest.time - self.ring[0].time > self.ring_s or total > self.ring_bytes):
+            total -= self.ring.popleft().grey.nbytes
+
+    def _catch_up(self, seen: Optional[_Seen], time: float) -> None:
+        """Carry the tracks the answer left active from its frame to the newest frame, through
+        at most catchup_steps frames in between; rewrite those frames' boxes on the way."""
+        active = self.tracker.active()
+        newest = self.ring[-1] if self.ring else None
+        if newest is None:
+            return
+        if seen is None:  # the answer's frame is gone from the ring: Kalman motion only
+            for track in active:
+                track.move(track.kalman_shift(track.box, time, newest.time), newest.time)
+                self._how[track.id] = PREDICTED
+            newest.boxes = {t.id: (t.box.copy(), PREDICTED) for t in active}
+            return
+        later = [s for s in self.ring if s.index > seen.index]
+        seen.boxes = {t.id: (t.box.copy(), FLOW) for t in active}
+        if not later:
+            return
+        stride = -(-len(later) // self.catchup_steps)  # ceil
+        stops = later[stride - 1::stride]
+        if stops[-1] is not later[-1]:
+            stops.append(later[-1])
+        current = seen
+        for stop in stops:
+            start_boxes = {t.id: t.box.copy() for t in active}
+            self._how = carry_tracks(self.flow, active, current.grey, stop.grey, current.time, stop.time, self._how)
+            for s in later:  # the frames skipped between two stops: boxes in proportion of time
+                if current.index < s.index <= stop.index:
+                    f = (s.time - current.time) / (stop.time - current.time) if stop.time > current.time else 1.0
+                    s.boxes = {t.id: (start_boxes[t.id] + (t.box - start_boxes[t.id]) * f, self._how[t.id])
+                               for t in active}
+            current = stop
+
+    def _made(self, seen: _Seen, frame: Frame) -> Detections:
+        h, w = frame.image.shape[:2]
+        tracks = self.tracker.by_id()
+        rows = []
+        for track_id, (box, how) in seen.boxes.items():
+            track = tracks.get(track_id)
+            shown = visible(box, w, h)
+            if track is None or shown is None:
+                continue
+            rows.append(Made(track_id, shown, track.label, track.score, how, seen.time - track.matched_time))
+        return tracked_detections(rows)
+
+    def _ids_only(self, detections: Detections) -> np.ndarray:
+        """Ids for an answer from an ended shot: a fresh id per box at or above the threshold."""
+        ids = np.full(len(detections), NO_ID, np.int64)
+        for row in np.flatnonzero(detections.scores >= self.tracker.threshold):
+            ids[row] = self.tracker.next_id
+            self.tracker.next_id += 1
+        return ids
