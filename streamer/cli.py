@@ -128,6 +128,24 @@ def console() -> "Console":
     return Console(say=say, out=click.echo, progress=_progress)
 
 
+def tracking_options(fn):
+    """--no-track and --infer-every (run and watch)."""
+    options = [
+        click.option("--no-track", is_flag=True,
+                     help="No tracking: draw and log exactly the model's boxes, without ids; live, hold the newest "
+                          "ones as --hold-detections says. Default: boxes get track ids and follow their objects "
+                          "on the frames the model did not see (carried by optical flow, interpolated in files)."),
+        click.option("--infer-every", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+                     help="Infer at most every Nth frame; the tracker fills the frames between (every frame is "
+                          "still read, written and shown). Files: frames 0, N, 2N, ..., the first of each shot "
+                          "and the last are inferred: about N times faster with a slow model. Live: leaves CPU "
+                          "to the picture."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def web_options(fn):
     """--web and its companions (run and watch)."""
     options = [
@@ -369,13 +387,15 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
                    "Live runs keep the video going and wait for the server as long as they run.")
 @live_options
 @metrics_options
+@tracking_options
 @web_options
 @summary_option
 @command
 def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections,
         triton, model_repo, threads, startup_timeout, model, transport, in_flight, retry_timeout, request_timeout,
         rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
-        triton_metrics_port, web_bind, web_token_file, web_allowed_hosts, web_max_viewers, summary):
+        triton_metrics_port, no_track, infer_every, web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
+        summary):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
     \b
@@ -394,12 +414,12 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     Credentials in URLs are never printed (rtsp://***@host/path).
     """
     from .runner import run_command
-    from .settings import InferenceSettings, MetricsSettings, RunSettings, Selection, web_settings
+    from .settings import InferenceSettings, MetricsSettings, RunSettings, Selection, Tracking, web_settings
 
     settings = RunSettings(
         source=source, out=out, detections=detections_path, overwrite=overwrite,
         selection=Selection(threshold, _class_names(classes)), max_frames=max_frames, audio=not no_audio,
-        show=show, hold_detections=hold_detections,
+        show=show, hold_detections=hold_detections, tracking=Tracking(not no_track, infer_every),
         server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port),
         inference=InferenceSettings(in_flight=in_flight, retry_timeout=retry_timeout,
                                     request_timeout=request_timeout),
@@ -438,13 +458,14 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
                    "served least recently).")
 @live_options
 @metrics_options
+@tracking_options
 @web_options
 @summary_option
 @command
 def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections, max_frames, triton, model_repo,
           threads, startup_timeout, model, transport, in_flight, request_timeout, rtsp_transport, open_timeout, stall_timeout,
-          status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, web_bind, web_token_file,
-          web_allowed_hosts, web_max_viewers, summary):
+          status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, no_track, infer_every,
+          web_bind, web_token_file, web_allowed_hosts, web_max_viewers, summary):
     """Watch several cameras in one run, sharing one Triton server.
 
     \b
@@ -463,16 +484,16 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
 
     \b
     Camera file keys: triton, metrics_port, metrics_host, defaults {threshold, classes,
-    hold_detections, loop}, cameras {NAME: {source, record, detections, threshold,
-    classes, hold_detections, loop}}. Exit 3 when a camera could not be opened or was
-    given up on (the others still ran); 2 for a bad camera file.
+    hold_detections, loop, track, infer_every}, cameras {NAME: {source, record, detections,
+    threshold, classes, hold_detections, loop, track, infer_every}}, web. Exit 3 when a camera
+    could not be opened or was given up on (the others still ran); 2 for a bad camera file.
     """
     from .runner import watch_command
-    from .settings import (InferenceSettings, MetricsSettings, Selection, WatchSettings, flags_over_file, watch_cameras,
-                           web_settings)
+    from .settings import (InferenceSettings, MetricsSettings, Selection, Tracking, WatchSettings, flags_over_file,
+                           watch_cameras, web_settings)
 
     found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
-                          max_frames)
+                          max_frames, Tracking(not no_track, infer_every))
     cams = found.cameras
     triton, metrics_port, metrics_host, web_bind = flags_over_file(found, triton, metrics_port, metrics_host,
                                                                    web_bind)

@@ -2,7 +2,7 @@
 
 One JSON object per line, no header line:
 
-    {"frame": 0, "pts": 0, "time": 0.0, "status": "ok" | "failed",
+    {"frame": 0, "pts": 0, "time": 0.0, "status": "ok" | "tracked" | "failed",
      [file runs:] "time_base": "1/25", "size": [W, H], "threshold": 0.5, "classes": null | [ids],
      "detections": [{"name": "person", "label": 1, "score": 0.91, "box": [x1, y1, x2, y2]
                      [, "track_id": 12 when tracking gives ids]}]}
@@ -57,23 +57,37 @@ def encode(frame: Frame, detections: Optional[Detections], name_of: Callable[[in
         "frame": frame.index,
         "pts": frame.pts,
         "time": None if time_s is None else round(time_s, 6),
-        "status": "ok" if detections is not None else "failed",
+        "status": status_of(detections),
         **(extra or {}),
         "detections": items,
     }
 
 
+OK, FAILED, TRACKED = "ok", "failed", "tracked"
+
+
+def status_of(detections: Optional[Detections]) -> str:
+    """ok: the model saw the frame; tracked: it did not, the boxes were carried or interpolated
+    by the tracker (possibly none); failed: its inference failed (nothing drawn)."""
+    if detections is None:
+        return FAILED
+    return TRACKED if TRACKED in detections.data else OK
+
+
 def decode(record: dict) -> Optional[Detections]:
-    """A record's detections (None: its inference failed in the run); track ids when it has them."""
-    if record.get("status") != "ok":
+    """A record's detections (None: its inference failed in the run); track ids when it has them;
+    a `tracked` record's detections are marked as the tracker's (data["tracked"])."""
+    status = record.get("status")
+    if status not in (OK, TRACKED):
         return None
     items = record.get("detections") or []
     ids = None
     if items and all("track_id" in d for d in items):
         ids = np.array([d["track_id"] for d in items], np.int64)
+    data = {TRACKED: np.ones(len(items), bool)} if status == TRACKED else {}
     return Detections(np.array([d["box"] for d in items], np.float32).reshape(-1, 4),
                       np.array([d["label"] for d in items], np.int64),
-                      np.array([d["score"] for d in items], np.float32), track_ids=ids)
+                      np.array([d["score"] for d in items], np.float32), track_ids=ids, data=data)
 
 
 def read_records(path: Path) -> List[dict]:

@@ -46,6 +46,7 @@ class LiveStats:
     dropped_display: int = 0  # frames the display/recording could not keep up with
     cut_at_exit: int = 0  # captured while the run was stopping, never shown
     taken: int = 0  # frames inference took (each becomes inferred, failed or aborted at exit)
+    not_offered: int = 0  # frames --infer-every kept from inference (counted as skipped)
     inferred: int = 0
     failed: int = 0
     skipped: int = 0  # frames inference never took (it was busy), incl. any cut off at exit
@@ -165,7 +166,7 @@ class CameraFeed:
     def __init__(self, name: str, capture: LiveCapture, stages: Stage, annotators: Sequence[Annotator] = (),
                  sinks: Sequence[Sink] = (), max_frames: Optional[int] = None, source_rate: Optional[float] = None,
                  display_queue: int = 32, wake: Optional[threading.Event] = None, stats: Optional[LiveStats] = None,
-                 outputs: Sequence[str] = ()):
+                 outputs: Sequence[str] = (), infer_every: int = 1, tracks: Callable[[], int] = lambda: 0):
         self.name = name
         self.capture = capture
         self.stages = stages
@@ -175,6 +176,9 @@ class CameraFeed:
         self.max_frames = max_frames
         self.source_rate = source_rate
         self.outputs = tuple(outputs)
+        self.infer_every = infer_every  # inference takes at most every Nth captured frame
+        self.tracks = tracks  # tracks the camera's tracker holds now (0 without one)
+        self._reconnects_seen = 0
         self.wake = wake or threading.Event()
         self.stats = stats or LiveStats()
         self.frames: FrameQueue[Frame] = FrameQueue(display_queue)
@@ -202,7 +206,10 @@ class CameraFeed:
         self._capture_rate.tick(frame.wall_time)
         if self.frames.put_latest(frame) is not None:
             self.stats.dropped_display += 1
-        self.slot.put(frame)
+        if frame.index % self.infer_every == 0:
+            self.slot.put(frame)
+        else:
+            self.stats.not_offered += 1
         self.wake.set()
 
     # -- the inference thread -----------------------------------------------------------------
@@ -258,6 +265,9 @@ class CameraFeed:
     def show(self, frame: Frame) -> np.ndarray:
         """Draw one captured frame with what the stages hold for it and record it; the drawn image."""
         image = frame.image
+        if self.capture.reconnects != self._reconnects_seen:  # a new connection: the old tracks are gone
+            self._reconnects_seen = self.capture.reconnects
+            self.stages.reset()
         for released, detections in self.stages.push(frame, None):
             image = draw(released.image, detections, self.annotators)
             with interrupts.critical():  # recorded and counted together, even when Ctrl-C arrives meanwhile
@@ -273,6 +283,11 @@ class CameraFeed:
             self._fresh = True
         return image
 
+    @property
+    def skipped_now(self) -> int:
+        """Frames inference did not take so far (busy, or kept from it by --infer-every)."""
+        return self.slot.skipped + self.stats.not_offered
+
     def detection_age(self, now: float) -> Optional[float]:
         """Seconds since the frame behind the drawn detections was captured (None: nothing drawn)."""
         if self.last_detections is None or self.last_answer is None:
@@ -287,7 +302,7 @@ class CameraFeed:
         age = self.detection_age(now)
         return [
             f"display {self._display_rate.per_second(now):.1f} fps | {source}",
-            f"detections {self._result_rate.per_second(now):.2f}/s | skipped for inference {self.slot.skipped}",
+            f"detections {self._result_rate.per_second(now):.2f}/s | skipped for inference {self.skipped_now}",
             f"frame age {self.frame_age * 1000:.0f} ms | detections age "
             + (f"{age * 1000:.0f} ms ({len(self.last_detections)})" if age is not None else "-")
             if self.frame_age is not None else "frame age -",
@@ -321,7 +336,7 @@ class CameraFeed:
             "detections_per_s": self._result_rate.per_second(now),
             "frame_age_s": self.frame_age,
             "detection_age_s": age,
-            "skipped": float(self.slot.skipped),
+            "skipped": float(self.skipped_now),
             "reconnects": float(self.capture.reconnects),
         }
         fresh, self._fresh = self._fresh, False
@@ -342,7 +357,7 @@ class CameraFeed:
                       if iv.result_ages else "")
         self._interval = _Interval(now, self.stats.shown, self.stats.inferred)
         return (f"[{now - self.stats.started:.0f} s] display {shown / span:.1f} fps, detections "
-                f"{inferred / span:.2f}/s, {age}{result_age}, skipped for inference {self.slot.skipped}, "
+                f"{inferred / span:.2f}/s, {age}{result_age}, skipped for inference {self.skipped_now}, "
                 f"camera {self.capture.state}, inference {inference_state}")
 
     def finish(self, inference_reconnects: int) -> LiveStats:
@@ -350,7 +365,7 @@ class CameraFeed:
         stats = self.stats
         self.collect()
         stats.finished = time.monotonic()
-        stats.skipped = self.slot.skipped + (stats.taken - stats.inferred - stats.failed)
+        stats.skipped = self.slot.skipped + stats.not_offered + (stats.taken - stats.inferred - stats.failed)
         stats.reconnects = self.capture.reconnects
         stats.offline = self.capture.offline_seconds
         stats.server_reconnects = inference_reconnects

@@ -141,6 +141,7 @@ class CameraSample:
     frame_age_seconds: Optional[float]  # age of the newest shown frame when it was shown; None: none yet
     detections: Mapping[str, int] = field(default_factory=dict)  # class name -> detections so far
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    tracks_active: int = 0  # tracks the camera's tracker follows now (0 with --no-track)
 
 
 # (name without _total, documentation, CameraSample attribute)
@@ -156,6 +157,7 @@ _GAUGES = (
     ("streamer_camera_up", "1 while the camera delivers frames, 0 while it is offline.", "camera_up"),
     ("streamer_inference_up", "1 while inference answers, 0 while the server is offline.", "inference_up"),
 )
+TRACKS = "streamer_tracks_active"
 FRAME_AGE = "streamer_frame_age_seconds"
 DETECTIONS = "streamer_detections"
 LATENCY = "streamer_inference_latency_seconds"
@@ -189,6 +191,10 @@ class SampleCollector:
             for s in samples:
                 family.add_metric([s.camera], 1 if getattr(s, attr) else 0)
             yield family
+        tracks = GaugeMetricFamily(TRACKS, "Objects the camera's tracker follows now.", labels=["camera"])
+        for s in samples:
+            tracks.add_metric([s.camera], int(s.tracks_active))
+        yield tracks
         age = GaugeMetricFamily(FRAME_AGE, "Age of the newest shown frame when it was shown "
                                 "(capture to display), seconds.", labels=["camera"])
         for s in samples:

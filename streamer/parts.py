@@ -14,8 +14,8 @@ from typing import Callable, List, Optional, Sequence
 
 from . import contract
 from .selection import HoldDetections, selection_stages
-from .settings import CameraSettings, RunSettings, Selection, WebSettings
-from .stages import Annotator, Display, Sink, Stage
+from .settings import CameraSettings, RunSettings, Selection, Tracking, WebSettings
+from .stages import Annotator, Display, Inference, Sink, Stage
 
 Say = Callable[[str], None]
 
@@ -27,17 +27,48 @@ def annotators(info: contract.ModelInfo) -> List[Annotator]:
     return [BoxAnnotator(info.name_of)]
 
 
-def file_stages(selection: Selection, label_ids: Optional[Sequence[int]]) -> Stage:
-    """A file run's stages: the class filter, then the score threshold."""
-    return selection_stages(selection.threshold, label_ids)
+def file_tracker(selection: Selection, tracking: Tracking):
+    """The tracker of a file run (None: --no-track)."""
+    if not tracking.enabled:
+        return None
+    from .tracking import FileTracker
+
+    return FileTracker(infer_every=tracking.infer_every, threshold=selection.threshold)
+
+
+def file_stages(selection: Selection, label_ids: Optional[Sequence[int]], tracker=None) -> Stage:
+    """A file run's stages: the class filter, the tracker (when there is one), the score threshold."""
+    return selection_stages(selection.threshold, label_ids, [tracker] if tracker is not None else [])
+
+
+def file_inference(stream: Inference, tracking: Tracking) -> Inference:
+    """--infer-every N > 1: only the frames the schedule picks go to the model."""
+    if tracking.infer_every == 1:
+        return stream
+    from .sparse import SparseInference
+    from .tracking import InferSchedule
+
+    return SparseInference(stream, InferSchedule(tracking.infer_every).wants)
+
+
+def live_tracker(camera: CameraSettings):
+    """A camera's tracker (None: --no-track). Boxes are carried at most --hold-detections seconds."""
+    if not camera.tracking.enabled:
+        return None
+    from .tracking import LiveTracker
+
+    if camera.hold_detections:
+        return LiveTracker(threshold=camera.selection.threshold, max_carry_s=camera.hold_detections)
+    return LiveTracker(threshold=camera.selection.threshold)
 
 
 def camera_stages(camera: CameraSettings, label_ids: Optional[Sequence[int]],
-                  latency: Callable[[], Sequence[float]]) -> Stage:
-    """A camera's stages: the class filter, the newest answer held on the frames shown after it,
-    then the score threshold. `latency`: the camera's recent inference latencies (seconds)."""
-    return selection_stages(camera.selection.threshold, label_ids,
-                            [HoldDetections(camera.hold_detections, latency)])
+                  latency: Callable[[], Sequence[float]], tracker=None) -> Stage:
+    """A camera's stages: the class filter, the tracker (boxes carried onto every shown frame) or,
+    without one, the newest answer held on the frames shown after it; then the score threshold.
+    `latency`: the camera's recent inference latencies (seconds)."""
+    middle = tracker if tracker is not None else HoldDetections(camera.hold_detections, latency)
+    return selection_stages(camera.selection.threshold, label_ids, [middle])
 
 
 def file_sinks(settings: RunSettings, src, info: contract.ModelInfo, label_ids: Optional[Sequence[int]],

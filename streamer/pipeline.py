@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from . import interrupts
 from .frame_queue import FrameQueue
 from .frames import Detections, Frame, Outcome
 from .metrics import LatencyHistogram
+from .detlog import TRACKED
 from .report import StreamReport, percentiles_ms
 from .stages import Annotator, Display, Inference, ServerShare, Sink, Source, Stage, View
 from .states import StreamKind, ViewState
@@ -32,6 +33,7 @@ def p50_p95(seconds: Sequence[float]) -> str:
     return f"p50 {p50:.0f} ms p95 {p95:.0f} ms"
 
 
+AGE = "age_s"  # a tracked box's column: seconds since its track's last detection (streamer.tracking.columns)
 FILE_WINDOW = 200_000  # latencies kept for a file run's p50/p95 (1.6 MB)
 
 
@@ -41,6 +43,7 @@ class RunStats:
     inferred: int = 0
     written: int = 0
     failed: int = 0
+    tracked: int = 0  # frames the model did not see (--infer-every): boxes carried or interpolated
     # seconds from send to answer, per inferred frame (the whole run's values for p50/p95)
     latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(window=FILE_WINDOW))
     detections_by_class: Dict[int, int] = field(default_factory=dict)  # label id -> detections written
@@ -70,6 +73,8 @@ class RunStats:
 
     def line(self) -> str:
         counts = f"frames: read {self.read}, inferred {self.inferred}, written {self.written}, failed {self.failed}"
+        if self.tracked:
+            counts += f", tracked {self.tracked}"
         if self.dropped:
             counts += f", dropped {self.dropped} ({'window closed' if self.quit else 'interrupted'})"
         parts = [counts, f"{self.fps:.2f} fps"]
@@ -93,7 +98,7 @@ class RunStats:
         return StreamReport(
             name=name, kind=StreamKind.FILE,
             frames={"read": self.read, "inferred": self.inferred, "written": self.written, "failed": self.failed,
-                    "dropped": self.dropped},
+                    "dropped": self.dropped, "tracked": self.tracked},
             fps=self.fps, latency_ms=percentiles_ms(self.latency.recent()),
             detections_by_class=by_name(self.detections_by_class, name_of), reconnects=self.reconnects)
 
@@ -102,6 +107,8 @@ class RunStats:
             self.inferred += 1
             if outcome.latency is not None:
                 self.latency.observe(outcome.latency)
+        elif outcome.error is None:  # not sent to the model (--infer-every)
+            self.tracked += 1
         else:
             self.failed += 1
             self.first_error = self.first_error or outcome.error
@@ -168,19 +175,30 @@ class FilePipeline:
     def __post_init__(self):
         self.stats = RunStats()  # read by the metrics endpoint while the run goes on
         self._last_view: Optional[View] = None
+        self._failed: Set[int] = set()  # frames whose inference failed: written unannotated, whatever a stage fills
 
     def _view(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> View:
         stats = self.stats
         elapsed = stats.elapsed
         fps = stats.written / elapsed if elapsed > 0 else 0.0
         position = f"frame {frame.index + 1}" + (f"/{self.total}" if self.total else "")
-        status = "no detections (inference failed)" if detections is None else f"{len(detections)} detection(s)"
+        if detections is None:
+            status = "no detections (inference failed)"
+        elif TRACKED in detections.data:
+            ages = detections.data.get(AGE)
+            age = f", inferred {float(np.max(ages)) * 1000:.0f} ms before" if ages is not None and len(ages) else ""
+            status = f"{len(detections)} tracked box(es){age}"
+        else:
+            status = f"{len(detections)} detection(s)"
         return View(name=self.name, image=image, hud=(position, f"display {fps:.1f} fps", status), frame=frame,
                     figures={"display_fps": fps}, detections=detections)
 
     def _emit(self, frame: Frame, detections: Optional[Detections]) -> bool:
         """Draw one released frame, write it to every sink and show it. False: a display asked to stop."""
         stats = self.stats
+        if frame.index in self._failed:
+            self._failed.discard(frame.index)
+            detections = None
         image = draw(frame.image, detections, self.annotators)
         count_labels(stats.detections_by_class, detections)
         with interrupts.critical():  # each frame goes to every sink whole, or not at all
@@ -215,6 +233,8 @@ class FilePipeline:
         try:
             for outcome in self.inference.process(self._taken(frames, stats)):
                 stats.count(outcome)
+                if outcome.error is not None:
+                    self._failed.add(outcome.frame.index)
                 for frame, detections in self.stages.push(outcome.frame, outcome.detections):
                     if not self._emit(frame, detections):
                         stats.quit = True

@@ -42,7 +42,8 @@ def draw_detections(
     name_of: Callable[[int], str],
     threshold: float = 0.0,
 ) -> np.ndarray:
-    """A copy of `image` (RGB uint8) with a box, class name and score per detection >= threshold."""
+    """A copy of `image` (RGB uint8) with a box, class name and score per detection >= threshold.
+    Tracked detections (a track id >= 0) are labelled `person #12 0.91`, coloured by their id."""
     out = image.copy()
     shown = detections.above(threshold)
     if not len(shown):
@@ -50,15 +51,18 @@ def draw_detections(
     h, w = out.shape[:2]
     thickness = max(2, round(min(h, w) / 320))  # 2 px at least: yuv420p halves color resolution
     scale = max(0.35, min(h, w) / 1000)
+    ids = shown.track_ids
     # Draw the weakest first so the strongest stay on top.
     for i in np.argsort(shown.scores, kind="stable"):
         x1, y1, x2, y2 = (int(round(float(v))) for v in shown.boxes[i])
         x1, x2 = sorted((max(0, min(w - 1, x1)), max(0, min(w - 1, x2))))
         y1, y2 = sorted((max(0, min(h - 1, y1)), max(0, min(h - 1, y2))))
         label = int(shown.labels[i])
-        color = color_for(label)
+        track = int(ids[i]) if ids is not None and ids[i] >= 0 else None
+        color = color_for(label) if track is None else color_for(track)  # tracked: a stable colour per id
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
-        text = f"{name_of(label)} {float(shown.scores[i]):.2f}"
+        name = name_of(label) if track is None else f"{name_of(label)} #{track}"
+        text = f"{name} {float(shown.scores[i]):.2f}"
         (tw, th), base = cv2.getTextSize(text, FONT, scale, max(1, thickness // 2))
         ty = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else min(h - th - base - 2, y1 + thickness)
         ty = max(0, ty)

@@ -243,7 +243,8 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
     if spec.live:
         camera = CameraSettings(name="cam1", source=settings.source, record=settings.out,
                                 detections=settings.detections, selection=settings.selection,
-                                hold_detections=settings.hold_detections, max_frames=settings.max_frames)
+                                hold_detections=settings.hold_detections, max_frames=settings.max_frames,
+                                tracking=settings.tracking)
         watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
                               capture=settings.capture, show=settings.show, overwrite=settings.overwrite,
                               status_every=settings.status_every, metrics=settings.metrics, web=settings.web)
@@ -268,7 +269,8 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
         say(src.info.describe())
         label_ids = label_filter(info, settings.selection.classes)
         warn_untrained(info, say)
-        stream = inference_for(settings.server, client, server, settings.inference, False, say)
+        stream = parts.file_inference(inference_for(settings.server, client, server, settings.inference, False, say),
+                                      settings.tracking)
         count0, compute0 = stream.compute_stats()
         with contextlib.ExitStack() as parts_stack:
             sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)]
@@ -280,7 +282,9 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
             try:
                 with console.progress(total) as advance:
                     pipeline = FilePipeline(
-                        source=src, inference=stream, stages=parts.file_stages(settings.selection, label_ids),
+                        source=src, inference=stream,
+                        stages=parts.file_stages(settings.selection, label_ids,
+                                                 parts.file_tracker(settings.selection, settings.tracking)),
                         annotators=parts.annotators(info), sinks=sinks, displays=displays,
                         max_frames=settings.max_frames, on_frame=lambda _stats: advance(), name=path.name,
                         total=total)
@@ -425,11 +429,14 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
     settings = cam.settings
     sinks = [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)]
     outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
+    tracker = parts.live_tracker(settings)
     return CameraFeed(
         name=settings.name, capture=cam.capture,
-        stages=parts.camera_stages(settings, label_ids, lambda: stats.latency.recent()[-5:]),
+        stages=parts.camera_stages(settings, label_ids, lambda: stats.latency.recent()[-5:], tracker),
         annotators=parts.annotators(info), sinks=sinks, max_frames=settings.max_frames,
-        source_rate=float(rate) if rate else None, stats=stats, outputs=outputs)
+        source_rate=float(rate) if rate else None, stats=stats, outputs=outputs,
+        infer_every=settings.tracking.infer_every,
+        tracks=(lambda: tracker.tracks_active) if tracker is not None else (lambda: 0))
 
 
 def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
@@ -527,10 +534,10 @@ def live_sample(feed, stream, name_of):
 
     s = feed.stats
     return CameraSample(
-        camera=feed.name, captured=s.captured, shown=s.shown, inferred=s.inferred, skipped=feed.slot.skipped,
+        camera=feed.name, captured=s.captured, shown=s.shown, inferred=s.inferred, skipped=feed.skipped_now,
         failed=s.failed, reconnects=feed.capture.reconnects, camera_up=feed.capture.state is CaptureState.LIVE,
         inference_up=stream.state is InferenceState.ONLINE, frame_age_seconds=feed.frame_age,
-        detections=by_name(feed.detections_by_class, name_of), latency=s.latency)
+        detections=by_name(feed.detections_by_class, name_of), latency=s.latency, tracks_active=feed.tracks())
 
 
 def watch_command(settings: WatchSettings, console: Console) -> RunReport:

@@ -120,6 +120,10 @@ class Chain(PassStage):
         for i, stage in enumerate(self.stages):
             yield from self._through(stage.flush(), i + 1)
 
+    def reset(self) -> None:
+        for stage in self.stages:
+            stage.reset()
+
 
 def selection_stages(threshold: float, label_ids: Optional[Sequence[int]], middle: Sequence[Stage] = ()) -> Chain:
     """The class filter, the stages in between (hold, tracker), then the score threshold."""

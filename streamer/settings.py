@@ -96,6 +96,24 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class Tracking:
+    """Track ids and boxes between inferences. enabled: the tracker stage runs (False: `--no-track`,
+    the boxes exactly as the model gave them, held as --hold-detections says); infer_every: N, the
+    model sees at most every Nth frame (files: frames 0, N, 2N, ..., each shot's first and the
+    last; the tracker fills the others)."""
+
+    enabled: bool = True
+    infer_every: int = 1
+
+    def __post_init__(self):
+        if self.infer_every < 1:
+            raise SettingsError(f"infer_every must be 1 or more (got {self.infer_every})")
+        if self.infer_every > 1 and not self.enabled:
+            raise SettingsError("--infer-every needs tracking to fill the frames between inferences; "
+                                "drop --no-track (or `track: false`)")
+
+
+@dataclass(frozen=True)
 class InferenceSettings:
     in_flight: Optional[int] = None  # None: 2 for files, 1 for live runs
     retry_timeout: float = 60.0
@@ -114,6 +132,7 @@ class CameraSettings:
     hold_detections: Optional[float] = None
     loop: bool = False  # a file camera starts again at its end
     max_frames: Optional[int] = None
+    tracking: Tracking = Tracking()
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,7 @@ class RunSettings:
     audio: bool = True  # files: carry the input's audio into --out
     show: bool = False
     hold_detections: Optional[float] = None
+    tracking: Tracking = Tracking()
     server: ServerSettings = ServerSettings()
     inference: InferenceSettings = InferenceSettings()
     capture: CaptureSettings = CaptureSettings()
@@ -175,14 +195,15 @@ def check_camera_name(name: str, where: str) -> str:
 
 
 def quick_cameras(sources: List[str], out_dir: Optional[Path], selection: Selection,
-                  hold: Optional[float], max_frames: Optional[int]) -> Tuple[CameraSettings, ...]:
+                  hold: Optional[float], max_frames: Optional[int],
+                  tracking: Tracking = Tracking()) -> Tuple[CameraSettings, ...]:
     """`streamer watch SRC SRC ...`: cameras cam1, cam2, ..., recorded into out_dir when given."""
     cameras = []
     for i, source in enumerate(sources, start=1):
         name = f"cam{i}"
         cameras.append(CameraSettings(
             name=name, source=source, selection=selection, hold_detections=hold, max_frames=max_frames,
-            record=out_dir / f"{name}.mp4" if out_dir else None,
+            tracking=tracking, record=out_dir / f"{name}.mp4" if out_dir else None,
             detections=out_dir / f"{name}.jsonl" if out_dir else None))
     return tuple(cameras)
 
@@ -250,6 +271,8 @@ def _models():
         classes: Optional[List[str]] = None
         hold_detections: Optional[float] = Field(default=None, ge=0)
         loop: Optional[bool] = None
+        track: Optional[bool] = None
+        infer_every: Optional[int] = Field(default=None, ge=1)
 
     class Camera(Defaults):
         source: str = Field(min_length=1)
@@ -295,7 +318,7 @@ def _pydantic_message(err) -> str:
 
 
 def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
-                     base: Selection = Selection()) -> CameraFile:
+                     base: Selection = Selection(), tracking: Tracking = Tracking()) -> CameraFile:
     """Read and validate a camera file. Raises SettingsError naming the camera and the field."""
     from pydantic import ValidationError
 
@@ -347,6 +370,7 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
             selection=Selection(threshold, tuple(classes) if classes is not None else base.classes),
             hold_detections=cam.hold_detections if cam.hold_detections is not None else d.hold_detections,
             loop=bool(cam.loop if cam.loop is not None else (d.loop or False)),
+            tracking=_camera_tracking(cam, d, tracking, f"{path}: cameras.{name}"),
         ))
     triton = parsed.triton
     if isinstance(triton, list):
@@ -354,6 +378,16 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
     return CameraFile(cameras=tuple(cameras), triton=triton, metrics_port=parsed.metrics_port,
                       metrics_host=parsed.metrics_host, web=None if parsed.web is None else str(parsed.web),
                       path=path)
+
+
+def _camera_tracking(cam, defaults, base: Tracking, where: str) -> Tracking:
+    """A camera's tracking: its own keys, else the file's defaults, else the flags (`base`)."""
+    enabled = next(v for v in (cam.track, defaults.track, base.enabled) if v is not None)
+    every = next(v for v in (cam.infer_every, defaults.infer_every, base.infer_every) if v is not None)
+    try:
+        return Tracking(enabled=enabled, infer_every=every)
+    except SettingsError as err:
+        raise SettingsError(f"{where}: {err}") from err
 
 
 DEFAULT_METRICS_HOST = "127.0.0.1"
@@ -369,7 +403,7 @@ def flags_over_file(found: CameraFile, triton: Optional[str], metrics_port: Opti
 
 
 def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hold: Optional[float],
-                  max_frames: Optional[int]) -> CameraFile:
+                  max_frames: Optional[int], tracking: Tracking = Tracking()) -> CameraFile:
     """The cameras of `streamer watch ARGS`: one camera file (.yaml/.yml), or a list of sources
     named cam1, cam2, ... (recorded into `out_dir` when given). `base` and `hold` apply where the
     file leaves them unset; `max_frames` applies to every camera. Raises SettingsError."""
@@ -379,14 +413,14 @@ def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hol
             from .errors import SinkError
 
             raise SinkError(f"--out-dir {out_dir} does not exist (create it first)")
-        return CameraFile(cameras=quick_cameras(list(args), out_dir, base, hold, max_frames))
+        return CameraFile(cameras=quick_cameras(list(args), out_dir, base, hold, max_frames, tracking))
     if len(args) > 1:
         raise SettingsError("give either one camera file or a list of sources, not both")
     if out_dir is not None:
         raise SettingsError("--out-dir is for a list of sources; a camera file names each `record:` itself")
     if not first.is_file():
         raise SettingsError(f"no camera file at {first}")
-    loaded = load_camera_file(first, base=base)
+    loaded = load_camera_file(first, base=base, tracking=tracking)
     cameras = tuple(
         replace(c, max_frames=max_frames if max_frames is not None else c.max_frames,
                 hold_detections=c.hold_detections if c.hold_detections is not None else hold)

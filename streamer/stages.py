@@ -79,6 +79,8 @@ class Stage(Protocol):
     arrive after their frame was shown); what it returns goes to the sinks that keep inferred
     frames only (the detections log).
     flush(): the run ends (or Ctrl-C): release everything held.
+    reset(): the source started again (a camera reconnected): forget what was learnt from the frames
+    before (tracks); nothing is released.
 
     On a frame the model saw, no stage moves, drops or invents a box above the threshold; stages may
     add columns (track ids) and fill frames the model did not see.
@@ -89,6 +91,8 @@ class Stage(Protocol):
     def answer(self, frame: Frame, detections: Optional[Detections]) -> Optional[Detections]: ...
 
     def flush(self) -> Iterator[Released]: ...
+
+    def reset(self) -> None: ...
 
 
 class PassStage:
@@ -102,6 +106,9 @@ class PassStage:
 
     def flush(self) -> Iterator[Released]:
         return iter(())
+
+    def reset(self) -> None:
+        pass
 
 
 @runtime_checkable

@@ -148,6 +148,10 @@ class FileTracker:
         """Release every held frame with its carried boxes (the end of the run, or Ctrl-C)."""
         return iter(self._release_held())
 
+    def reset(self) -> None:
+        """Forget every track (frames held stay held: flush() releases them)."""
+        self.tracker.clear()
+
     @property
     def tracks_active(self) -> int:
         return len(self.tracker.active())

@@ -72,12 +72,14 @@ def test_boxes_on_frame_k_are_the_detections_of_frame_k(tmp_path, server_v2, rep
 
     clip = write_clip(tmp_path / "in.mp4", 8)
     out, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    # --no-track: the model's boxes exactly as today (no ids in the labels, colours by class)
     result = streamer("run", clip, "--out", out, "--detections", jsonl, "--triton", server_v2.grpc_url,
-                      "--in-flight", "3")
+                      "--in-flight", "3", "--no-track")
     assert result.returncode == 0, result.stderr
 
     records = read_jsonl(jsonl)
     assert [r["frame"] for r in records] == list(range(8))
+    assert all("track_id" not in d for r in records for d in r["detections"])
     src, dst = read_video(clip), read_video(out)
     torch.set_num_threads(2)
     model = load_scripted(repo_v2 / "fasterrcnn" / "1" / "model.pt")

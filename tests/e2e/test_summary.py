@@ -29,7 +29,8 @@ def test_run_summary_counts_every_frame_of_a_file(tmp_path, server_v2):
     assert report["servers"] == [{"url": server_v2.grpc_url, "frames": 12}] and report["moved"] == 0
     [stream] = report["streams"]
     assert stream["name"] == "in.mp4" and stream["kind"] == "file"
-    assert stream["frames"] == {"read": 12, "inferred": 12, "written": 12, "failed": 0, "dropped": 0}
+    assert stream["frames"] == {"read": 12, "inferred": 12, "written": 12, "failed": 0, "dropped": 0,
+                                "tracked": 0}
     assert stream["fps"] > 0
     assert 0 < stream["latency_ms"]["p50"] <= stream["latency_ms"]["p95"]
     # the per-class counts are what the log holds (drawn = logged: the same selection)
@@ -81,4 +82,5 @@ def test_render_summary(tmp_path, server_v2):
     assert "rendered 6 frame(s)" in result.stdout
     report = json.loads(summary.read_text())
     assert report["command"] == "render" and report["model"] is None and report["servers"] == []
-    assert report["streams"][0]["frames"] == {"read": 6, "inferred": 6, "written": 6, "failed": 0, "dropped": 0}
+    assert report["streams"][0]["frames"] == {"read": 6, "inferred": 6, "written": 6, "failed": 0, "dropped": 0,
+                                           "tracked": 0}
