@@ -52,7 +52,7 @@ def test_summary_on_stdout_moves_the_accounting_line_to_stderr(tmp_path, server_
 
 
 def test_watch_summary_has_one_live_stream_per_camera(tmp_path, server_mobilenet):
-    a, b = write_clip(tmp_path / "a.mp4", 50), write_clip(tmp_path / "b.mp4", 40)  # 2 s and 1.6 s at 25 fps
+    a, b = write_clip(tmp_path / "a.mp4", 150), write_clip(tmp_path / "b.mp4", 125)  # 6 s and 5 s at 25 fps
     summary = tmp_path / "summary.json"
     result = streamer("watch", a, b, "--triton", server_mobilenet.grpc_url, "--summary", summary,
                       "--status-every", "0")
@@ -60,7 +60,7 @@ def test_watch_summary_has_one_live_stream_per_camera(tmp_path, server_mobilenet
     report = json.loads(summary.read_text())
     assert report["command"] == "watch" and report["exit_code"] == 0
     assert [s["name"] for s in report["streams"]] == ["cam1", "cam2"]
-    for stream, n in zip(report["streams"], (50, 40)):
+    for stream, n in zip(report["streams"], (150, 125)):
         frames = stream["frames"]
         assert stream["kind"] == "live"
         assert frames["captured"] == frames["shown"] == n and frames["dropped"] == frames["not_shown_at_exit"] == 0
