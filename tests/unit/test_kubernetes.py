@@ -330,6 +330,9 @@ def test_streamer_watches_the_camera_file_through_the_headless_service(cpu):
     assert container_ports(find(cpu, "Deployment", "triton"))[port["targetPort"]] == 8001
     assert int(option(args, "--metrics-port")) == container_ports(streamer)["metrics"] == 9108
     assert option(args, "--metrics-host") == "0.0.0.0"
+    # the live page only on the pod's loopback: kubectl port-forward reaches it, the network does not
+    assert option(args, "--web") == "127.0.0.1:8090"
+    assert 8090 not in {p["containerPort"] for p in c.get("ports", [])}
 
 
 def test_streamer_waits_for_a_ready_triton_through_the_http_service(cpu):
