@@ -1,13 +1,15 @@
-"""Wire the stages for a live source: capture fans out to display/record and to inference.
+"""The live scheduler: capture fans out to display/record and to inference.
 
-    capture thread ──every frame──▶ display queue ──▶ main thread: draw newest detections,
-          │                                           HUD, window, mp4 (every frame)
-          └──newest frame──▶ LatestSlot ──▶ inference thread (gRPC stream) ──▶ outcomes
-                                                                                 (JSONL)
+    capture thread ──every frame──▶ display queue ──▶ main thread: stages (tracker or hold),
+          │                                           annotators, sinks (every frame), displays
+          └──newest frame──▶ LatestSlot ──▶ inference thread (one Inference) ──▶ answers
+                                                  (stages' answer(), sinks of inferred frames)
 
-The window keeps the camera's pace whatever the model's speed: inference takes the
-newest frame whenever it has a free slot, so detections are never older than one
-inference; frames it never took are counted as skipped. Accounting holds exactly:
+The picture keeps the camera's pace whatever the model's speed: inference takes the newest
+frame whenever it has a free slot (with --infer-every N, of every Nth frame), so detections
+are never older than one inference; frames it never took are counted as skipped. A display
+step shows only the frames waiting when it starts, so a step slower than the camera still ends.
+Accounting holds exactly:
 captured = shown + dropped-for-display (0 unless display falls behind) + the few
 still queued when the run stops, and
 captured = inferred + failed + skipped.
