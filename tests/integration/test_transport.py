@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from streamer import shm
+from streamer.triton import shm
 from streamer.frames import Frame
 from streamer.triton import InferenceStream, TritonClient
 

@@ -502,7 +502,7 @@ def test_request_error_then_reconnect_ties_errors_to_the_right_frames(monkeypatc
 
 
 def test_request_error_then_give_up_fails_remaining_frames(monkeypatch):
-    monkeypatch.setattr("streamer.triton.ReorderBuffer", SpinGuard)
+    monkeypatch.setattr("streamer.triton.stream.ReorderBuffer", SpinGuard)
     fake, stream = scripted_stream(monkeypatch, False, max_in_flight=2, retry_timeout=0.2)
     thread, outcomes, errors = run_in_thread(stream, make_frames(5))
 

@@ -7,11 +7,11 @@ from fractions import Fraction
 
 import numpy as np
 
-from streamer.frames import Detections, Frame
+from streamer.frames import Detections, Frame, Outcome
 from streamer.live import CameraFeed, InferenceScheduler
 from streamer.stages import PassStage
 from streamer.states import CaptureState
-from streamer.triton import IDLE, Outcome
+from streamer.triton import IDLE
 
 
 class Capture:

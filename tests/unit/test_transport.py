@@ -1,4 +1,4 @@
-"""streamer.triton's model codecs and transports, and streamer.shm's region owners, where a real
+"""streamer.triton's model codecs and transports, and streamer.triton.shm's region owners, where a real
 server cannot show it: a server that refuses client shared memory, a full /dev/shm, a
 frame growing past a full /dev/shm mid-run, a non-loopback address.
 
@@ -19,7 +19,8 @@ import pytest
 from tritonclient.grpc import InferResult, service_pb2
 from tritonclient.utils import InferenceServerException
 
-from streamer import contract, shm
+from streamer import contract
+from streamer.triton import shm
 from streamer.errors import ExitCode
 from streamer.triton import (PaddedCodec, SeedCodec, ShmUnavailable, TritonClient, codec_for, is_loopback)
 

@@ -19,15 +19,16 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import ServerUnavailable, StreamerError
-from .frames import Frame
-from .settings import SettingsError
-from .stages import ServerShare
-from .states import InferenceState
-from .triton import IDLE, IDLE_WAIT, InferenceStream, Outcome, ReorderBuffer, TritonClient
+from ..errors import ServerUnavailable, StreamerError
+from ..frames import Frame, Outcome
+from ..settings import SettingsError
+from ..stages import ServerShare
+from ..states import InferenceState
+from .client import TritonClient
+from .stream import IDLE, IDLE_WAIT, InferenceStream, ReorderBuffer
 
 Log = Callable[[str], None]
 
