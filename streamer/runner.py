@@ -58,7 +58,7 @@ def make_client(url: str, server: ServerSettings, say: Callable[[str], None]):
     settled by the client's check())."""
     from .triton import TritonClient
 
-    return TritonClient(url, model=server.model, transport=str(server.transport), log=say)
+    return TritonClient(url, model=server.model, transport=server.transport, log=say)
 
 
 def describe_client(client) -> str:

@@ -7,6 +7,16 @@ gone) ends the stream: we wait for the server (bounded), open a new stream and r
 was in flight. A live run instead fails what was in flight (stale by then), waits as long
 as it runs (`abort()` ends the wait), and its `state` tells the display whether inference
 is online.
+
+process() moves through explicit phases (`Phase`):
+
+    FILLING ──window full / source idle or ended──▶ DRAINING ──an answer──▶ FILLING
+       │  ▲                                             │
+       │  └──────────── reopened, resent ◀── RECONNECTING ◀── the stream broke (or no answer in time)
+       └──▶ DONE: the source ended and every frame was released, or abort()
+
+Between phases, what is complete is released in frame order (failed frames too) before
+anything waits.
 """
 
 from __future__ import annotations
@@ -17,16 +27,16 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from tritonclient.utils import InferenceServerException
-
+from ..errors import ServerUnavailable
 from ..frames import Frame, Outcome
 from ..stages import ServerShare
 from ..states import InferenceState
-from .client import TritonClient
-from .errors import is_transport_error as _is_transport_error
-from .errors import short as _short
+from .client import Reply, StreamSession, TritonClient
+from .errors import StreamBroken, TritonFailure
 
 Log = Callable[[str], None]
 
@@ -35,15 +45,13 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-_ABORT = object()  # put on the event queue by abort()
-
 # Yielded by a frame source that has nothing to send right now (a live scheduler whose
 # cameras have no new frame, a server pool whose work is elsewhere): process() goes on
 # releasing answers and asks again soon, instead of the source blocking with answers waiting.
 IDLE = object()
 IDLE_WAIT = 0.05  # seconds process() waits for answers before asking an idle source again
 
-_UNREACHABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
+_ABORT = object()  # put on the event queue by abort()
 
 
 class ReorderBuffer:
@@ -72,8 +80,34 @@ class ReorderBuffer:
         return len(self._order)
 
 
+class Phase(Enum):
+    """Where process() is (see the module's docstring)."""
+
+    IDLE = "idle"  # not processing
+    FILLING = "filling"  # taking frames from the source while the window has room
+    DRAINING = "draining"  # waiting for an answer: the window is full, the source idle or ended, or an
+    # error must first be tied to its frame
+    RECONNECTING = "reconnecting"  # the stream broke: waiting for the server, then resending what was in flight
+    DONE = "done"  # the source ended and every frame was released, or process() was aborted
+
+
+@dataclass
+class _Run:
+    """What one process() call holds beyond the frames in flight."""
+
+    source: Iterator
+    results: ReorderBuffer = field(default_factory=ReorderBuffer)
+    exhausted: bool = False  # the source ended
+    idle: bool = False  # the source had nothing to send when last asked
+    request_errors: List[str] = field(default_factory=list)  # per-request errors not yet tied to a frame
+    lost: Optional[str] = None  # why the stream broke, until it is reopened
+
+
+Event = Tuple[int, object, Optional[TritonFailure]]  # (stream generation, Reply or _ABORT, error)
+
+
 class InferenceStream:
-    """Ordered, lossless streaming inference of a sequence of frames.
+    """Ordered, lossless streaming inference of a sequence of frames (a `stages.Inference`).
 
     recover(deadline) is called after the stream broke; it may restart a server it owns.
     The stream then waits until the server is ready again, at most `retry_timeout` seconds.
@@ -99,91 +133,193 @@ class InferenceStream:
         self.log = log
         self.resend = resend
         self.state = InferenceState.ONLINE  # OFFLINE while waiting for the server
+        self.phase = Phase.IDLE
         self.reconnects = 0
         self.resent = 0
         self.answered = 0  # frames the server answered with detections
         self._aborted = threading.Event()
-        self._events: "queue.Queue[Tuple[int, object, Optional[InferenceServerException]]]" = queue.Queue()
+        self._events: "queue.Queue[Event]" = queue.Queue()
         self._generation = 0
-        self._streaming = False
+        self._session: Optional[StreamSession] = None
         self._server_gone = False
         self._in_flight: Dict[int, Tuple[Frame, float]] = {}
         self._last_answer = time.monotonic()  # or the last send into an empty window
 
+    # -- stages.Inference ---------------------------------------------------------------------
     def compute_stats(self) -> Tuple[int, float]:
         """The server's (inferences, compute seconds) so far."""
         return self.client.compute_stats()
-
-    moved = 0  # one server: nothing is moved
-
-    def servers(self) -> List[ServerShare]:
-        return [ServerShare(self.client.url, self.answered)]
-
-    def close(self) -> None:
-        """The session owns the client: nothing to release here."""
 
     def abort(self) -> None:
         """From another thread: make process() return soon, dropping what is in flight."""
         self._aborted.set()
         self._events.put((self._generation, _ABORT, None))
 
-    # -- the gRPC stream ------------------------------------------------------------------
-    def _on_response(self, generation: int, result=None, error=None) -> None:
-        # Called on tritonclient's thread with keywords result=, error=. Only enqueue.
-        self._events.put((generation, result, error))
+    def close(self) -> None:
+        """Nothing to release: the client is the session's, closed by its owner."""
 
-    def _open(self) -> None:
+    def servers(self) -> List[ServerShare]:
+        return [ServerShare(self.client.url, self.answered)]
+
+    @property
+    def moved(self) -> int:
+        return 0  # one server: nothing is given to another
+
+    # -- the gRPC stream ------------------------------------------------------------------
+    def _on_answer(self, generation: int, reply: Optional[Reply], error: Optional[TritonFailure]) -> None:
+        # Called on tritonclient's thread. Only enqueue.
+        self._events.put((generation, reply, error))
+
+    def _callback(self):
         self._last_answer = time.monotonic()
         self._generation += 1
-        self.client._client.start_stream(callback=functools.partial(self._on_response, self._generation))
-        self._streaming = True
+        return functools.partial(self._on_answer, self._generation)
+
+    def _open(self) -> None:
+        self._session = self.client.open_stream(self._callback())
+
+    def _reopen(self) -> None:
+        self._session.reopen(self._callback())
 
     def _close(self) -> None:
-        if self._streaming:
-            self._streaming = False
-            try:
-                self.client._client.stop_stream(cancel_requests=True)
-            except Exception:  # the stream may already be broken
-                pass
+        if self._session is not None:
+            self._session.close()
 
     def _send(self, frame: Frame) -> None:
         if not self._in_flight:
             self._last_answer = time.monotonic()  # the wait for an answer starts now
         self._in_flight[frame.index] = (frame, time.monotonic())
-        self.client._client.async_stream_infer(
-            self.client.model,
-            self.client._inputs(frame.image, frame.index),
-            outputs=self.client._outputs(),
-            request_id=str(frame.index),
-        )
+        self._session.send(frame.index, frame.image, frame.index)
 
-    # -- recovery ---------------------------------------------------------------------------
-    def _reconnect(self, reason: str) -> bool:
+    def _release(self, index: int) -> None:
+        self._session.release(index)
+
+    # -- the ordered generator --------------------------------------------------------------
+    def process(self, frames: Iterable[Frame]) -> Iterator[Outcome]:
+        run = _Run(iter(frames))
+        self.phase = Phase.FILLING
+        self._open()
+        try:
+            while True:
+                if self.phase is Phase.FILLING:
+                    self.phase = self._fill(run)
+                    if self.phase is Phase.DONE:
+                        return
+                yield from run.results.ready()  # failed frames too, before any wait
+                self.phase = self._after_release(run)
+                if self.phase is Phase.DONE:
+                    return
+                if self.phase is Phase.RECONNECTING:
+                    self.phase = self._reconnect(run)
+                elif self.phase is Phase.DRAINING:
+                    self.phase = self._wait(run)
+                    if self.phase is Phase.DONE:
+                        return
+        finally:
+            self.phase = Phase.DONE
+            self._close()
+            for index in self._in_flight:  # abandoned (interrupted or aborted): their slots are free again
+                self._release(index)
+            self._in_flight.clear()
+
+    def _fill(self, run: _Run) -> Phase:
+        """FILLING: keep the window full, unless a per-request error must first be tied to its
+        frame. DRAINING when the window is full or the source has nothing now; RECONNECTING when
+        a send found the stream broken; DONE when aborted."""
+        run.idle = False
+        while not run.exhausted and not run.request_errors and len(self._in_flight) < self.max_in_flight:
+            if self._aborted.is_set():
+                return Phase.DONE
+            frame = next(run.source, None)
+            if frame is None:
+                run.exhausted = True
+                break
+            if frame is IDLE:
+                run.idle = True
+                break
+            run.results.expect(frame.index)
+            if self._server_gone:
+                run.results.put(frame.index, Outcome(frame, None, "server unavailable", unavailable=True))
+                continue
+            try:
+                self._send(frame)
+            except ServerUnavailable as err:  # the stream broke, or the server went (registering a region)
+                self._broken(run, str(err))
+                return Phase.RECONNECTING
+        return Phase.DRAINING
+
+    def _after_release(self, run: _Run) -> Phase:
+        """What comes once the complete outcomes are released."""
+        if (run.exhausted and not len(run.results)) or self._aborted.is_set():
+            return Phase.DONE
+        if run.lost is not None:
+            return Phase.RECONNECTING
+        if not self._in_flight:
+            return Phase.FILLING
+        return Phase.DRAINING
+
+    def _wait(self, run: _Run) -> Phase:
+        """DRAINING: wait for the next answer (briefly when the source may soon have a frame)."""
+        try:
+            generation, reply, error = self._events.get(
+                timeout=min(IDLE_WAIT, self.request_timeout) if run.idle else self.request_timeout)
+        except queue.Empty:
+            if time.monotonic() - self._last_answer >= self.request_timeout:
+                self._broken(run, f"no answer for {self.request_timeout:.0f} s")
+                return Phase.RECONNECTING
+            return Phase.FILLING
+        self._last_answer = time.monotonic()
+        if reply is _ABORT:
+            return Phase.DONE
+        if generation != self._generation:
+            return Phase.FILLING  # a late event from a stream we already replaced
+        if isinstance(error, StreamBroken):
+            self._broken(run, str(error))
+            return Phase.RECONNECTING
+        if error is not None:
+            run.request_errors.append(str(error))
+        else:
+            self._accept(reply, run.results)
+        # Every request answers exactly once, so when the requests still in flight
+        # number the unattributed errors, those requests are the failed ones.
+        if run.request_errors and len(self._in_flight) <= len(run.request_errors):
+            self._fail_in_flight(run.results, run.request_errors[0])
+            run.request_errors.clear()
+        return Phase.FILLING
+
+    def _broken(self, run: _Run, reason: str) -> None:
+        """The stream broke. Keep answers that arrived before the failure; everything still in
+        flight is then resent (or failed), so errors not yet tied to a frame no longer count."""
+        self._drain(run.results)
+        run.request_errors.clear()
+        if not self.resend:  # live: by the time the server is back, these frames are stale
+            self._fail_in_flight(run.results, f"server unavailable ({reason})", unavailable=True)
+        run.lost = reason  # reconnect once what is settled has been released
+
+    # -- RECONNECTING ---------------------------------------------------------------------------
+    def _reconnect(self, run: _Run) -> Phase:
+        """Wait for the server, reopen, resend; when it does not come back in time (or process()
+        is aborted meanwhile), what is in flight fails. FILLING either way."""
+        reason, run.lost = run.lost, None
+        if not self._wait_and_resend(reason):
+            self._fail_in_flight(run.results, "server unavailable", unavailable=True)
+        return Phase.FILLING
+
+    def _wait_and_resend(self, reason: str) -> bool:
         """After a transport failure: wait for the server, reopen, resend. False: gave up."""
         self._close()
         self.state = InferenceState.OFFLINE
         pending = sorted(self._in_flight)
-        if self.retry_timeout == float("inf"):
-            self.log(f"Triton at {self.client.url} is unreachable ({reason}); waiting for it")
-        else:
-            self.log(
-                f"Triton at {self.client.url} is unreachable ({reason}); waiting up to "
-                f"{self.retry_timeout:.0f} s for it (--retry-timeout) to resend {len(pending)} frame(s) in flight"
-            )
+        self._say_unreachable(reason, len(pending))
         deadline = time.monotonic() + self.retry_timeout
         while time.monotonic() < deadline and not self._aborted.is_set():
-            if self.recover is not None:
-                try:
-                    self.recover()
-                except Exception as err:  # the server we own failed to restart: keep trying
-                    self.log(f"restarting the server failed: {err}")
+            self._recover_server()
             if self.client.ready():
                 try:
-                    self.client._restore_transport()  # a restarted server knows none of our regions
-                    self._open()
+                    self._reopen()
                     for index in pending:
                         self._send(self._in_flight[index][0])
-                except InferenceServerException:
+                except ServerUnavailable:
                     self._close()
                     time.sleep(0.5)
                     continue
@@ -199,124 +335,57 @@ class InferenceStream:
         self.log(f"Triton did not come back within {self.retry_timeout:.0f} s; remaining frames are written unannotated")
         return False
 
+    def _say_unreachable(self, reason: str, pending: int) -> None:
+        if self.retry_timeout == float("inf"):
+            self.log(f"Triton at {self.client.url} is unreachable ({reason}); waiting for it")
+        else:
+            self.log(
+                f"Triton at {self.client.url} is unreachable ({reason}); waiting up to "
+                f"{self.retry_timeout:.0f} s for it (--retry-timeout) to resend {pending} frame(s) in flight"
+            )
+
+    def _recover_server(self) -> None:
+        if self.recover is not None:
+            try:
+                self.recover()
+            except Exception as err:  # the server we own failed to restart: keep trying
+                self.log(f"restarting the server failed: {err}")
+
+    # -- outcomes ---------------------------------------------------------------------------------
     def _fail_in_flight(self, results: ReorderBuffer, message: str, unavailable: bool = False) -> None:
         for index, (frame, sent) in self._in_flight.items():
-            self.client._release(index)
+            self._release(index)
             results.put(index, Outcome(frame, None, message, time.monotonic() - sent, unavailable))
         self._in_flight.clear()
-
-    # -- the ordered generator --------------------------------------------------------------
-    def process(self, frames: Iterable[Frame]) -> Iterator[Outcome]:
-        source = iter(frames)
-        results = ReorderBuffer()
-        request_errors: List[str] = []  # per-request errors not yet tied to a frame
-        exhausted = False
-        lost: List[str] = []  # why the stream broke, until it is reopened
-
-        def broken(reason: str) -> None:
-            # Keep answers that arrived before the failure; everything still in flight is
-            # then resent (or failed), so errors not yet tied to a frame no longer count.
-            self._drain(results)
-            request_errors.clear()
-            if not self.resend:  # live: by the time the server is back, these frames are stale
-                self._fail_in_flight(results, f"server unavailable ({reason})", unavailable=True)
-            lost[:] = [reason]  # reconnect once what is settled has been released
-
-        self._open()
-        try:
-            while True:
-                # 1. keep the window full, unless a per-request error must first be tied to its frame
-                idle = False
-                while (not exhausted and not request_errors and not lost
-                       and len(self._in_flight) < self.max_in_flight):
-                    if self._aborted.is_set():
-                        return
-                    frame = next(source, None)
-                    if frame is None:
-                        exhausted = True
-                        break
-                    if frame is IDLE:
-                        idle = True
-                        break
-                    results.expect(frame.index)
-                    if self._server_gone:
-                        results.put(frame.index, Outcome(frame, None, "server unavailable", unavailable=True))
-                        continue
-                    try:
-                        self._send(frame)
-                    except InferenceServerException as err:
-                        broken(_short(err))
-                # 2. release what is complete, in frame order (failed frames too, before any wait)
-                yield from results.ready()
-                if (exhausted and not len(results)) or self._aborted.is_set():
-                    return
-                if lost:
-                    reason = lost.pop()
-                    if not self._reconnect(reason):
-                        self._fail_in_flight(results, "server unavailable", unavailable=True)
-                    continue
-                if not self._in_flight:
-                    continue
-                # 3. wait for the next answer (briefly when the source may soon have a frame)
-                try:
-                    generation, result, error = self._events.get(
-                        timeout=min(IDLE_WAIT, self.request_timeout) if idle else self.request_timeout)
-                except queue.Empty:
-                    if time.monotonic() - self._last_answer >= self.request_timeout:
-                        broken(f"no answer for {self.request_timeout:.0f} s")
-                    continue
-                self._last_answer = time.monotonic()
-                if result is _ABORT:
-                    return
-                if generation != self._generation:
-                    continue  # a late event from a stream we already replaced
-                if error is not None and _is_transport_error(error):
-                    broken(_short(error))
-                    continue
-                if error is not None:
-                    request_errors.append(_short(error))
-                else:
-                    self._accept(result, results)
-                # Every request answers exactly once, so when the requests still in flight
-                # number the unattributed errors, those requests are the failed ones.
-                if request_errors and len(self._in_flight) <= len(request_errors):
-                    self._fail_in_flight(results, request_errors[0])
-                    request_errors.clear()
-        finally:
-            self._close()
-            for index in self._in_flight:  # abandoned (interrupted or aborted): their slots are free again
-                self.client._release(index)
-            self._in_flight.clear()
 
     def _drain(self, results: ReorderBuffer) -> None:
         """Accept the answers of the current stream already waiting in the queue."""
         while True:
             try:
-                generation, result, error = self._events.get_nowait()
+                generation, reply, error = self._events.get_nowait()
             except queue.Empty:
                 return
-            if result is _ABORT:
-                self._events.put((generation, result, error))  # process() still has to see it
+            if reply is _ABORT:
+                self._events.put((generation, reply, error))  # process() still has to see it
                 return
             if generation == self._generation and error is None:
-                self._accept(result, results)
+                self._accept(reply, results)
 
-    def _accept(self, result, results: ReorderBuffer) -> None:
+    def _accept(self, reply: Reply, results: ReorderBuffer) -> None:
         try:
-            index = int(result.get_response().id)
+            index = int(reply.request_id)
         except ValueError:
             return
         entry = self._in_flight.pop(index, None)
         if entry is None:
             return  # an answer for a frame already settled
-        self.client._release(index)  # the server is done with this request's input
+        self._release(index)  # the server is done with this request's input
         frame, sent = entry
         latency = time.monotonic() - sent
         try:
-            detections = self.client.codec.decode(result)
+            detections = reply.detections()
         except ValueError as err:
             results.put(index, Outcome(frame, None, f"bad response: {err}", latency))
             return
         self.answered += 1
         results.put(index, Outcome(frame, detections, None, latency))
-

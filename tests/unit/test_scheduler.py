@@ -10,7 +10,7 @@ import numpy as np
 from streamer.frames import Detections, Frame, Outcome
 from streamer.live import CameraFeed, InferenceScheduler
 from streamer.stages import PassStage
-from streamer.states import CaptureState
+from streamer.states import CaptureState, InferenceState
 from streamer.triton import IDLE
 
 
@@ -88,7 +88,7 @@ def test_ties_go_to_the_older_frame():
 class ScriptedStream:
     """An inference stream that answers each frame with its own index as one detection's label."""
 
-    state = "online"
+    state = InferenceState.ONLINE
     reconnects = 0
 
     def __init__(self):
