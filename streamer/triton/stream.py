@@ -83,7 +83,7 @@ class ReorderBuffer:
 class Phase(Enum):
     """Where process() is (see the module's docstring)."""
 
-    IDLE = "idle"  # not processing
+    NEW = "new"  # process() not called yet
     FILLING = "filling"  # taking frames from the source while the window has room
     DRAINING = "draining"  # waiting for an answer: the window is full, the source idle or ended, or an
     # error must first be tied to its frame
@@ -109,7 +109,7 @@ Event = Tuple[int, object, Optional[TritonFailure]]  # (stream generation, Reply
 class InferenceStream:
     """Ordered, lossless streaming inference of a sequence of frames (a `stages.Inference`).
 
-    recover(deadline) is called after the stream broke; it may restart a server it owns.
+    recover() is called after the stream broke; it may restart a server it owns.
     The stream then waits until the server is ready again, at most `retry_timeout` seconds.
     """
 
@@ -133,7 +133,7 @@ class InferenceStream:
         self.log = log
         self.resend = resend
         self.state = InferenceState.ONLINE  # OFFLINE while waiting for the server
-        self.phase = Phase.IDLE
+        self.phase = Phase.NEW
         self.reconnects = 0
         self.resent = 0
         self.answered = 0  # frames the server answered with detections

@@ -23,7 +23,7 @@ def test_phases_of_a_stream_that_breaks_and_comes_back(monkeypatch):
     ready = threading.Event()
     fake, stream = scripted_stream(monkeypatch, True, max_in_flight=2, retry_timeout=WAIT)
     monkeypatch.setattr(stream.client, "ready", ready.is_set)
-    assert stream.phase is Phase.IDLE
+    assert stream.phase is Phase.NEW
     thread, outcomes, errors = run_in_thread(stream, make_frames(3))
 
     fake.wait_requests(1, 2)
