@@ -69,7 +69,7 @@ class TritonAddress(click.ParamType):
     name = "HOST:PORT[,...]"
 
     def convert(self, value, param, ctx):
-        from .pool import parse_targets
+        from .triton import parse_targets
         from .settings import SettingsError
 
         try:
@@ -623,7 +623,7 @@ def doctor(triton, input_path, threshold, model, transport):
     frame), what the outputs look like, and, when nothing is detected, why.
     """
     from .doctor import diagnose
-    from .pool import parse_targets, resolve
+    from .triton import parse_targets, resolve
 
     targets = parse_targets(triton)
     urls = resolve(targets)

@@ -89,8 +89,8 @@ def diagnose(url: str, input_path: Path, threshold: float, echo: Echo, model: Op
 def _diagnose_model(url: str, name: str, transport: str, image: np.ndarray, input_name: str, threshold: float,
                     echo: Echo, shown: set) -> Optional[int]:
     """One model's checks; None when the server does not serve it (and others may be tried)."""
-    from .errors import ModelNotReady
-    from .triton import TritonClient
+    from .states import Transport
+    from .triton import ModelNotServed, TritonClient
 
     def ok(what: str, detail: str = "") -> None:
         line = f"[ok]   {what}" + (f": {detail}" if detail else "")
@@ -99,16 +99,13 @@ def _diagnose_model(url: str, name: str, transport: str, image: np.ndarray, inpu
             echo(line)
 
     echo(f"-- model {name}")
-    with TritonClient(url, model=name, transport=transport, log=lambda m: echo(f"[warn] {m}")) as client:
+    with TritonClient(url, model=name, transport=Transport(transport), log=lambda m: echo(f"[warn] {m}")) as client:
         info = None
         try:
             for what, detail, maybe_info in client.checks():
                 ok(what, detail)
                 info = maybe_info or info
-        except ModelNotReady as err:
-            if "does not serve a ready model" not in str(err):
-                echo(f"[FAIL] {err}")
-                return err.exit_code
+        except ModelNotServed:
             echo(f"[--]   {name} is not served by this server")
             return None
         except StreamerError as err:

@@ -58,7 +58,7 @@ def make_client(url: str, server: ServerSettings, say: Callable[[str], None]):
     settled by the client's check())."""
     from .triton import TritonClient
 
-    return TritonClient(url, model=server.model, transport=str(server.transport), log=say)
+    return TritonClient(url, model=server.model, transport=server.transport, log=say)
 
 
 def describe_client(client) -> str:
@@ -69,7 +69,7 @@ def pooled(server: ServerSettings) -> bool:
     """Several servers (a list, or a dns:/// name standing for all its addresses)."""
     if server.triton is None:
         return False
-    from .pool import parse_targets
+    from .triton import parse_targets
 
     targets = parse_targets(server.triton)
     return len(targets) > 1 or targets[0].dns
@@ -112,7 +112,7 @@ def triton_session(server: ServerSettings, say: Callable[[str], None]):
         embedded = start_embedded(server, say)
         urls = [embedded.grpc_url]
     elif pooled(server):
-        from .pool import parse_targets, resolve
+        from .triton import parse_targets, resolve
 
         urls = resolve(parse_targets(server.triton))
         say(f"Triton servers: {', '.join(urls) or 'none resolved'} (from --triton {server.triton})")
@@ -142,7 +142,7 @@ def inference_for(server: ServerSettings, client, embedded, inference, live: boo
     in_flight = inference.in_flight or (1 if live else 2)
     retry = float("inf") if live else inference.retry_timeout
     if pooled(server):
-        from .pool import ServerPool, parse_targets
+        from .triton import ServerPool, parse_targets
 
         return ServerPool(parse_targets(server.triton), lambda url: make_client(url, server, say),
                           max_in_flight=in_flight, retry_timeout=retry,

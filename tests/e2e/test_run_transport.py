@@ -10,7 +10,7 @@ import signal
 import pytest
 from click.testing import CliRunner
 
-from streamer import shm
+from streamer.triton import shm
 from streamer.cli import cli
 
 from ..helpers import (children, inference_count, owned_by, region_files, registered, start_streamer, streamer,

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from streamer import shm
+from streamer.triton import shm
 from streamer.frames import Frame
+from streamer.states import Transport
 from streamer.triton import InferenceStream, TritonClient
 
 from ..helpers import children, frame_image, owned_by, region_files, registered
@@ -31,7 +32,7 @@ def distinct_frames(sizes=SIZES):
 
 
 def single_answers(url: str, frames, model: str = "fasterrcnn"):
-    with TritonClient(url, model=model, transport="grpc") as client:
+    with TritonClient(url, model=model, transport=Transport.GRPC) as client:
         client.check()
         return [client.infer(f.image) for f in frames]
 
@@ -51,9 +52,9 @@ def test_each_request_owns_its_slot_until_its_answer_arrives(model, server_v2):
     frames = distinct_frames()
     expected = single_answers(server_v2.grpc_url, frames, model)
     assert len({len(d) for d in expected}) > 2, "the frames' answers must differ to tell them apart"
-    with TritonClient(server_v2.grpc_url, model=model, transport="shm") as client:
+    with TritonClient(server_v2.grpc_url, model=model, transport=Transport.SHM) as client:
         client.check()
-        assert client.transport == "shm" and client.model == model
+        assert client.transport is Transport.SHM and client.model == model
         outcomes = list(InferenceStream(client, max_in_flight=4).process(frames))
         assert [o.frame.index for o in outcomes] == list(range(len(frames)))
         assert all(o.ok for o in outcomes), [o.error for o in outcomes]
@@ -72,7 +73,7 @@ def test_a_slot_reused_before_its_answer_gives_another_frames_boxes(server_v2, m
     expected = single_answers(server_v2.grpc_url, frames)
     acquire = shm.RegionPool.acquire
     monkeypatch.setattr(shm.RegionPool, "acquire", lambda self, key, nbytes: acquire(self, "one", nbytes))
-    with TritonClient(server_v2.grpc_url, transport="shm") as client:
+    with TritonClient(server_v2.grpc_url, transport=Transport.SHM) as client:
         client.check()
         outcomes = list(InferenceStream(client, max_in_flight=4).process(frames))
     assert mismatches(outcomes, expected), "a shared slot should have mixed up answers"
@@ -81,8 +82,9 @@ def test_a_slot_reused_before_its_answer_gives_another_frames_boxes(server_v2, m
 HOLDER = """
 import sys
 import numpy as np
+from streamer.states import Transport
 from streamer.triton import TritonClient
-with TritonClient(sys.argv[1], transport="shm") as client:
+with TritonClient(sys.argv[1], transport=Transport.SHM) as client:
     client.check()
     client.infer(np.zeros((120, 160, 3), np.uint8))
     print("ready", flush=True)
@@ -113,7 +115,7 @@ def test_regions_of_a_dead_client_go_those_of_a_live_one_stay(server_mobilenet):
         dead.wait(10)
         assert all(f.exists() for f in dead_files) and owned_by(registered(url), dead.pid)
 
-        with TritonClient(url, transport="shm") as client:
+        with TritonClient(url, transport=Transport.SHM) as client:
             steps = {what: detail for what, detail, _ in client.checks()}
             assert f"removed {len(dead_files)} region(s) left by clients that died" in steps["transport"]
             assert not any(f.exists() for f in dead_files)
@@ -143,7 +145,7 @@ def per_request_compute_ns(url: str, model: str) -> int:
 def test_server_time_per_frame_counts_a_batch_once(server_v2):
     url, model = server_v2.grpc_url, "fasterrcnn_u8"
     frames = distinct_frames([(200, 150)] * 8)  # one size: Triton may batch them
-    with TritonClient(url, model=model, transport="shm") as client:
+    with TritonClient(url, model=model, transport=Transport.SHM) as client:
         client.check()
         count0, seconds0 = client.compute_stats()
         batches0, summed0 = client.batch_stats(), per_request_compute_ns(url, model)

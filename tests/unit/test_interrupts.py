@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from streamer import interrupts
-from streamer.frames import Detections, Frame
-from streamer.frames import Outcome
+from streamer.frames import Detections, Frame, Outcome
 from streamer.pipeline import FilePipeline
 from streamer.stages import PassStage
 

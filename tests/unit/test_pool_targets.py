@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from streamer.pool import Target, parse_targets, resolve
+from streamer.triton import Target, parse_targets, resolve
 from streamer.settings import SettingsError
 
 

@@ -1,7 +1,7 @@
-"""streamer.triton: ReorderBuffer, and InferenceStream.process() against a fake gRPC client.
+"""streamer.triton.stream: ReorderBuffer, and InferenceStream.process() against a fake gRPC client.
 
-The fake stands in for tritonclient's InferenceServerClient (TritonClient keeps it in
-`_client`). It answers through the stream callback with keyword arguments, exactly like
+The fake stands in for tritonclient's InferenceServerClient (given to TritonClient as its
+`raw` client). It answers through the stream callback with keyword arguments, exactly like
 tritonclient's stream thread, using real InferResult objects built from protobuf, and it
 answers out of order. Frame k's answer encodes k in its boxes and labels, so a frame
 given another frame's answer is caught.
@@ -249,12 +249,10 @@ def make_frames(n: int):
 def make_stream(monkeypatch):
     fakes: List[FakeGrpcClient] = []
 
-    def make(window: int, plan: Plan = always_ok, seed: int = 0, ready: bool = True, **kwargs):
-        client = TritonClient("127.0.0.1:1")  # construction does not connect
-        client._client.close()
-        fake = FakeGrpcClient(window, plan, seed)
+    def make(window: int, plan: Plan = always_ok, seed: int = 0, ready: bool = True, fake=None, **kwargs):
+        fake = fake or FakeGrpcClient(window, plan, seed)
         fakes.append(fake)
-        client._client = fake
+        client = TritonClient("127.0.0.1:1", raw=fake)
         monkeypatch.setattr(client, "ready", lambda: ready)
         logs: List[str] = []
         stream = InferenceStream(client, max_in_flight=window, request_timeout=WAIT, log=logs.append, **kwargs)
@@ -300,9 +298,8 @@ def test_process_never_exceeds_the_window(make_stream):
                 answered = sum(1 for _, _, kind in self.delivered if kind in ("ok", "error"))
                 in_flight_max.append(len(self.requests) - answered)
 
-    stream, fake, _ = make_stream(window)
     counting = Counting(window)
-    stream.client._client = counting
+    stream, fake, _ = make_stream(window, fake=counting)
     try:
         outcomes = list(stream.process(make_frames(20)))
     finally:
@@ -473,10 +470,8 @@ class SpinGuard(ReorderBuffer):
 
 def scripted_stream(monkeypatch, server_ready: bool, **kwargs):
     """An InferenceStream over a ScriptedClient; the server's readiness is fixed."""
-    client = TritonClient("127.0.0.1:1")
-    client._client.close()
     fake = ScriptedClient()
-    client._client = fake
+    client = TritonClient("127.0.0.1:1", raw=fake)
     monkeypatch.setattr(client, "ready", lambda: server_ready)
     return fake, InferenceStream(client, request_timeout=WAIT, log=lambda m: None, **kwargs)
 
@@ -502,7 +497,7 @@ def test_request_error_then_reconnect_ties_errors_to_the_right_frames(monkeypatc
 
 
 def test_request_error_then_give_up_fails_remaining_frames(monkeypatch):
-    monkeypatch.setattr("streamer.triton.ReorderBuffer", SpinGuard)
+    monkeypatch.setattr("streamer.triton.stream.ReorderBuffer", SpinGuard)
     fake, stream = scripted_stream(monkeypatch, False, max_in_flight=2, retry_timeout=0.2)
     thread, outcomes, errors = run_in_thread(stream, make_frames(5))
 

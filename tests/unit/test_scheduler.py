@@ -7,11 +7,11 @@ from fractions import Fraction
 
 import numpy as np
 
-from streamer.frames import Detections, Frame
+from streamer.frames import Detections, Frame, Outcome
 from streamer.live import CameraFeed, InferenceScheduler
 from streamer.stages import PassStage
-from streamer.states import CaptureState
-from streamer.triton import IDLE, Outcome
+from streamer.states import CaptureState, InferenceState
+from streamer.triton import IDLE
 
 
 class Capture:
@@ -88,7 +88,7 @@ def test_ties_go_to_the_older_frame():
 class ScriptedStream:
     """An inference stream that answers each frame with its own index as one detection's label."""
 
-    state = "online"
+    state = InferenceState.ONLINE
     reconnects = 0
 
     def __init__(self):

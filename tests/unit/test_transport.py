@@ -1,8 +1,8 @@
-"""streamer.triton's model codecs and transports, and streamer.shm's region owners, where a real
+"""streamer.triton's model codecs and transports, and streamer.triton.shm's region owners, where a real
 server cannot show it: a server that refuses client shared memory, a full /dev/shm, a
 frame growing past a full /dev/shm mid-run, a non-loopback address.
 
-The scripted peer stands in for tritonclient's InferenceServerClient (kept in `_client`):
+The scripted peer stands in for tritonclient's InferenceServerClient (given as the `raw` client):
 health, model config and shared-memory registration, answering unary infer() with real
 InferResult objects. Real-server tests are in tests/integration/test_transport.py.
 """
@@ -19,8 +19,10 @@ import pytest
 from tritonclient.grpc import InferResult, service_pb2
 from tritonclient.utils import InferenceServerException
 
-from streamer import contract, shm
+from streamer import contract
+from streamer.triton import shm
 from streamer.errors import ExitCode
+from streamer.states import Transport
 from streamer.triton import (PaddedCodec, SeedCodec, ShmUnavailable, TritonClient, codec_for, is_loopback)
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,9 +94,7 @@ class Peer:
 
 def client_with(peer: Peer, url: str = "127.0.0.1:1", **kwargs) -> tuple:
     logs: List[str] = []
-    client = TritonClient(url, log=logs.append, **kwargs)
-    client._client.close()
-    client._client = peer
+    client = TritonClient(url, log=logs.append, raw=peer, **kwargs)
     return client, logs
 
 
@@ -102,19 +102,19 @@ def sent_over_shm(inputs) -> bool:
     return "shared_memory_region" in inputs[0]._get_tensor().parameters
 
 
-@pytest.mark.parametrize("mode", ["auto", "shm"])
+@pytest.mark.parametrize("mode", [Transport.AUTO, Transport.SHM])
 def test_server_refusing_shared_memory(mode):
     peer = Peer(refuse="shared memory support is disabled; start tritonserver with --allow-client-shm=true")
     client, logs = client_with(peer, transport=mode)
     with client:
-        if mode == "shm":
+        if mode is Transport.SHM:
             with pytest.raises(ShmUnavailable, match="--transport shm: shared memory .* failed") as caught:
                 client.check()
             assert caught.value.exit_code == ExitCode.INFERENCE
             assert "\n" not in str(caught.value)
         else:
             client.check()
-            assert client.transport == "grpc"
+            assert client.transport is Transport.GRPC
             assert len(logs) == 1 and logs[0].startswith("WARNING: shared memory") and "over gRPC" in logs[0]
             for _ in range(3):
                 assert len(client.infer(np.zeros((4, 6, 3), np.uint8))) == 2
@@ -123,34 +123,34 @@ def test_server_refusing_shared_memory(mode):
     assert not list(shm.SHM_DIR.glob(f"{shm.PREFIX}*-{os.getpid()}-*")), "the refused region was unlinked"
 
 
-@pytest.mark.parametrize("mode", ["auto", "shm"])
+@pytest.mark.parametrize("mode", [Transport.AUTO, Transport.SHM])
 def test_full_dev_shm(mode, monkeypatch):
     monkeypatch.setattr(shm, "free_bytes", lambda directory=shm.SHM_DIR: 4096)
     peer = Peer()
     client, logs = client_with(peer, transport=mode)
     with client:
-        if mode == "shm":
+        if mode is Transport.SHM:
             with pytest.raises(ShmUnavailable, match="is full: 0 MiB free"):
                 client.check()
         else:
             client.check()
-            assert client.transport == "grpc" and len(logs) == 1 and "is full" in logs[0]
+            assert client.transport is Transport.GRPC and len(logs) == 1 and "is full" in logs[0]
     assert peer.register_calls == 0
 
 
 def test_frame_growing_past_a_full_dev_shm_mid_run_falls_back_once(monkeypatch):
     peer = Peer()
-    client, logs = client_with(peer, transport="auto")
+    client, logs = client_with(peer, transport=Transport.AUTO)
     with client:
         client.check()
-        assert client.transport == "shm" and not logs
+        assert client.transport is Transport.SHM and not logs
         client.infer(np.zeros((100, 100, 3), np.uint8))  # fits the first region
         assert sent_over_shm(peer.requests[-1])
         monkeypatch.setattr(shm, "free_bytes", lambda directory=shm.SHM_DIR: 0)
         client.infer(np.zeros((1080, 1920, 3), np.uint8))  # needs a bigger region: none can be made
         client.infer(np.zeros((1080, 1920, 3), np.uint8))
         assert not sent_over_shm(peer.requests[-1]) and not sent_over_shm(peer.requests[-2])
-        assert client.transport == "grpc"
+        assert client.transport is Transport.GRPC
         assert len(logs) == 1 and "is full" in logs[0]
         assert not peer.registered, "the regions were unregistered when leaving shared memory"
     assert not list(shm.SHM_DIR.glob(f"{shm.PREFIX}*-{os.getpid()}-*"))
@@ -158,10 +158,10 @@ def test_frame_growing_past_a_full_dev_shm_mid_run_falls_back_once(monkeypatch):
 
 def test_non_loopback_server_stays_on_grpc_under_auto():
     peer = Peer()
-    client, logs = client_with(peer, url="triton:8001", transport="auto")
+    client, logs = client_with(peer, url="triton:8001", transport=Transport.AUTO)
     with client:
         client.check()
-        assert client.transport == "grpc" and not logs and peer.register_calls == 0
+        assert client.transport is Transport.GRPC and not logs and peer.register_calls == 0
 
 
 def test_loopback_addresses():
@@ -172,7 +172,7 @@ def test_loopback_addresses():
 
 def test_regions_registered_on_the_server_are_unregistered_on_close():
     peer = Peer()
-    client, _ = client_with(peer, transport="shm")
+    client, _ = client_with(peer, transport=Transport.SHM)
     with client:
         client.check()
         client.infer(np.zeros((600, 800, 3), np.uint8))

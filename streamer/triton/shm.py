@@ -2,7 +2,7 @@
 
 The regions themselves (POSIX shared memory under /dev/shm) are made with
 tritonclient's `shared_memory` utilities; registering them with a server is Triton's
-protocol and lives in streamer.triton. This module only knows files and owners:
+protocol and lives in `transports`. This module only knows files and owners:
 
 - A region's name carries its owner: `streamer-shm-<pid namespace>-<pid>-<start time>-<n>`.
   The pid namespace and the process start time keep a reused PID, or a client in another
@@ -25,13 +25,15 @@ from typing import Callable, Dict, Hashable, List, Optional
 import numpy as np
 import tritonclient.utils.shared_memory as shm
 
+from .errors import ShmUnavailable
+
 SHM_DIR = Path("/dev/shm")
 PREFIX = "streamer-shm-"
 _NAME = re.compile(rf"^{re.escape(PREFIX)}(\d+)-(\d+)-(\d+)-\d+$")
 
 
-class RegionError(Exception):
-    """A region could not be created or written (no /dev/shm, no space)."""
+class RegionError(ShmUnavailable):
+    """A region could not be created or written on this host (no /dev/shm, no space)."""
 
 
 def _pid_namespace(pid: object = "self") -> Optional[int]:

@@ -1,11 +1,11 @@
 """Several Triton servers as one pool: each server its own gRPC stream and in-flight window.
 
 A gRPC stream stays on one connection, so a Kubernetes Service would pin every stream to
-one pod: the client spreads the work itself. `targets()` turns `--triton` into servers
-(`host1:8001,host2:8001`; `dns:///name:8001` = every address the name resolves to, looked
-up again now and then so new replicas join and removed ones leave).
+one pod: the client spreads the work itself. `targets.parse_targets` turns `--triton` into
+servers (`host1:8001,host2:8001`; `dns:///name:8001` = every address the name resolves to,
+looked up again now and then so new replicas join and removed ones leave).
 
-`ServerPool.process(frames)` has InferenceStream's contract (outcomes in frame order, each
+`ServerPool` is a `stages.Inference` as InferenceStream is: `process(frames)` has its contract (outcomes in frame order, each
 frame exactly once): one worker thread per server pulls the next frame whenever its window
 has room, so frames go where there is free capacity. When a server breaks, the frames it
 had in flight go back to the pool and the other servers take them (files stay lossless);
@@ -15,101 +15,29 @@ single-server rules apply: wait `retry_timeout`, then the remaining frames fail.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import ServerUnavailable, StreamerError
-from .frames import Frame
-from .settings import SettingsError
-from .stages import ServerShare
-from .states import InferenceState
-from .triton import IDLE, IDLE_WAIT, InferenceStream, Outcome, ReorderBuffer, TritonClient
+from ..errors import ServerUnavailable, StreamerError
+from ..frames import Frame, Outcome
+from ..stages import ServerShare
+from ..states import InferenceState, Word
+from .client import TritonClient
+from .stream import IDLE, IDLE_WAIT, InferenceStream, ReorderBuffer
+from .targets import Target, resolve
 
 Log = Callable[[str], None]
 
-DNS_PREFIX = "dns:///"
-DEFAULT_PORT = 8001
+class ServerStatus(Word):
+    """One pool server's standing, from its check."""
 
-
-def split_host_port(text: str, where: str = "--triton") -> Tuple[str, int]:
-    """`host:port`, `[v6]:port` or `host` (port 8001)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        sep, port = rest[:1], rest[1:]
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            host, port = text, ""
-    if not host:
-        raise SettingsError(f"{where}: {text!r}: missing host (e.g. localhost:8001)")
-    if sep and (not port.isdigit() or not 0 < int(port) < 65536):
-        raise SettingsError(f"{where}: {text!r}: the port must be a number 1-65535")
-    return host, int(port) if port else DEFAULT_PORT
-
-
-def address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True)
-class Target:
-    """One entry of --triton: a fixed server, or a DNS name standing for all its addresses."""
-
-    host: str
-    port: int
-    dns: bool = False
-
-    @property
-    def text(self) -> str:
-        return (DNS_PREFIX if self.dns else "") + address(self.host, self.port)
-
-
-def parse_targets(text: str, where: str = "--triton") -> Tuple[Target, ...]:
-    """`a:8001,b:8001` / `dns:///name:8001`, duplicates dropped (order kept)."""
-    found: List[Target] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        dns = part.startswith(DNS_PREFIX)
-        if dns:
-            part = part[len(DNS_PREFIX):]
-        elif "://" in part:
-            scheme = part.partition("://")[0]
-            if scheme != "grpc":
-                raise SettingsError(f"{where}: give each gRPC endpoint as HOST:PORT (e.g. localhost:8001) "
-                                        f"or dns:///NAME:PORT, not a {scheme} URL")
-            part = part.partition("://")[2]
-        host, port = split_host_port(part, where)
-        target = Target(host, port, dns)
-        if target not in found:
-            found.append(target)
-    if not found:
-        raise SettingsError(f"{where}: no server given")
-    return tuple(found)
-
-
-def resolve(targets: Sequence[Target], getaddrinfo=socket.getaddrinfo) -> List[str]:
-    """The server addresses the targets stand for: a plain name stays one server (its name);
-    a dns:/// name becomes every address it resolves to (none when it does not resolve)."""
-    urls: List[str] = []
-    for t in targets:
-        if not t.dns:
-            candidates = [address(t.host, t.port)]
-        else:
-            try:
-                infos = getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
-            except socket.gaierror:
-                infos = []
-            candidates = sorted({address(info[4][0], t.port) for info in infos})
-        for url in candidates:
-            if url not in urls:
-                urls.append(url)
-    return urls
+    CHECKING = "checking"  # being checked (model, contract, transport): counts as online meanwhile
+    UP = "up"  # checked: takes frames
+    WAITING = "waiting"  # did not answer the check yet: joins when it is up
+    OUT = "out"  # answers with the wrong model or contract: never used
 
 
 @dataclass
@@ -120,11 +48,12 @@ class _Server:
     thread: Optional[threading.Thread] = None
     leaving: bool = False  # no longer resolved: take nothing new, finish what is in flight
     holding: Dict[int, Frame] = field(default_factory=dict)  # frames sent to it, not yet settled
-    status: str = "checking"  # checking -> up; waiting (did not answer the check yet); out (wrong model)
+    status: ServerStatus = ServerStatus.CHECKING
 
     @property
     def online(self) -> bool:
-        return self.status == "checking" or (self.status == "up" and self.stream.state is InferenceState.ONLINE)
+        return self.status is ServerStatus.CHECKING or (
+            self.status is ServerStatus.UP and self.stream.state is InferenceState.ONLINE)
 
 
 @dataclass
@@ -134,7 +63,7 @@ class PoolStats:
 
 
 class ServerPool:
-    """InferenceStream's contract over several servers (see the module's docstring)."""
+    """InferenceStream's contract over several servers (see the module's docstring): a `stages.Inference`."""
 
     def __init__(self, targets: Sequence[Target], make_client: Callable[[str], TritonClient],
                  max_in_flight: int = 2, retry_timeout: float = 60.0, request_timeout: float = 300.0,
@@ -164,8 +93,9 @@ class ServerPool:
 
     # -- what the pipelines read ----------------------------------------------------------------------
     @property
-    def state(self) -> str:
-        return InferenceState.ONLINE if any(s.online for s in list(self._servers.values())) else InferenceState.OFFLINE
+    def state(self) -> InferenceState:
+        online = any(s.online for s in list(self._servers.values()))
+        return InferenceState.ONLINE if online else InferenceState.OFFLINE
 
     @property
     def reconnects(self) -> int:
@@ -178,13 +108,6 @@ class ServerPool:
         with self._lock:
             self._lock.notify_all()
 
-    def servers(self) -> List[ServerShare]:
-        return [ServerShare(url, n) for url, n in self.stats.taken.items()]
-
-    @property
-    def moved(self) -> int:
-        return self.stats.moved
-
     def compute_stats(self) -> Tuple[int, float]:
         count, seconds = 0, 0.0
         for server in list(self._servers.values()):
@@ -195,6 +118,14 @@ class ServerPool:
     def close(self) -> None:
         for server in list(self._servers.values()):
             server.client.close()
+
+    def servers(self) -> List[ServerShare]:
+        """Frames each server answered, in the order the servers joined."""
+        return [ServerShare(url, frames) for url, frames in list(self.stats.taken.items())]
+
+    @property
+    def moved(self) -> int:
+        return self.stats.moved
 
     # -- membership -------------------------------------------------------------------------------------
     def _add(self, url: str) -> None:
@@ -261,16 +192,16 @@ class ServerPool:
         while not (self._aborted.is_set() or server.leaving or self._gave_up):
             try:
                 server.client.check()
-                server.status = "up"
+                server.status = ServerStatus.UP
                 return True
             except ServerUnavailable as err:
-                server.status = "waiting"
+                server.status = ServerStatus.WAITING
                 if not said:
                     self.log(f"Triton server {server.url} does not answer ({err}); it joins when it is up")
                     said = True
                 self._aborted.wait(1.0)
             except StreamerError as err:
-                server.status = "out"
+                server.status = ServerStatus.OUT
                 self.log(f"WARNING: Triton server {server.url} is left out: {err}")
                 return False
         return False
