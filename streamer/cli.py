@@ -69,14 +69,16 @@ class TritonAddress(click.ParamType):
     name = "HOST:PORT[,...]"
 
     def convert(self, value, param, ctx):
-        from .triton import parse_targets
+        """The targets (a tuple of triton.targets.Target), parsed once here."""
         from .settings import SettingsError
+        from .triton import parse_targets
 
+        if isinstance(value, tuple):
+            return value
         try:
-            targets = parse_targets(str(value), where=repr(str(value)))
+            return parse_targets(str(value), where=repr(str(value)))
         except SettingsError as err:
             self.fail(str(err), param, ctx)
-        return ",".join(t.text for t in targets)
 
 
 def triton_options(fn):
@@ -497,8 +499,6 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
     cams = found.cameras
     triton, metrics_port, metrics_host, web_bind = flags_over_file(found, triton, metrics_port, metrics_host,
                                                                    web_bind)
-    if triton is not None:
-        triton = TritonAddress().convert(triton, None, None)
     settings = WatchSettings(
         cameras=cams,
         server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port),
@@ -623,14 +623,14 @@ def doctor(triton, input_path, threshold, model, transport):
     frame), what the outputs look like, and, when nothing is detected, why.
     """
     from .doctor import diagnose
-    from .triton import parse_targets, resolve
+    from .triton import resolve
 
-    targets = parse_targets(triton)
+    targets = triton
     urls = resolve(targets)
     if len(urls) == 1 and not targets[0].dns:
         return diagnose(urls[0], input_path or DEFAULT_SAMPLE, threshold, click.echo, model, transport)
     if not urls:
-        click.echo(f"[FAIL] {triton} resolves to no address")
+        click.echo(f"[FAIL] {','.join(t.text for t in targets)} resolves to no address")
         return ExitCode.INFERENCE
     codes = []
     for url in urls:

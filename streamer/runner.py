@@ -67,12 +67,7 @@ def describe_client(client) -> str:
 
 def pooled(server: ServerSettings) -> bool:
     """Several servers (a list, or a dns:/// name standing for all its addresses)."""
-    if server.triton is None:
-        return False
-    from .triton import parse_targets
-
-    targets = parse_targets(server.triton)
-    return len(targets) > 1 or targets[0].dns
+    return server.triton is not None and (len(server.triton) > 1 or server.triton[0].dns)
 
 
 def check_servers(urls: Sequence[str], server: ServerSettings, say: Callable[[str], None]):
@@ -112,12 +107,13 @@ def triton_session(server: ServerSettings, say: Callable[[str], None]):
         embedded = start_embedded(server, say)
         urls = [embedded.grpc_url]
     elif pooled(server):
-        from .triton import parse_targets, resolve
+        from .triton import resolve
 
-        urls = resolve(parse_targets(server.triton))
-        say(f"Triton servers: {', '.join(urls) or 'none resolved'} (from --triton {server.triton})")
+        urls = resolve(server.triton)
+        given = ",".join(target.text for target in server.triton)
+        say(f"Triton servers: {', '.join(urls) or 'none resolved'} (from --triton {given})")
     else:
-        urls = [server.triton]
+        urls = [server.triton[0].text]
     try:
         if len(urls) == 1 and not pooled(server):
             with make_client(urls[0], server, say) as client:
@@ -142,9 +138,9 @@ def inference_for(server: ServerSettings, client, embedded, inference, live: boo
     in_flight = inference.in_flight or (1 if live else 2)
     retry = float("inf") if live else inference.retry_timeout
     if pooled(server):
-        from .triton import ServerPool, parse_targets
+        from .triton import ServerPool
 
-        return ServerPool(parse_targets(server.triton), lambda url: make_client(url, server, say),
+        return ServerPool(server.triton, lambda url: make_client(url, server, say),
                           max_in_flight=in_flight, retry_timeout=retry,
                           request_timeout=inference.request_timeout, resend=not live, log=say)
     return InferenceStream(client, max_in_flight=in_flight, retry_timeout=retry,

@@ -12,10 +12,13 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ExitCode, StreamerError
 from .states import Transport
+
+if TYPE_CHECKING:
+    from .triton.targets import Target
 
 
 class SettingsError(StreamerError):
@@ -40,7 +43,7 @@ class CaptureSettings:
 class ServerSettings:
     """Where inference happens: a running Triton (`triton`), or the embedded one."""
 
-    triton: Optional[str] = None  # HOST:PORT; None: start the embedded server
+    triton: Optional[Tuple["Target", ...]] = None  # --triton, parsed once; None: start the embedded server
     model_repo: Path = Path("model_repository")
     threads: int = 0
     startup_timeout: float = 180.0
@@ -295,7 +298,7 @@ class CameraFile:
     """What a camera file says: the cameras, and the run-wide values it sets (None: not set)."""
 
     cameras: Tuple[CameraSettings, ...]
-    triton: Optional[str] = None
+    triton: Optional[Tuple["Target", ...]] = None
     metrics_port: Optional[int] = None
     metrics_host: Optional[str] = None
     web: Optional[str] = None  # [HOST:]PORT of the browser live view
@@ -372,9 +375,12 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
             loop=bool(cam.loop if cam.loop is not None else (d.loop or False)),
             tracking=_camera_tracking(cam, d, tracking, f"{path}: cameras.{name}"),
         ))
-    triton = parsed.triton
-    if isinstance(triton, list):
-        triton = ",".join(triton)
+    triton = None
+    if parsed.triton is not None:
+        from .triton.targets import parse_targets
+
+        text = ",".join(parsed.triton) if isinstance(parsed.triton, list) else parsed.triton
+        triton = parse_targets(text, where=f"{path}: triton")
     return CameraFile(cameras=tuple(cameras), triton=triton, metrics_port=parsed.metrics_port,
                       metrics_host=parsed.metrics_host, web=None if parsed.web is None else str(parsed.web),
                       path=path)
@@ -393,9 +399,9 @@ def _camera_tracking(cam, defaults, base: Tracking, where: str) -> Tracking:
 DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
-def flags_over_file(found: CameraFile, triton: Optional[str], metrics_port: Optional[int],
+def flags_over_file(found: CameraFile, triton: Optional[Tuple["Target", ...]], metrics_port: Optional[int],
                     metrics_host: str, web: Optional[str] = None
-                    ) -> Tuple[Optional[str], Optional[int], str, Optional[str]]:
+                    ) -> Tuple[Optional[Tuple["Target", ...]], Optional[int], str, Optional[str]]:
     """`watch`'s run-wide values: a flag given on the command line wins over the camera file, the
     camera file over the defaults. (triton, metrics_port, metrics_host, web)."""
     host = found.metrics_host if found.metrics_host and metrics_host == DEFAULT_METRICS_HOST else metrics_host

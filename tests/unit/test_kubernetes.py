@@ -379,7 +379,10 @@ def test_deployment_args_parse_as_streamer_watch_options(cpu):
     assert args[0] == "watch"
     params = watch.make_context("watch", args[1:]).params
     assert params["cameras"] == ("/config/cameras.yaml",)
-    assert (params["triton"], params["metrics_port"], params["metrics_host"]) == ("dns:///triton-headless:8001", 9108, "0.0.0.0")
+    [target] = params["triton"]  # parsed once, into a typed target
+    assert (target.text, target.dns, params["metrics_port"], params["metrics_host"]) == (
+        "dns:///triton-headless:8001", True, 9108, "0.0.0.0")
+    assert params["web_bind"] == "127.0.0.1:8090"
     assert not params["show"] and not params["overwrite"]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from streamer.triton.targets import Target
 from streamer.cli import cli
 from streamer.errors import ExitCode
 from streamer.errors import SinkError
@@ -51,7 +52,7 @@ def error_of(tmp_path: Path, text: str, env=None) -> str:
 
 def test_a_camera_file_becomes_frozen_settings(tmp_path):
     loaded = load_camera_file(write(tmp_path, GOOD), env={"FRONT_PASSWORD": "pw"})
-    assert loaded.triton == "localhost:8001" and loaded.metrics_port == 9108
+    assert loaded.triton == (Target("localhost", 8001),) and loaded.metrics_port == 9108
     front, garage, demo = loaded.cameras
     assert front.name == "front" and front.source == "rtsp://viewer:pw@192.168.1.20/stream1"
     assert front.record == tmp_path / "recordings" / "front.mp4"  # relative to the file's folder
@@ -110,7 +111,7 @@ def test_watch_cameras_flags_fill_what_the_file_leaves_unset(tmp_path):
                            "  b:\n    source: rtsp://h/b\n    threshold: 0.7\n")
     found = watch_cameras([str(path)], None, Selection(0.4, ("cat",)), hold=5.0, max_frames=9)
     a, b = found.cameras
-    assert found.triton == "h:8001" and found.path == path
+    assert found.triton == (Target("h", 8001),) and found.path == path
     assert (a.hold_detections, b.hold_detections) == (1, 5.0)  # the file's own value wins
     assert (a.selection, b.selection) == (Selection(0.4, ("cat",)), Selection(0.7, ("cat",)))
     assert a.max_frames == b.max_frames == 9
