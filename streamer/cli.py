@@ -7,13 +7,17 @@ import functools
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import click
 
 from . import contract, interrupts
 from .errors import EXIT_CODES_HELP, ExitCode, ServerStartError, SourceError, StreamerError
-from .frames import Detections, from_bgr, to_bgr
+from .frames import from_bgr, to_bgr
+
+if TYPE_CHECKING:  # annotations only: both are imported where they are used
+    from .capture import CaptureSettings
+    from .runner import Console
 
 DEFAULT_REPO = Path("model_repository")
 DEFAULT_SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "sample.mp4"

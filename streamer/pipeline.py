@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterator, List, Optional, Sequence
 
 from . import contract, interrupts
-from .errors import ExitCode, SinkError, SourceError, StreamerError
+from .errors import ExitCode, SinkError, SourceError
 from .frames import Detections
-from .settings import CameraSettings, RunSettings, Selection, ServerSettings, SettingsError, WatchSettings
+from .settings import CameraSettings, RunSettings, ServerSettings, SettingsError, WatchSettings
 
 Progress = Callable[[Optional[int]], ContextManager[Callable[[], None]]]
 
