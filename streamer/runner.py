@@ -99,12 +99,12 @@ def check_servers(urls: Sequence[str], server: ServerSettings, say: Callable[[st
 
 
 @contextlib.contextmanager
-def triton_session(server: ServerSettings, say: Callable[[str], None]):
+def triton_session(server: ServerSettings, say: Callable[[str], None], live: bool = False):
     """(client, model info, embedded server or None) for the length of a command. With several
     servers the client is the first that answers; every server has been checked."""
     embedded = None
     if server.triton is None:
-        embedded = start_embedded(server, say)
+        embedded = start_embedded(server, say, LIVE_NICENESS if live else 0)
         urls = [embedded.grpc_url]
     elif pooled(server):
         from .triton import resolve
@@ -148,13 +148,18 @@ def inference_for(server: ServerSettings, client, embedded, inference, live: boo
                            resend=not live)
 
 
-def start_embedded(server: ServerSettings, say: Callable[[str], None]):
+# Live runs start the embedded server this much nicer: when the CPU is short, capture, drawing and
+# recording (the picture) come first and inference takes what is left.
+LIVE_NICENESS = 10
+
+
+def start_embedded(server: ServerSettings, say: Callable[[str], None], niceness: int = 0):
     from .server import start_on_free_ports
 
     say(f"starting the embedded Triton server on {server.model_repo} ...")
     started = time.monotonic()
     embedded = start_on_free_ports(server.model_repo, server.threads, server.startup_timeout,
-                                   metrics_port=server.metrics_port)
+                                   metrics_port=server.metrics_port, niceness=niceness)
     say(f"embedded Triton ready in {time.monotonic() - started:.1f} s "
         f"(gRPC {embedded.grpc_url}, HTTP {embedded.http_url}); Triton metrics: {embedded.metrics_url}")
     return embedded
@@ -460,7 +465,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     stats_list = []
     report = RunReport(command="watch")
     try:
-        with triton_session(settings.server, say) as (client, info, server):
+        with triton_session(settings.server, say, live=True) as (client, info, server):
             label_ids = {}
             for cam in running:
                 where = "--classes" if single else f"cameras.{cam.settings.name}.classes"

@@ -24,7 +24,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from . import contract
 from .errors import PortInUse, ServerStartError
@@ -44,6 +44,7 @@ class EmbeddedServerSettings:
     startup_timeout: float = 180.0
     stop_timeout: float = 30.0
     log_file: Optional[Path] = None  # None: a file in the server's temporary folder
+    niceness: int = 0  # added to the server's CPU niceness (live runs: the picture comes before inference)
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -78,6 +79,18 @@ def _set_parent_death_signal() -> None:  # runs in the child before exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def child_setup(niceness: int) -> Callable[[], None]:
+    """What the server's process does before exec: die with its parent; yield the CPU by `niceness`."""
+    def setup() -> None:
+        _set_parent_death_signal()
+        if niceness:
+            try:
+                os.nice(niceness)
+            except OSError:
+                pass
+    return setup
 
 
 def twin_config_text(config_text: str, threads: int) -> str:
@@ -230,7 +243,7 @@ class EmbeddedServer:
         try:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                start_new_session=True, preexec_fn=_set_parent_death_signal,
+                start_new_session=True, preexec_fn=child_setup(self.settings.niceness),
             )
         finally:
             log.close()
@@ -329,13 +342,13 @@ class EmbeddedServer:
 
 
 def start_on_free_ports(repo: Path, threads: int = 0, startup_timeout: float = 180.0,
-                        attempts: int = 3, metrics_port: Optional[int] = None) -> EmbeddedServer:
+                        attempts: int = 3, metrics_port: Optional[int] = None, niceness: int = 0) -> EmbeddedServer:
     """A ready server on free loopback ports, picking others if one was taken meanwhile.
     `metrics_port` fixes Triton's metrics port (so Prometheus can scrape it); in use: PortInUse."""
     for attempt in range(attempts):
         server = EmbeddedServer(EmbeddedServerSettings(
             repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=metrics_port or free_port(),
-            threads=threads, startup_timeout=startup_timeout,
+            threads=threads, startup_timeout=startup_timeout, niceness=niceness,
         ))
         try:
             return server.start()

@@ -73,3 +73,18 @@ def test_no_negative_age_when_frames_arrive_during_a_slow_step():
     assert 0 <= report.frame_age_ms["p50"] <= report.frame_age_ms["p95"]
     hud = feed.hud_lines(step_start)
     assert re.search(r"frame age \d+ ms", hud[2]), hud
+
+
+def test_the_embedded_server_of_a_live_run_yields_the_cpu():
+    """Live runs start the embedded server LIVE_NICENESS nicer (the picture comes before inference):
+    the process the server's command becomes runs at that niceness."""
+    import os
+    import subprocess
+
+    from streamer.runner import LIVE_NICENESS
+    from streamer.server import child_setup
+
+    out = subprocess.run(["cat", "/proc/self/stat"], capture_output=True, text=True,
+                         preexec_fn=child_setup(LIVE_NICENESS), check=True).stdout
+    nice = int(out.rsplit(")", 1)[1].split()[16])  # field 19 of proc(5): nice
+    assert LIVE_NICENESS > 0 and nice == min(19, os.nice(0) + LIVE_NICENESS)
