@@ -459,6 +459,7 @@ class LivePipeline:
     log: Callable[[str], None] = print
     wake: threading.Event = field(default_factory=threading.Event)
     connect: bool = True  # the capture threads open their sources (a failure there is a drop)
+    absent: Sequence[View] = ()  # cameras that could not be opened: their tiles, with the reason
 
     def __post_init__(self):
         self.quit = False
@@ -483,7 +484,7 @@ class LivePipeline:
             return True
         now = time.monotonic()
         state = self.inference.state
-        views = [feed.view(now, state) for feed in self.feeds]
+        views = [feed.view(now, state) for feed in self.feeds] + list(self.absent)
         keep_going = True
         for display in self.displays:
             keep_going = display.show(views) and keep_going

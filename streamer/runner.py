@@ -19,8 +19,8 @@ from .errors import ExitCode, SinkError, SourceError
 from .pipeline import by_name
 from .report import RunReport
 from .settings import CameraSettings, RunSettings, ServerSettings, SettingsError, WatchSettings, WebSettings
-from .stages import ServerShare
-from .states import CaptureState, InferenceState, SourceKind
+from .stages import ServerShare, View
+from .states import CaptureState, InferenceState, SourceKind, ViewState
 
 Progress = Callable[[Optional[int]], ContextManager[Callable[[], None]]]
 
@@ -477,7 +477,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
                 title = f"streamer: {running[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
                 displays = open_displays(parts.displays(settings.show, title), settings.web, info, stack, say)
                 pipeline = LivePipeline(feeds=feeds, inference=stream, displays=displays, status_every=status_every,
-                                        log=say)
+                                        log=say, absent=[absent_view(cam) for cam in failed])
                 samples = lambda: [live_sample(feed, stream, info.name_of) for feed in feeds]  # noqa: E731
                 try:
                     with metrics_endpoint(settings.metrics, samples, say), contextlib.closing(stream):
@@ -527,6 +527,12 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     else:
         report.exit_code = ExitCode.OK
     return report
+
+
+def absent_view(cam: _Camera) -> View:
+    """The tile of a camera that could not be opened: its name and why (URLs masked in the error)."""
+    return View(name=cam.settings.name, image=None, state=ViewState.OFFLINE,
+                hud=(f"camera given up: {cam.error}",), banner="OFFLINE - given up")
 
 
 def live_sample(feed, stream, name_of):

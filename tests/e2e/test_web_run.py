@@ -94,3 +94,25 @@ def test_a_web_port_in_use_is_a_clear_error(tmp_path, server_mobilenet):
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 4, stderr
     assert f"{port}" in stderr and "Traceback" not in stderr
+
+
+def test_a_camera_that_could_not_be_opened_still_has_its_tile(tmp_path, server_mobilenet):
+    clip = write_clip(tmp_path / "a.mp4", 50)
+    cameras = tmp_path / "cameras.yaml"
+    port = free_port("127.0.0.1")
+    cameras.write_text(f"web: {port}\ncameras:\n  good: {{source: {clip}, loop: true}}\n"
+                       "  gone: {source: 'rtsp://user:pw@127.0.0.1:9/x'}\n")
+    proc = start_streamer("watch", cameras, "--triton", server_mobilenet.grpc_url, "--max-frames", "300",
+                          "--status-every", "0")
+    try:
+        wait_until(lambda: up(port, ["good"]), 120, what="the good camera up on the page")
+        _, found = state(port)
+        tiles = {c["name"]: c for c in found["cameras"]}
+        assert set(tiles) == {"good", "gone"}
+        assert tiles["gone"]["state"] == "offline" and not tiles["gone"]["up"]
+        assert "given up" in tiles["gone"]["reason"]
+        assert "pw@" not in json.dumps(found)
+        proc.wait(timeout=180)  # the good camera's 300 frames
+        assert proc.returncode == 3  # a camera could not be opened: an input problem at the end
+    finally:
+        stop(proc)

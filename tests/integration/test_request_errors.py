@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from streamer import contract
+from streamer.render import color_for
 
 from ..conftest import serving
 from ..helpers import frame_image, read_jsonl, read_video, streamer, write_clip
@@ -51,13 +52,13 @@ def white_or_coded(index, width, height):
     return frame_image(index, width, height)
 
 
-@pytest.mark.parametrize("in_flight", ["1", "2", "5"])
-def test_failed_frames_are_written_unannotated_and_counted(in_flight, tmp_path, faulty_server):
+@pytest.mark.parametrize("in_flight,tracking", [("1", ()), ("2", ()), ("5", ()), ("2", ("--no-track",))])
+def test_failed_frames_are_written_unannotated_and_counted(in_flight, tracking, tmp_path, faulty_server):
     n = 20
     clip = write_clip(tmp_path / "in.mp4", n, image_fn=white_or_coded)
     out, jsonl = tmp_path / "out.mp4", tmp_path / "d.jsonl"
     result = streamer("run", clip, "--out", out, "--detections", jsonl, "--triton", faulty_server.grpc_url,
-                      "--in-flight", in_flight)
+                      "--in-flight", in_flight, *tracking)
 
     assert result.returncode == 6, result.stderr
     assert f"read {n}, inferred {n - len(WHITE)}, written {n}, failed {len(WHITE)}" in result.stdout
@@ -74,7 +75,11 @@ def test_failed_frames_are_written_unannotated_and_counted(in_flight, tmp_path, 
         else:
             assert frames.codes[k] == k
             edge = image[60:100, 60:62].astype(int).mean(axis=(0, 1))  # the "person" box's left edge
-            assert edge[0] > 180 and edge[1] < 90 and edge[2] < 90, edge  # drawn, and red
+            [det] = records[k]["detections"]
+            # drawn in its colour: its track's (tracking is on by default), red for "person" with --no-track
+            expected = color_for(det["track_id"]) if "track_id" in det else color_for(det["label"])
+            assert tracking != ("--no-track",) or (edge[0] > 180 and edge[1] < 90 and edge[2] < 90), edge
+            assert np.abs(edge - np.array(expected)).max() < 60, (edge, expected)
 
 
 def test_server_stays_up_after_request_errors(faulty_server):
