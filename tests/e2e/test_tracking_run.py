@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from streamer.server import free_port, start_on_free_ports
 
 from .. import sprites as S
 from ..cameras import RtspCamera, Run
-from ..helpers import read_jsonl, read_video, streamer
+from ..helpers import inference_count, read_jsonl, read_video, streamer, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -170,6 +171,57 @@ def test_infer_every_writes_every_frame_and_infers_exactly_the_schedule(runs, na
     for i in ok:
         same_boxes(run.records[i]["detections"], dense.records[i]["detections"], f"{name} frame {i}")
     assert sum(len(run.records[i]["detections"]) for i in ok) > 0
+
+
+def test_the_seed_model_and_the_u8_model_find_the_same_sprites(runs):
+    seed, u8 = runs.run("turning", "--model", "fasterrcnn"), runs.dense("turning")
+    assert seed.summary["model"]["served_model"] == "fasterrcnn"
+    assert u8.summary["model"]["served_model"] == "fasterrcnn_u8"
+    for a, b in zip(seed.records, u8.records):
+        same_boxes(a["detections"], b["detections"], f"frame {a['frame']}")
+    for i, record in enumerate(u8.records):  # and the model finds every sprite where it is
+        assert all(value >= 0.9 for value, _ in u8.matches(i).values()), (i, record)
+
+
+def test_max_frames_infers_the_last_frame_taken_and_writes_every_one(runs):
+    run = runs.run("turning", "--infer-every", str(EVERY), "--max-frames", "23")
+    assert [r["frame"] for r in run.records] == list(range(23))
+    assert [r["frame"] for r in run.records if r["status"] == "ok"] == [0, 5, 10, 15, 20, 22]
+    assert run.summary["streams"][0]["frames"] == {
+        "read": 23, "inferred": 6, "written": 23, "failed": 0, "dropped": 0, "tracked": 17}
+    for i in range(23):
+        assert all(value >= 0.85 for value, _ in run.matches(i).values()), i
+
+
+def test_ctrl_c_writes_the_frames_the_tracker_holds(runs, tmp_path, server_sprites_slow):
+    """Interrupted between two inferred frames (a slow model): the frames held for interpolation
+    are written with their carried boxes; what was written is whole and in order."""
+    scene, clip, truth = runs.clip("straight")
+    out, log, summary = tmp_path / "out.mp4", tmp_path / "d.jsonl", tmp_path / "s.json"
+    before = inference_count(server_sprites_slow.http_url)
+    run = Run("run", clip, "--triton", server_sprites_slow.grpc_url, "--infer-every", EVERY, "--out", out,
+              "--detections", log, "--summary", summary)
+    try:
+        wait_until(lambda: inference_count(server_sprites_slow.http_url) >= before + 3, 120, what="3 inferences")
+        run.proc.send_signal(signal.SIGINT)
+        assert run.finish() == 130, run.stderr
+    finally:
+        run.kill()
+    records = read_jsonl(log)
+    n = len(records)
+    assert 2 * EVERY < n < scene.frames, n
+    assert [r["frame"] for r in records] == list(range(n))
+    assert read_video(out).codes == list(range(n))
+    frames = json.loads(summary.read_text())["streams"][0]["frames"]
+    assert frames["written"] == n and frames["dropped"] == frames["read"] - n
+    ok = [r["frame"] for r in records if r["status"] == "ok"]
+    assert ok == [i for i in S.inferred_frames(scene.frames, EVERY) if i < n]
+    # the frames after the last inferred one were held when Ctrl-C came: written with carried boxes
+    tail = records[ok[-1] + 1:]
+    assert tail and {r["status"] for r in tail} == {"tracked"}
+    for r in tail[:EVERY]:
+        got = S.match(truth.boxes[r["frame"]], r["detections"])
+        assert all(value >= 0.8 for value, _ in got.values()), r
 
 
 @pytest.mark.parametrize("name", ["straight", "turning"])
