@@ -84,6 +84,8 @@ def main() -> int:
     parser.add_argument("--model-repo", type=Path, default=None)
     parser.add_argument("--show", action="store_true", help="the mosaic window (needs a display)")
     parser.add_argument("--interval", type=float, default=30.0)
+    parser.add_argument("--no-track", action="store_true", help="watch with --no-track (the held boxes of old)")
+    parser.add_argument("--record", action="store_true", help="record every camera (--out-dir), as under overload")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="watch-bench-") as tmp:
@@ -100,7 +102,8 @@ def main() -> int:
             out, _, _ = run(STREAMER + ["run", urls[0]] + common, args.baseline_minutes * 60)
             single = float(TOTAL_DET.search(out).group(1))
             print(f"  {out.strip()}")
-            cmd = STREAMER + ["watch", *urls] + common + (["--show"] if args.show else [])
+            cmd = STREAMER + ["watch", *urls] + common + (["--show"] if args.show else []) \
+                + (["--no-track"] if args.no_track else []) + (["--out-dir", str(tmp)] if args.record else [])
             print(f"watch: {args.cameras} cameras for {args.minutes} min{' with --show' if args.show else ''} ...",
                   flush=True)
             out, err, rss = run(cmd, args.minutes * 60)
