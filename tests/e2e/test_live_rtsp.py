@@ -70,11 +70,12 @@ def test_live_run_records_every_captured_frame_and_never_prints_the_password(tmp
 
 def test_camera_restarted_mid_run_is_reconnected(tmp_path, clip, server_mobilenet):
     out = tmp_path / "rec.mp4"
+    before = inference_count(server_mobilenet.http_url)
     cam = RtspCamera(clip).start()
     try:
         run = Run("run", cam.url, "--triton", server_mobilenet.grpc_url, "--max-frames", 200, "--out", out)
         run.wait_for(": live,")
-        time.sleep(2)
+        wait_until(lambda: inference_count(server_mobilenet.http_url) >= before + 5, 120, what="5 frames inferred")
         cam.stop()
         run.wait_for("dropped", timeout=60)
         cam.start()
@@ -98,11 +99,12 @@ def test_camera_restarted_mid_run_is_reconnected(tmp_path, clip, server_mobilene
 
 
 def test_stalled_camera_trips_the_watchdog_and_the_run_recovers(tmp_path, clip, server_mobilenet):
+    before = inference_count(server_mobilenet.http_url)
     with RtspCamera(clip) as cam:
         run = Run("run", cam.url, "--triton", server_mobilenet.grpc_url, "--max-frames", 150,
                   "--stall-timeout", 2)
         run.wait_for(": live,")
-        time.sleep(2)
+        wait_until(lambda: inference_count(server_mobilenet.http_url) >= before + 5, 120, what="5 frames inferred")
         cam.pause()  # the socket stays open, no data flows
         try:
             run.wait_for("stalled", timeout=30)
@@ -117,12 +119,13 @@ def test_stalled_camera_trips_the_watchdog_and_the_run_recovers(tmp_path, clip, 
 
 def test_camera_that_never_returns_ends_the_run_with_a_clear_error(tmp_path, clip, server_mobilenet):
     out = tmp_path / "rec.mp4"
+    before = inference_count(server_mobilenet.http_url)
     cam = RtspCamera(clip).start()
     try:
         run = Run("run", cam.url, "--triton", server_mobilenet.grpc_url, "--out", out,
                   "--max-reconnect-time", 3)
         run.wait_for(": live,")
-        time.sleep(1.5)
+        wait_until(lambda: inference_count(server_mobilenet.http_url) >= before + 3, 120, what="3 frames inferred")
     finally:
         cam.stop()
     assert run.finish(timeout=120) == 3, run.stderr
@@ -158,7 +161,7 @@ def test_live_video_keeps_going_while_triton_is_away(tmp_path, clip, killable_se
                        what="5 inferences")
             kill_server(killable_server)
             run.wait_for("unreachable", timeout=60)
-            time.sleep(2)
+            time.sleep(2)  # not a wait for anything: the outage lasts 2 s (over 25 frames) before the restart
             killable_server.restart()
             run.wait_for("Triton is back", timeout=90)
             wait_until(lambda: inference_count(killable_server.http_url, "fasterrcnn_u8") >= 5, 120,

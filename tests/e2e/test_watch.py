@@ -209,7 +209,7 @@ def test_the_mosaic_shows_every_camera_and_the_offline_banner_on_its_tile(tmp_pa
             assert not any(red_banner(t) for t in tiles()[0])
             b.stop()
             run.wait_for("dropped", timeout=60)
-            time.sleep(1.5)
+            wait_until(lambda: red_banner(tiles()[0][1]), 30, interval=0.25, what="the OFFLINE banner on yard's tile")
             left, right = tiles()[0]
             assert red_banner(right) and not red_banner(left), "the OFFLINE banner belongs on yard's tile only"
             display.press(window, "q")
@@ -239,7 +239,6 @@ def test_prometheus_scrapes_each_camera_and_the_embedded_triton(tmp_path, clip, 
                 query = "streamer_frames_captured_total"
                 prom.wait_for(query, lambda series: len(series) == 2, timeout=60)
                 first = {s[0]["camera"]: s[1] for s in prom.query(query)}
-                time.sleep(3)
                 prom.wait_for(query, lambda series: all(v > first[labels["camera"]] for labels, v in series), 60)
                 assert set(first) == {"front", "yard"}
                 for name in ("streamer_frames_inferred_total", "streamer_camera_up", "streamer_inference_up",

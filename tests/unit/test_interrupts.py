@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -16,8 +14,7 @@ from streamer.stages import PassStage
 
 
 def deliver(sig: int) -> None:
-    os.kill(os.getpid(), sig)
-    time.sleep(0.05)  # the handler runs at the next bytecode boundary of the main thread
+    signal.raise_signal(sig)  # in this (the main) thread: its Python handler has run when this returns
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
