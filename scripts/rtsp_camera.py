@@ -10,6 +10,8 @@ not the project's venv):
 Each client gets the clip from its start, paced in real time (the clock of the
 server's pipeline). Tests use it as a camera they can stop, restart and freeze.
 Binds 127.0.0.1 unless --host says otherwise. Prints "ready rtsp://..." once serving.
+With --log FILE, appends one line per client connection ("connection from IP"): tests count
+a client's attempts with it.
 """
 
 import argparse
@@ -31,6 +33,7 @@ def main() -> int:
     parser.add_argument("--path", default="/cam", help="mount point, e.g. /cam")
     parser.add_argument("--user", default=None, help="require basic auth with this user (and --password)")
     parser.add_argument("--password", default=None)
+    parser.add_argument("--log", default=None, help="append a line per client connection to this file")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -52,6 +55,12 @@ def main() -> int:
         permissions.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
         factory.set_permissions(permissions)
     server.get_mount_points().add_factory(args.path, factory)
+    if args.log:
+        def connected(_server, client):
+            with open(args.log, "a") as log:
+                log.write(f"connection from {client.get_connection().get_ip()}\n")
+
+        server.connect("client-connected", connected)
     if server.attach(None) == 0:
         print(f"error: cannot listen on {args.host}:{args.port}", file=sys.stderr, flush=True)
         return 1

@@ -1,11 +1,14 @@
 """Live capture: a network stream (PyAV) or a webcam (OpenCV), reconnecting when it drops.
 
-`LiveCapture.connect()` opens the source once, in the caller's thread, so a wrong URL
-or a refused connection is a clear error before anything else starts. `start()` then
-reads in a thread and hands every frame to `emit`. When the stream ends, fails or
-stalls (no packet for `stall_timeout` seconds: PyAV's read timeout is the watchdog),
-the capture goes offline and reconnects with exponential backoff plus jitter, until
-`max_reconnect_time` seconds offline make it give up with a SourceError.
+`LiveCapture.connect()` opens the source once, in the caller's thread: an error retrying
+cannot fix (`FinalSourceError`: wrong password, wrong path, a missing file) is raised at
+once, before anything else starts. A camera that is merely not reachable yet (refused, no
+answer, RTSP 5xx: still booting after a power cut) is reported once and left to the capture
+thread, which retries it by the reconnect rules. `start()` reads in a thread and hands every
+frame to `emit`. When the stream ends, fails or stalls (no packet for `stall_timeout`
+seconds: PyAV's read timeout is the watchdog), the capture goes offline and reconnects with
+exponential backoff plus jitter, until `max_reconnect_time` seconds offline (or down since
+the start) make it give up with a SourceError; a FinalSourceError gives up at once.
 
 Frames carry capture wall-clock timestamps (pts in 1/90000 s from the first frame), so
 a recording keeps real time across reconnects. Every open and read has a timeout:
@@ -23,7 +26,7 @@ from typing import Callable, Iterator, Optional, Protocol
 import av
 import numpy as np
 
-from .errors import SourceError
+from .errors import FinalSourceError, SourceError
 from .frames import Frame, from_bgr
 from .media import ColourTags, Orientation, PictureConverter, display_matrix
 from .settings import CaptureSettings
@@ -82,18 +85,26 @@ class NetworkReader:
             container = av.open(self.spec.target, mode="r", options=options,
                                 timeout=(s.open_timeout, s.stall_timeout))
         except av.HTTPNotFoundError as err:
-            raise SourceError(f"{name}: the server has no stream at this path (404 Not Found); check the URL's path") from err
-        except (av.HTTPUnauthorizedError, av.HTTPForbiddenError) as err:
-            raise SourceError(f"{name}: the camera refused access ({_av_reason(err)}); check user and password") from err
+            raise FinalSourceError(f"{name}: the server has no stream at this path (404 Not Found); check the "
+                                   "URL's path", reason="no stream at this path (404)") from err
+        except av.HTTPUnauthorizedError as err:
+            raise FinalSourceError(f"{name}: the camera refused access ({_av_reason(err)}); check user and "
+                                   "password", reason="wrong user or password (401)") from err
+        except av.HTTPForbiddenError as err:
+            raise FinalSourceError(f"{name}: the camera refused access ({_av_reason(err)}); check user and "
+                                   "password", reason="access forbidden (403)") from err
         except ConnectionRefusedError as err:
-            raise SourceError(f"{name}: connection refused; is the camera or stream server running, and is the port right?") from err
+            raise SourceError(f"{name}: connection refused; is the camera or stream server running, and is the "
+                              "port right?", reason="connection refused") from err
         except av.ExitError as err:
-            raise SourceError(f"{name}: no answer within {s.open_timeout:.0f} s (--open-timeout); is the host reachable?") from err
+            raise SourceError(f"{name}: no answer within {s.open_timeout:.0f} s (--open-timeout); is the host "
+                              "reachable?", reason=f"no answer within {s.open_timeout:.0f} s") from err
         except (av.FFmpegError, OSError) as err:
-            raise SourceError(f"{name}: cannot open the stream ({_av_reason(err)})") from err
+            reason = _av_reason(err)
+            raise SourceError(f"{name}: cannot open the stream ({reason})", reason=reason) from err
         if not container.streams.video:
             container.close()
-            raise SourceError(f"{name}: the stream has no video track")
+            raise FinalSourceError(f"{name}: the stream has no video track", reason="no video track")
         self._container = container
         self._stream = container.streams.video[0]
         ctx = self._stream.codec_context
@@ -112,6 +123,9 @@ class NetworkReader:
                 yield picture.rgb(vframe)
         except av.ExitError as err:
             raise SourceError(f"no data for {self.settings.stall_timeout:.0f} s (stalled)") from err
+        except av.DecoderNotFoundError as err:
+            raise FinalSourceError(f"{self.spec.name}: no decoder for this stream's codec ({_av_reason(err)})",
+                                   reason="unsupported codec") from err
         except (av.FFmpegError, OSError) as err:
             raise SourceError(f"the stream broke ({_av_reason(err)})") from err
 
@@ -147,6 +161,7 @@ class WebcamReader:
         self.size: Optional[tuple] = None
         self._opener = opener or cv2.VideoCapture
         self._cap = None
+        self._opened_once = False
 
     def open(self) -> None:
         import cv2
@@ -155,8 +170,13 @@ class WebcamReader:
         cap = self._opener(target)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open {self.spec.name}: no such camera, or it is busy or not permitted "
-                              "(is it plugged in; is another program using it; are you in the 'video' group?)")
+            # never opened: most likely a wrong index or no camera at all (given up at once); one
+            # that worked and was unplugged is waited for
+            error = SourceError if self._opened_once else FinalSourceError
+            raise error(f"cannot open {self.spec.name}: no such camera, or it is busy or not permitted "
+                        "(is it plugged in; is another program using it; are you in the 'video' group?)",
+                        reason="cannot open the camera device")
+        self._opened_once = True
         if hasattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC"):
             cap.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.settings.stall_timeout * 1000)
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -198,7 +218,10 @@ class FileCameraReader:
         from .sources import FileSource
 
         source = FileSource(Path(self.spec.target), audio=False, log=self.log)  # upright, SDR, no audio
-        source.__enter__()
+        try:
+            source.__enter__()
+        except SourceError as err:  # a file does not heal by waiting
+            raise FinalSourceError(str(err)) from err
         self._source = source
         self.size = (source.info.width, source.info.height)
         self.rate = source.info.average_rate
@@ -240,7 +263,11 @@ def make_reader(spec: SourceSpec, settings: CaptureSettings, loop: bool = False,
 
 
 class LiveCapture:
-    """Reads a live source in a thread, reconnecting; counts frames, reconnects and offline time."""
+    """Reads a live source in a thread, reconnecting; counts frames, reconnects and offline time.
+
+    `state` is CONNECTING until the source first opens (with `last_reason` set once an attempt
+    failed), LIVE while it delivers, OFFLINE while it reconnects, FAILED once given up (`error`
+    says why), STOPPED when it ended. `retry_at`: when the next attempt is due (None: none is)."""
 
     def __init__(self, spec: SourceSpec, reader: Reader, settings: CaptureSettings,
                  log: Callable[[str], None], seed: Optional[int] = None):
@@ -255,6 +282,8 @@ class LiveCapture:
         self.error: Optional[SourceError] = None
         self.last_reason: Optional[str] = None
         self.last_frame_time: Optional[float] = None
+        self.retry_at: Optional[float] = None
+        self.connected_once = False
         self._offline_total = 0.0
         self._offline_since: Optional[float] = None
         self._t0: Optional[float] = None
@@ -264,14 +293,27 @@ class LiveCapture:
         self._rng = random.Random(seed)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def connect(self) -> None:
-        """The first connection, in the caller's thread: its failure is the run's error."""
-        self.reader.open()
-        self.state = CaptureState.LIVE
+    def connect(self) -> bool:
+        """The first connection, in the caller's thread. True: the source opened. False: it is
+        not reachable yet; that is reported once and the capture thread retries it (start with
+        `connect=True`). A FinalSourceError is raised: the camera is given up (state FAILED)."""
+        try:
+            self.reader.open()
+        except FinalSourceError as err:
+            self.error, self.state = err, CaptureState.FAILED
+            raise
+        except SourceError as err:
+            self._down(err)
+            return False
+        self._up()
+        return True
 
     def start(self, emit: Callable[[Frame], None], connect: bool = False) -> None:
         """Read in a thread, handing every frame to `emit` (called on that thread). With
-        `connect`, the thread opens the source first (a failure is a drop: it reconnects)."""
+        `connect`, the thread opens the source first (a failure is a drop: it reconnects).
+        A capture given up at its first connection does not start."""
+        if self.state is CaptureState.FAILED:
+            return
         self._emit = emit
         self._connect_first = connect
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
@@ -297,32 +339,40 @@ class LiveCapture:
     def offline_seconds(self) -> float:
         return self._offline_total + self.offline_for
 
+    @property
+    def down_reason(self) -> Optional[str]:
+        """Why the camera is not delivering, in a few words: None while it is (or first connects)."""
+        if self.state is CaptureState.FAILED:
+            return f"given up: {self.error.reason if self.error is not None else 'failed'}"
+        if self.state in (CaptureState.OFFLINE, CaptureState.CONNECTING) and self.last_reason is not None:
+            wait = f", retrying in {max(0.0, self.retry_at - time.monotonic()):.0f} s" if self.retry_at else ", retrying"
+            return f"OFFLINE: {self.last_reason}{wait}"
+        return None
+
     # -- the capture thread ----------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            if self._connect_first:
-                try:
-                    self.reader.open()
-                    self.state = CaptureState.LIVE
-                except SourceError as err:
-                    if not self._reconnect(str(err)):
-                        return
+            if self._connect_first and not self._first_open():
+                return
             while not self._stop.is_set():
-                reason, ended = "the stream ended", True
+                error: Optional[SourceError] = None
                 try:
                     for image in self.reader.images():
                         self._deliver(image)
                         if self._stop.is_set():
                             return
                 except SourceError as err:
-                    reason, ended = str(err), False
+                    error = err
                 self.reader.close()
                 if self._stop.is_set():
                     return
-                if self.reader.finite and ended:
+                if self.reader.finite and error is None:
                     self.log(f"{self.spec.name}: end of file ({self.captured} frames)")
                     return
-                if not self._reconnect(reason):
+                if isinstance(error, FinalSourceError):
+                    self._give_up(error)
+                    return
+                if not self._reconnect(error or SourceError("the stream ended")):
                     return
         except BaseException as err:  # a bug, not a camera problem: end the run with it
             self.error = SourceError(f"{self.spec.name}: capture failed: {scrub(repr(err))}")
@@ -331,6 +381,20 @@ class LiveCapture:
             self.reader.close()
             if self.state is not CaptureState.FAILED:
                 self.state = CaptureState.STOPPED
+
+    def _first_open(self) -> bool:
+        """Open the source in this thread (the caller's connect() closed or never opened it)."""
+        if self.last_reason is None:  # connect() opened it: open again, a failure is a drop
+            try:
+                self.reader.open()
+                self._up()
+                return True
+            except FinalSourceError as err:
+                self._give_up(err)
+                return False
+            except SourceError as err:
+                return self._reconnect(err)
+        return self._retry()  # not reachable at connect(): retry by the reconnect rules
 
     def _deliver(self, image: np.ndarray) -> None:
         now = time.monotonic()
@@ -342,31 +406,65 @@ class LiveCapture:
         self.last_frame_time = now
         self._emit(frame)
 
-    def _reconnect(self, reason: str) -> bool:
-        self.state = CaptureState.OFFLINE
-        self._offline_since = time.monotonic()
-        self.last_reason = reason
-        limit = self.settings.max_reconnect_time
-        self.log(f"{self.spec.name} dropped: {reason}; reconnecting (giving up after {limit:.0f} s offline)")
-        deadline = self._offline_since + limit
-        for delay in backoff_delays(self.settings.backoff_initial, self.settings.backoff_max, self._rng):
-            if self._stop.wait(max(0.0, min(delay, deadline - time.monotonic()))):
-                return False
-            if time.monotonic() >= deadline:
-                self.error = SourceError(
-                    f"{self.spec.name} did not come back within {limit:.0f} s (--max-reconnect-time); "
-                    f"last error: {self.last_reason}")
-                self.state = CaptureState.FAILED
-                return False
-            try:
-                self.reader.open()
-            except SourceError as err:
-                self.last_reason = str(err)
-                continue
+    def _up(self) -> None:
+        """The source opened: after a first failure, or after a drop, that is said once."""
+        if self._offline_since is not None:
             self._offline_total += time.monotonic() - self._offline_since
             self._offline_since = None
-            self.reconnects += 1
-            self.state = CaptureState.LIVE
-            self.log(f"{self.spec.name} is back (reconnect {self.reconnects})")
+            if self.connected_once:
+                self.reconnects += 1
+                self.log(f"{self.spec.name} is back (reconnect {self.reconnects})")
+            else:
+                self.log(f"{self.spec.name} is up (it was not reachable for {self._offline_total:.0f} s)")
+        self.connected_once = True
+        self.state, self.last_reason, self.retry_at = CaptureState.LIVE, None, None
+
+    def _down(self, err: SourceError) -> None:
+        """Lost (or not reachable at the first connection): said once, then retried."""
+        self._offline_since = time.monotonic()
+        self.last_reason = err.reason
+        limit = self.settings.max_reconnect_time
+        if self.connected_once:
+            self.state = CaptureState.OFFLINE
+            self.log(f"{self.spec.name} dropped: {err}; reconnecting (giving up after {limit:.0f} s offline)")
+        else:
+            self.state = CaptureState.CONNECTING
+            self.log(f"{self.spec.name} is not reachable yet: {err}; retrying with backoff "
+                     f"(giving up after {limit:.0f} s, --max-reconnect-time)")
+
+    def _give_up(self, err: SourceError) -> None:
+        self.error, self.state, self.retry_at = err, CaptureState.FAILED, None
+        self.log(f"{self.spec.name}: giving up: {err} (retrying cannot fix this)")
+
+    def _reconnect(self, err: SourceError) -> bool:
+        self._down(err)
+        return self._retry()
+
+    def _retry(self) -> bool:
+        """Open again with backoff until it works (True), is given up or the capture stops (False)."""
+        limit = self.settings.max_reconnect_time
+        deadline = self._offline_since + limit
+        for delay in backoff_delays(self.settings.backoff_initial, self.settings.backoff_max, self._rng):
+            wait = max(0.0, min(delay, deadline - time.monotonic()))
+            self.retry_at = time.monotonic() + wait
+            if self._stop.wait(wait):
+                return False
+            if time.monotonic() >= deadline:
+                came = "come back" if self.connected_once else "come up"
+                self.error = SourceError(
+                    f"{self.spec.name} did not {came} within {limit:.0f} s (--max-reconnect-time); "
+                    f"last error: {self.last_reason}", reason=f"not reachable for {limit:.0f} s ({self.last_reason})")
+                self.state, self.retry_at = CaptureState.FAILED, None
+                return False
+            self.retry_at = None
+            try:
+                self.reader.open()
+            except FinalSourceError as err:
+                self._give_up(err)
+                return False
+            except SourceError as err:
+                self.last_reason = err.reason
+                continue
+            self._up()
             return True
         return False  # unreachable: the delays never end

@@ -5,6 +5,8 @@ The message is one line that names the cause and, where there is one, the fix.
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class ExitCode:
     OK = 0
@@ -45,7 +47,20 @@ class StreamerError(Exception):
 
 
 class SourceError(StreamerError):
+    """An input problem. A live camera's is worth retrying (refused, no answer, the stream broke)
+    unless it is a `FinalSourceError`. `reason`: the cause in a few words, for a camera's tile and
+    status (the message says more, and how to fix it)."""
+
     exit_code = ExitCode.SOURCE
+
+    def __init__(self, message: str, reason: Optional[str] = None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class FinalSourceError(SourceError):
+    """A source problem retrying cannot fix (wrong password, no stream at that path, a missing
+    file, no video track, no decoder): a live camera with it is given up at once."""
 
 
 class InferenceError(StreamerError):

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import interrupts
 from .capture import LiveCapture
+from .errors import SourceError
 from .frame_queue import FrameQueue, LatestSlot
 from .frames import Detections, Frame, Outcome
 from .metrics import LatencyHistogram
@@ -64,6 +65,15 @@ class LiveStats:
     quit: bool = False
     interrupted: bool = False
     first_error: Optional[str] = None
+    camera_state: CaptureState = CaptureState.CONNECTING  # at the end: STOPPED, or FAILED (given up)
+    camera_error: Optional[SourceError] = None  # why it was given up
+
+    @property
+    def given_up(self) -> Optional[str]:
+        """The camera was given up: why, in a few words (None: it was not)."""
+        if self.camera_state is not CaptureState.FAILED:
+            return None
+        return self.camera_error.reason if self.camera_error is not None else "failed"
 
     @property
     def elapsed(self) -> float:
@@ -86,6 +96,8 @@ class LiveStats:
         parts.append(f"reconnects {self.reconnects}, offline {self.offline:.1f} s")
         if self.server_reconnects:
             parts.append(f"server reconnects {self.server_reconnects}")
+        if self.given_up:
+            parts.append(f"given up: {self.given_up}")
         return " | ".join(parts)
 
 
@@ -98,7 +110,8 @@ class LiveStats:
                     "not_shown_at_exit": self.cut_at_exit},
             fps=self.shown / max(self.elapsed, 1e-9), latency_ms=percentiles_ms(self.latency.recent()),
             detections_by_class=dict(detections_by_class), reconnects=self.reconnects,
-            frame_age_ms=percentiles_ms(self.ages))
+            frame_age_ms=percentiles_ms(self.ages), camera=str(self.camera_state),
+            error=None if self.camera_error is None else str(self.camera_error))
 
 
 class Rate:
@@ -154,7 +167,7 @@ class RecordingSink:
         self.sink.write(frame, image, detections)
 
 
-_VIEW_STATES = {CaptureState.CONNECTING: ViewState.UP, CaptureState.LIVE: ViewState.UP,
+_VIEW_STATES = {CaptureState.CONNECTING: ViewState.CONNECTING, CaptureState.LIVE: ViewState.UP,
                 CaptureState.OFFLINE: ViewState.OFFLINE, CaptureState.FAILED: ViewState.OFFLINE,
                 CaptureState.STOPPED: ViewState.ENDED}
 
@@ -314,10 +327,11 @@ class CameraFeed:
 
     def banner(self, now: float, inference_state: InferenceState = InferenceState.ONLINE) -> Optional[str]:
         cap = self.capture
-        if cap.state is CaptureState.OFFLINE:
-            return f"OFFLINE - reconnecting ({cap.offline_for:.0f} s)"
-        if cap.state is CaptureState.FAILED:
-            return "OFFLINE - given up"
+        down = cap.down_reason  # "OFFLINE: connection refused, retrying in 8 s", "given up: ..."
+        if down is not None:
+            return down
+        if cap.state is CaptureState.CONNECTING:
+            return "connecting..."
         if cap.last_frame_time is not None and now - cap.last_frame_time > 2.0 and cap.state is CaptureState.LIVE:
             return f"NO FRAMES FOR {now - cap.last_frame_time:.0f} s"
         if cap.state is CaptureState.STOPPED and self.ended and self.stats.captured:
@@ -331,6 +345,8 @@ class CameraFeed:
         state = _VIEW_STATES[self.capture.state]
         if state is ViewState.ENDED and not self.ended:
             state = ViewState.UP  # stopping, with frames still to show
+        if state is ViewState.CONNECTING and self.capture.last_reason is not None:
+            state = ViewState.OFFLINE  # its first connection failed: retrying
         age = self.detection_age(now)
         figures = {
             "display_fps": self._display_rate.per_second(now),
@@ -358,9 +374,10 @@ class CameraFeed:
         result_age = (f", detections {np.median(iv.result_ages) * 1000:.0f} ms old on arrival"
                       if iv.result_ages else "")
         self._interval = _Interval(now, self.stats.shown, self.stats.inferred)
+        down = self.capture.down_reason
         return (f"[{now - self.stats.started:.0f} s] display {shown / span:.1f} fps, detections "
                 f"{inferred / span:.2f}/s, {age}{result_age}, skipped for inference {self.skipped_now}, "
-                f"camera {self.capture.state}, inference {inference_state}")
+                f"camera {self.capture.state}, inference {inference_state}" + (f" ({down})" if down else ""))
 
     def finish(self, inference_reconnects: int) -> LiveStats:
         """Close the counts once the capture and inference threads are done."""
@@ -370,6 +387,8 @@ class CameraFeed:
         stats.skipped = self.slot.skipped + stats.not_offered + (stats.taken - stats.inferred - stats.failed)
         stats.reconnects = self.capture.reconnects
         stats.offline = self.capture.offline_seconds
+        stats.camera_state = self.capture.state
+        stats.camera_error = self.capture.error
         stats.server_reconnects = inference_reconnects
         stats.cut_at_exit = stats.captured - stats.shown - stats.dropped_display  # still queued at the end
         return stats
@@ -459,7 +478,6 @@ class LivePipeline:
     log: Callable[[str], None] = print
     wake: threading.Event = field(default_factory=threading.Event)
     connect: bool = True  # the capture threads open their sources (a failure there is a drop)
-    absent: Sequence[View] = ()  # cameras that could not be opened: their tiles, with the reason
 
     def __post_init__(self):
         self.quit = False
@@ -484,7 +502,7 @@ class LivePipeline:
             return True
         now = time.monotonic()
         state = self.inference.state
-        views = [feed.view(now, state) for feed in self.feeds] + list(self.absent)
+        views = [feed.view(now, state) for feed in self.feeds]
         keep_going = True
         for display in self.displays:
             keep_going = display.show(views) and keep_going

@@ -12,6 +12,9 @@ JSON shape (more keys may come; none will change meaning):
      "streams": [{"name", "kind": "file" | "live", "frames": {...}, "fps", "latency_ms": {"p50", "p95"},
                   "detections_by_class": {"person": 12, ...}, "reconnects": 0}]}
 
+Live streams also carry "camera": how the camera ended ("stopped"; "failed": given up) and
+"error": why it was given up (null when it was not).
+
 A file stream's `frames` has read, inferred, written, failed, dropped (read but not written:
 interrupted); a live one's captured, shown, inferred, skipped, failed, dropped (display could
 not keep up), not_shown_at_exit. Live streams also carry `frame_age_ms` {"p50", "p95"}.
@@ -50,6 +53,8 @@ class StreamReport:
     detections_by_class: Dict[str, int] = field(default_factory=dict)
     reconnects: int = 0
     frame_age_ms: Optional[Dict[str, Optional[float]]] = None
+    camera: Optional[str] = None  # live: the capture's state at the end ("stopped", "failed")
+    error: Optional[str] = None  # live: why the camera was given up
 
     def to_json(self) -> dict:
         out = {"name": self.name, "kind": str(self.kind), "frames": dict(self.frames), "fps": round(self.fps, 3),
@@ -57,6 +62,8 @@ class StreamReport:
                "reconnects": self.reconnects}
         if self.frame_age_ms is not None:
             out["frame_age_ms"] = dict(self.frame_age_ms)
+        if self.camera is not None:
+            out["camera"], out["error"] = self.camera, self.error
         return out
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterator, List, Optional, Sequence
 
 from . import contract, interrupts, parts
-from .errors import ExitCode, SinkError, SourceError
+from .errors import ExitCode, FinalSourceError, SinkError, SourceError
 from .pipeline import by_name
 from .report import RunReport
 from .settings import CameraSettings, RunSettings, ServerSettings, SettingsError, WatchSettings, WebSettings
-from .stages import ServerShare, View
-from .states import CaptureState, InferenceState, SourceKind, ViewState
+from .stages import ServerShare
+from .states import CaptureState, InferenceState, SourceKind
 
 Progress = Callable[[Optional[int]], ContextManager[Callable[[], None]]]
 
@@ -379,12 +379,14 @@ def check_outputs(settings: WatchSettings) -> None:
 
 
 def _connect_all(cameras: List[_Camera], say: Callable[[str], None]) -> None:
-    """The first connection of every camera, at once (each has its own open timeout)."""
+    """The first connection of every camera, at once (each has its own open timeout). A camera
+    not reachable yet is retried once the run starts; one with an error retrying cannot fix
+    (`cam.error`) is given up."""
 
     def connect(cam: _Camera) -> None:
         try:
             cam.capture.connect()
-        except SourceError as err:
+        except FinalSourceError as err:
             cam.error = err
 
     for cam in cameras:
@@ -395,7 +397,7 @@ def _connect_all(cameras: List[_Camera], say: Callable[[str], None]) -> None:
     for t in threads:
         t.join()
     for cam in cameras:
-        if cam.error is None:
+        if cam.capture.connected_once:
             r = cam.reader
             size = f"{r.size[0]}x{r.size[1]}" if r.size else "size unknown"
             rate = f"{float(r.rate):.2f} fps" if r.rate else "fps unknown"
@@ -422,13 +424,16 @@ def _open_cameras(settings: WatchSettings, say: Callable[[str], None]) -> List[_
 
 
 def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: contextlib.ExitStack):
-    """One camera's feed: its stages, annotators and sinks (entered on `stack`)."""
+    """One camera's feed: its stages, annotators and sinks (entered on `stack`). A camera given
+    up at its first connection gets a feed too (its tile, status, metrics and report say why),
+    without sinks: it writes no file."""
     from .live import CameraFeed, LiveStats
 
     stats = LiveStats()
     rate = cam.reader.rate
     settings = cam.settings
-    sinks = [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)]
+    sinks = [] if cam.error is not None else \
+        [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)]
     outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
     tracker = parts.live_tracker(settings)
     return CameraFeed(
@@ -453,12 +458,12 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
 
         Window.check_display()
     cameras = _open_cameras(settings, say)
-    failed = [c for c in cameras if c.error is not None]
+    failed = [c for c in cameras if c.error is not None]  # errors retrying cannot fix: given up
     if single and failed:
-        raise failed[0].error  # a wrong URL or a dead camera fails here, before the server starts
+        raise failed[0].error  # a wrong URL or password fails here, before the server starts
     for cam in failed:
         say(f"error: camera {cam.settings.name}: {cam.error} (the other cameras go on)")
-    running = [c for c in cameras if c.error is None]
+    running = [c for c in cameras if c.error is None]  # open, or not reachable yet (retried)
     if not running:
         raise SourceError(f"none of the {len(cameras)} cameras could be opened (see above)")
     status_every = settings.status_every if settings.status_every is not None else (0 if settings.show else 10)
@@ -467,17 +472,17 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     try:
         with triton_session(settings.server, say, live=True) as (client, info, server):
             label_ids = {}
-            for cam in running:
+            for cam in cameras:
                 where = "--classes" if single else f"cameras.{cam.settings.name}.classes"
                 label_ids[cam.settings.name] = label_filter(info, cam.settings.selection.classes, where)
             warn_untrained(info, say)
             stream = inference_for(settings.server, client, server, settings.inference, True, say)
             with contextlib.ExitStack() as stack:
-                feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack) for cam in running]
-                title = f"streamer: {running[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
+                feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack) for cam in cameras]
+                title = f"streamer: {cameras[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
                 displays = open_displays(parts.displays(settings.show, title), settings.web, info, stack, say)
                 pipeline = LivePipeline(feeds=feeds, inference=stream, displays=displays, status_every=status_every,
-                                        log=say, absent=[absent_view(cam) for cam in failed])
+                                        log=say)
                 samples = lambda: [live_sample(feed, stream, info.name_of) for feed in feeds]  # noqa: E731
                 try:
                     with metrics_endpoint(settings.metrics, samples, say), contextlib.closing(stream):
@@ -485,7 +490,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
                 finally:
                     with interrupts.critical():
                         stack.close()
-            for cam, stats in zip(running, stats_list):
+            for cam, stats in zip(cameras, stats_list):
                 line = stats.line() if single else f"camera {cam.settings.name} | {stats.line()}"
                 report.lines.append(line if not single else f"{line} | model {info.describe()}")
             if not single:
@@ -508,7 +513,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     interrupted = any(s.interrupted for s in stats_list)
     if quit_:
         notes.append("window closed by the user")
-    for cam, stats in zip(running, stats_list):
+    for cam, stats in zip(cameras, stats_list):
         if stats.failed:
             prefix = "" if single else f"camera {cam.settings.name}: "
             notes.append(f"WARNING: {prefix}inference failed on {stats.failed} frame(s) "
@@ -527,12 +532,6 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     else:
         report.exit_code = ExitCode.OK
     return report
-
-
-def absent_view(cam: _Camera) -> View:
-    """The tile of a camera that could not be opened: its name and why (URLs masked in the error)."""
-    return View(name=cam.settings.name, image=None, state=ViewState.OFFLINE,
-                hud=(f"camera given up: {cam.error}",), banner="OFFLINE - given up")
 
 
 def live_sample(feed, stream, name_of):

@@ -39,8 +39,9 @@ class CaptureState(Word):
 class ViewState(Word):
     """What a display shows of one camera: pictures, a camera that is down, or one that ended."""
 
+    CONNECTING = "connecting"  # not delivering yet, no attempt failed so far
     UP = "up"
-    OFFLINE = "offline"
+    OFFLINE = "offline"  # down (not reachable yet, dropped, or given up): the banner says why
     ENDED = "ended"
 
 

@@ -110,8 +110,8 @@ class WindowDisplay:
     def show(self, views: Sequence[View]) -> bool:
         if len(views) == 1:
             view = views[0]
-            if view.image is None:
-                return True
+            if view.image is None:  # a camera not up yet: its name and state (a file: its first frame comes)
+                return True if self.paced else self._show_waiting(view)
             if self.paced:
                 self._pace(view.frame)
             return self.window.show(draw_hud(view.image, list(view.hud), view.banner))
@@ -123,3 +123,13 @@ class WindowDisplay:
         self._mosaic_shown = now
         tiles = [(v.image, v.name, list(v.hud), v.banner) for v in views]
         return self.window.show(compose(tiles, tile_size_to_fit(len(tiles), self.mosaic_size)))
+
+    def _show_waiting(self, view: View) -> bool:
+        """One camera before its first frame (connecting, or not reachable yet): a tile that says so."""
+        from .mosaic import render_tile
+
+        now = time.monotonic()
+        if now - self._mosaic_shown < 1 / self.mosaic_fps:
+            return True
+        self._mosaic_shown = now
+        return self.window.show(render_tile((None, view.name, list(view.hud), view.banner)))

@@ -65,11 +65,13 @@ def camera_clip(path: Path, count: int, rate: int = 25, width: int = 320, height
 class RtspCamera:
     """`with RtspCamera(clip) as cam: cam.url` -- stop(), start() again on the same port, pause()/resume()."""
 
-    def __init__(self, clip: Path, path: str = "/cam", user: Optional[str] = None, password: Optional[str] = None):
+    def __init__(self, clip: Path, path: str = "/cam", user: Optional[str] = None, password: Optional[str] = None,
+                 log: Optional[Path] = None):
         self.clip = clip
         self.path = path
         self.user = user
         self.password = password
+        self.log = log  # the server appends a line per client connection (the test owns the file)
         self.port = free_port()
         self.proc: Optional[subprocess.Popen] = None
 
@@ -84,6 +86,8 @@ class RtspCamera:
         cmd = [SYSTEM_PYTHON, str(CAMERA_SCRIPT), str(self.clip), "--port", str(self.port), "--path", self.path]
         if self.user:
             cmd += ["--user", self.user, "--password", self.password or ""]
+        if self.log is not None:
+            cmd += ["--log", str(self.log)]
         deadline = time.monotonic() + timeout
         while True:  # the port can stay busy for a moment after a stop
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -112,6 +116,11 @@ class RtspCamera:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    @property
+    def connections(self) -> int:
+        """Client connections the server accepted so far (needs `log`)."""
+        return len(self.log.read_text().splitlines()) if self.log.exists() else 0
 
     def pause(self) -> None:
         os.kill(self.proc.pid, signal.SIGSTOP)

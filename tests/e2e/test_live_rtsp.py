@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from streamer.server import free_port
+
 from ..cameras import RtspCamera, Run, camera_clip, read_bottom_code
 from ..helpers import inference_count, read_jsonl, read_video, streamer, wait_until
 from .test_run_faults import kill_server
@@ -135,20 +137,57 @@ def test_camera_that_never_returns_ends_the_run_with_a_clear_error(tmp_path, cli
     assert len(read_video(out).images) == counts["shown"]  # what was captured is kept
 
 
-def test_wrong_path_refused_port_and_wrong_password_fail_clearly(tmp_path, clip):
-    with RtspCamera(clip, user="viewer", password="right-pw") as cam:
+def test_wrong_path_and_wrong_password_fail_at_once_without_retrying(tmp_path, clip):
+    """Errors retrying cannot fix are given up at once, before any server starts: one connection
+    attempt each on the camera's server (no retry storm)."""
+    with RtspCamera(clip, user="viewer", password="right-pw", log=tmp_path / "connections.log") as cam:
         started = time.monotonic()
         wrong_path = streamer("run", f"rtsp://viewer:right-pw@127.0.0.1:{cam.port}/nope", timeout=60)
+        after_path = cam.connections
         wrong_password = streamer("run", f"rtsp://viewer:WRONG-pw@127.0.0.1:{cam.port}/cam", timeout=60)
-        port = cam.port
-    refused = streamer("run", f"rtsp://127.0.0.1:{port}/cam", timeout=60)  # nothing listens now
+        after_password = cam.connections
     assert time.monotonic() - started < 60
     assert wrong_path.returncode == 3 and "no stream at this path (404" in wrong_path.stderr
     assert wrong_password.returncode == 3 and "refused access" in wrong_password.stderr
-    assert refused.returncode == 3 and "connection refused" in refused.stderr
-    for result in (wrong_path, wrong_password, refused):
-        assert "Traceback" not in result.stderr
-        assert "right-pw" not in result.stderr and "WRONG-pw" not in result.stderr
+    assert (after_path, after_password) == (1, 2), (after_path, after_password)
+    for result in (wrong_path, wrong_password):
+        assert "Traceback" not in result.stderr and "starting the embedded Triton" not in result.stderr
+        assert "WRONG-pw" not in result.stderr and "right-pw" not in result.stderr
+
+
+def test_a_camera_that_never_comes_up_is_given_up_after_max_reconnect_time(tmp_path, server_mobilenet):
+    port = free_port()  # nothing listens there
+    result = streamer("run", f"rtsp://u:secret@127.0.0.1:{port}/cam", "--triton", server_mobilenet.grpc_url,
+                      "--max-reconnect-time", 3, "--out", tmp_path / "rec.mp4", timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("is not reachable yet") == 1 and "connection refused" in result.stderr
+    assert f"error: rtsp://***@127.0.0.1:{port}/cam did not come up within 3 s (--max-reconnect-time); " \
+           "last error: connection refused" in result.stderr
+    assert "given up: not reachable for 3 s (connection refused)" in result.stdout
+    assert "secret" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "rec.mp4").exists()  # nothing was captured: no empty recording
+
+
+def test_a_camera_still_booting_is_waited_for_and_recorded_from_its_first_frame(tmp_path, clip, server_mobilenet):
+    out, log = tmp_path / "rec.mp4", tmp_path / "d.jsonl"
+    cam = RtspCamera(clip, log=tmp_path / "connections.log")  # its port is free until it starts
+    run = Run("run", cam.url, "--triton", server_mobilenet.grpc_url, "--out", out, "--detections", log,
+              "--max-frames", 60, "--status-every", 1)
+    try:
+        run.wait_for("is not reachable yet", timeout=60)
+        run.wait_for("(OFFLINE: connection refused, retrying", timeout=30)  # the status line says why
+        cam.start()
+        run.wait_for("is up (it was not reachable for", timeout=60)
+        assert run.finish(timeout=120) == 0, run.stderr
+    finally:
+        run.kill()
+        cam.stop()
+    counts = live_counts(run.out)
+    assert counts["captured"] == counts["shown"] == 60 and "reconnects 0," in run.out
+    recorded = [read_bottom_code(img) for img in read_video(out).images]
+    assert recorded == list(range(recorded[0], recorded[0] + 60))  # its first frames on, every one in order
+    assert recorded[0] <= 3
+    assert cam.connections == 1  # the camera saw one client: the retries before were refused at the door
 
 
 def test_live_video_keeps_going_while_triton_is_away(tmp_path, clip, killable_server):

@@ -21,11 +21,12 @@ pytestmark = pytest.mark.slow
 WRAP = 1 << CODE_BITS  # index codes count modulo this (a 60 s clip wraps once)
 
 LINE = re.compile(r"camera (\S+) \| live: captured (\d+), shown (\d+), inferred (\d+), "
-                  r"skipped for inference (\d+), failed (\d+)")
+                  r"skipped for inference (\d+), failed (\d+)(?:, dropped for display (\d+))?")
 
 
 def per_camera(out: str) -> dict:
-    found = {m.group(1): dict(zip(("captured", "shown", "inferred", "skipped", "failed"), map(int, m.groups()[1:])))
+    found = {m.group(1): dict(zip(("captured", "shown", "inferred", "skipped", "failed", "dropped"),
+                                  (int(g or 0) for g in m.groups()[1:])))
              for m in LINE.finditer(out)}
     for name, c in found.items():
         assert c["inferred"] + c["skipped"] + c["failed"] == c["captured"], (name, c)
@@ -95,8 +96,14 @@ def test_three_cameras_one_restarted_the_others_record_every_frame(tmp_path, lon
     assert set(counts) == {"front", "garage", "yard"}
     for name in ("front", "yard"):  # untouched by the other camera's outage: every frame shown, in order
         shown, recorded = counts[name]["shown"], codes(tmp_path / f"{name}.mp4")
-        # every captured frame, in order, none missing (the camera's stream may start a frame or two in)
-        assert shown > 50 and recorded == [(recorded[0] + i) % WRAP for i in range(shown)]
+        # every shown frame recorded, in order; a frame missing from the recording is one the run
+        # counted as dropped for display (a main thread starved for over a second on a loaded 2-core
+        # box drops the oldest queued frames, and says so), never one lost silently. (The camera's
+        # stream may start a frame or two in.)
+        assert shown > 50 and len(recorded) == shown
+        gaps = [(b - a - 1) % WRAP for a, b in zip(recorded, recorded[1:])]
+        assert sum(gaps) == counts[name]["dropped"], (name, counts[name], recorded)
+        assert counts[name]["captured"] >= shown + counts[name]["dropped"], counts[name]
         assert counts[name]["inferred"] > 0
     garage = codes(tmp_path / "garage.mp4")
     restarts = [i for i in range(1, len(garage)) if garage[i] < garage[i - 1] and garage[i] != garage[i - 1] + 1 - WRAP]

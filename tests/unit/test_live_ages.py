@@ -23,6 +23,8 @@ class Capture:
     reconnects = 0
     last_frame_time = None
     offline_for = 0.0
+    down_reason = None
+    last_reason = None
 
     def stop(self):
         self.running = False

@@ -20,6 +20,8 @@ class Capture:
     running = True
     state = CaptureState.LIVE
     reconnects = 0
+    down_reason = None
+    last_reason = None
 
     def stop(self):
         self.running = False
