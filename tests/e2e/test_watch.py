@@ -6,6 +6,7 @@ per-camera accounting lines. No timing asserts: timeouts are generous.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -147,13 +148,17 @@ def test_cameras_at_different_rates_get_the_same_refresh(tmp_path, long_clip, sl
 
 
 def test_a_camera_with_a_wrong_password_is_reported_and_the_others_run(tmp_path, clip, server_mobilenet):
-    with RtspCamera(clip, path="/ok") as good, RtspCamera(clip, path="/locked", user="u", password="right") as locked:
+    with RtspCamera(clip, path="/ok") as good, RtspCamera(clip, path="/locked", user="u", password="right",
+                                                        log=tmp_path / "locked.log") as locked:
         bad_url = locked.url.replace(":right@", ":WRONG@")
         config = camera_file(tmp_path, {"good": {"source": good.url, "record": "good.mp4"},
                                         "locked": {"source": bad_url, "record": "locked.mp4"}})
         result = streamer("watch", config, "--triton", server_mobilenet.grpc_url, "--max-frames", 60, timeout=180)
+        attempts = locked.connections
     assert result.returncode == 3, result.stderr  # documented: a camera could not be opened
     assert "error: camera locked:" in result.stderr and "refused access" in result.stderr
+    assert attempts == 1  # given up at once: retrying cannot fix a password (no retry storm)
+    assert "given up: wrong user or password (401)" in result.stdout  # its accounting line says so too
     assert "WRONG" not in result.stderr + result.stdout and "right" not in result.stdout
     counts = per_camera(result.stdout)
     assert counts["good"]["captured"] == counts["good"]["shown"] == 60
@@ -163,9 +168,95 @@ def test_a_camera_with_a_wrong_password_is_reported_and_the_others_run(tmp_path,
 
 
 def test_all_cameras_failing_is_an_input_error(tmp_path):
-    result = streamer("watch", "rtsp://127.0.0.1:9/a", "rtsp://127.0.0.1:9/b", "--open-timeout", 2, timeout=60)
+    """Errors retrying cannot fix on every camera: said at once, before any server starts."""
+    junk = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for path in junk:
+        path.write_bytes(b"not a video at all" * 100)
+    result = streamer("watch", *junk, timeout=60)
     assert result.returncode == 3
     assert "none of the 2 cameras could be opened" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("error: camera cam") == 2 and "starting the embedded Triton" not in result.stderr
+
+
+def test_cameras_that_never_come_up_are_given_up_and_the_run_ends_with_an_input_error(tmp_path, server_mobilenet):
+    from streamer.server import free_port
+
+    urls = [f"rtsp://127.0.0.1:{free_port()}/{name}" for name in ("a", "b")]  # nothing listens there
+    result = streamer("watch", *urls, "--triton", server_mobilenet.grpc_url, "--max-reconnect-time", 2,
+                      "--summary", tmp_path / "s.json", timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("is not reachable yet") == 2
+    assert result.stderr.count("did not come up within 2 s (--max-reconnect-time)") == 2
+    streams = json.loads((tmp_path / "s.json").read_text())["streams"]
+    assert [(s["camera"], s["frames"]["captured"]) for s in streams] == [("failed", 0), ("failed", 0)]
+    assert all("did not come up within 2 s" in s["error"] for s in streams)
+
+
+def test_a_late_camera_has_its_tile_from_the_start_and_its_pictures_when_it_comes(tmp_path, long_clip,
+                                                                                  server_mobilenet):
+    """Four cameras, one of them not up yet (booting after a power cut): four named tiles at once,
+    the late one OFFLINE with the reason; when its server starts it connects, its tile plays and
+    its recording starts with its first frame; the others are unaffected."""
+    from streamer.mosaic import picture_rect, tile_rect, tile_size_to_fit
+
+    from ..cameras import VirtualDisplay
+    from .test_live_window import red_banner
+
+    names = ("front", "garage", "yard", "late")
+    cams = [RtspCamera(long_clip, path=f"/{n}", log=tmp_path / f"{n}.log") for n in names]  # 60 s: no end
+    with VirtualDisplay(1400, 800) as display:
+        for cam in cams[:3]:
+            cam.start()
+        try:
+            config = camera_file(tmp_path, {name: {"source": cam.url, "record": f"{name}.mp4"}
+                                            for name, cam in zip(names, cams)})
+            run = Run("watch", config, "--show", "--triton", server_mobilenet.grpc_url, "--status-every", 1,
+                      env=display.env)
+            try:
+                window = display.find_window("streamer: 4 cameras")
+                size = tile_size_to_fit(4, (1280, 720))
+
+                def tiles():
+                    image = display.window_image(window)
+                    return [image[y:y + h, x:x + w] for x, y, w, h in (tile_rect(i, 4, size) for i in range(4))]
+
+                def picture(i):
+                    x, y, w, h = picture_rect(i, 4, (320, 240), size)
+                    return display.window_image(window)[y:y + h, x:x + w]
+
+                run.wait_for("late: [", timeout=60)  # a status line of the late camera ...
+                run.wait_for("(OFFLINE: connection refused, retrying", timeout=30)  # ... saying why it is down
+                wait_until(lambda: red_banner(tiles()[3]), 30, interval=0.25, what="the late camera's OFFLINE tile")
+                titles = [t[:12] for t in tiles()]
+                assert all(not (titles[i] == titles[j]).all() for i in range(4) for j in range(i)), \
+                    "four tiles, each with its own name"
+                wait_until(lambda: all(read_bottom_code(picture(i)) is not None for i in range(3)), 60,
+                           interval=0.25, what="the three cameras that are up playing in their tiles")
+                cams[3].start()
+                run.wait_for("is up (it was not reachable for", timeout=60)
+                wait_until(lambda: not red_banner(tiles()[3]) and read_bottom_code(picture(3)) is not None, 60,
+                           interval=0.25, what="the late camera's pictures in its tile")
+                served = inference_count(server_mobilenet.http_url)
+                wait_until(lambda: inference_count(server_mobilenet.http_url) >= served + 4, 120,
+                           what="4 more inferences")
+                display.press(window, "q")
+                assert run.finish() == 0, run.stderr
+            finally:
+                run.kill()
+        finally:
+            for cam in cams:
+                cam.stop()
+    assert run.stderr.count("is not reachable yet") == 1 and "dropped" not in run.stderr
+    counts = per_camera(run.out)
+    assert set(counts) == set(names)
+    for name in names:
+        shown, recorded = counts[name]["shown"], codes(tmp_path / f"{name}.mp4")
+        assert shown > 0 and len(recorded) == shown, name
+        gaps = [(b - a - 1) % WRAP for a, b in zip(recorded, recorded[1:])]
+        assert sum(gaps) == counts[name]["dropped"], (name, counts[name], recorded)  # in order, none lost silently
+    late = codes(tmp_path / "late.mp4")
+    assert late[0] <= 3, late[:5]  # its recording starts with its first frames
+    assert cams[3].connections == 1  # one connection once it was up; the tries before were refused
 
 
 def test_files_as_cameras_play_at_their_pace_and_end(tmp_path, server_mobilenet):

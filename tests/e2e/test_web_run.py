@@ -103,14 +103,21 @@ def test_a_camera_that_could_not_be_opened_still_has_its_tile(tmp_path, server_m
     cameras.write_text(f"web: {port}\ncameras:\n  good: {{source: {clip}, loop: true}}\n"
                        "  gone: {source: 'rtsp://user:pw@127.0.0.1:9/x'}\n")
     proc = start_streamer("watch", cameras, "--triton", server_mobilenet.grpc_url, "--max-frames", "300",
-                          "--status-every", "0")
+                          "--status-every", "0", "--max-reconnect-time", "3")
     try:
         wait_until(lambda: up(port, ["good"]), 120, what="the good camera up on the page")
         _, found = state(port)
         tiles = {c["name"]: c for c in found["cameras"]}
         assert set(tiles) == {"good", "gone"}
         assert tiles["gone"]["state"] == "offline" and not tiles["gone"]["up"]
-        assert "given up" in tiles["gone"]["reason"]
+        assert tiles["gone"]["reason"].startswith(("OFFLINE: connection refused", "given up"))
+
+        def gone_reason() -> str:
+            return {c["name"]: c for c in state(port)[1]["cameras"]}["gone"]["reason"] or ""
+
+        wait_until(lambda: gone_reason().startswith("given up"), 60, what="the gone camera given up")
+        assert gone_reason() == "given up: not reachable for 3 s (connection refused)"
+        _, found = state(port)
         assert "pw@" not in json.dumps(found)
         proc.wait(timeout=180)  # the good camera's 300 frames
         assert proc.returncode == 3  # a camera could not be opened: an input problem at the end
