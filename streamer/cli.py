@@ -209,9 +209,10 @@ def live_options(fn):
                           "SECONDS on stderr. Default: 10 without --show, none with it (the window has its "
                           "HUD); 0: never."),
         click.option("--max-reconnect-time", type=click.FloatRange(min=0), default=300.0, show_default=True,
-                     help="Live: seconds a dropped camera may stay offline (reconnecting with backoff) before it "
-                          "is given up: `run` ends with an error; `watch` goes on with the other cameras and "
-                          "exits 3 at its end."),
+                     help="Live: seconds a camera may stay offline (reconnecting with backoff) before it is "
+                          "given up, after a drop and at the start (a camera still booting is waited for; a "
+                          "wrong password or path is given up at once): `run` ends with an error; `watch` goes "
+                          "on with the other cameras and exits 3 at its end."),
     ]
     for option in reversed(options):
         fn = option(fn)

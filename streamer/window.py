@@ -26,6 +26,7 @@ class Window:
         self.title = title
         self._open = False
         self._shown = 0
+        self._size: Optional[Tuple[int, int]] = None
 
     @staticmethod
     def check_display() -> None:
@@ -50,8 +51,10 @@ class Window:
         """Show one RGB frame. False when the user asked to close the window."""
         import cv2
 
-        if self._shown == 0:
-            cv2.resizeWindow(self.title, image.shape[1], image.shape[0])
+        size = (image.shape[1], image.shape[0])
+        if size != self._size:  # the first picture, or a new size (the camera's first frame after the
+            cv2.resizeWindow(self.title, *size)  # "connecting" tile): the window takes it; the user may resize
+            self._size = size
         cv2.imshow(self.title, to_bgr(image))
         self._shown += 1
         key = cv2.waitKey(1)

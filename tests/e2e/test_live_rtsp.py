@@ -168,6 +168,19 @@ def test_a_camera_that_never_comes_up_is_given_up_after_max_reconnect_time(tmp_p
     assert not (tmp_path / "rec.mp4").exists()  # nothing was captured: no empty recording
 
 
+def test_ctrl_c_ends_the_wait_for_a_camera_not_up_yet(tmp_path, server_mobilenet):
+    run = Run("run", f"rtsp://127.0.0.1:{free_port()}/cam", "--triton", server_mobilenet.grpc_url,
+              "--out", tmp_path / "rec.mp4")
+    try:
+        run.wait_for("is not reachable yet", timeout=60)
+        run.wait_for("inference: model", timeout=60)  # the server is checked while the camera is waited for
+        run.proc.send_signal(signal.SIGINT)
+        assert run.finish(timeout=60) == 130, run.stderr
+    finally:
+        run.kill()
+    assert "Traceback" not in run.stderr and "live: captured 0," in run.out
+
+
 def test_a_camera_still_booting_is_waited_for_and_recorded_from_its_first_frame(tmp_path, clip, server_mobilenet):
     out, log = tmp_path / "rec.mp4", tmp_path / "d.jsonl"
     cam = RtspCamera(clip, log=tmp_path / "connections.log")  # its port is free until it starts
