@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import pytest
 
 from streamer.errors import ServerUnavailable
+from streamer.settings import ServerSettings, SettingsError
 from streamer.states import InferenceState
 from streamer.triton import ServerPool, ServerStatus, Target, TritonClient
 from streamer.triton import pool as pool_module
@@ -227,3 +228,6 @@ def test_a_finished_leaving_server_is_not_counted_as_up(dns_pool):
 def test_the_refresh_interval_must_be_positive():
     with pytest.raises(ValueError, match="more than 0"):
         ServerPool([Target("pods", 8001, dns=True)], lambda url: None, refresh=0)
+    with pytest.raises(SettingsError, match="--dns-refresh must be more than 0"):
+        ServerSettings(dns_refresh=0)
+    assert ServerSettings().dns_refresh == 30.0
