@@ -88,7 +88,7 @@ def triton_options(fn):
                      help="Use the Triton server at HOST:PORT (gRPC). Several: host1:8001,host2:8001 (frames go "
                           "where there is free capacity; a server that dies hands its frames to the others); "
                           "dns:///NAME:8001: every address NAME resolves to (a Kubernetes headless Service), "
-                          "looked up again every 30 s. Without it, an embedded local server is started for this "
+                          "looked up again every --dns-refresh seconds (30). Without it, an embedded local server is started for this "
                           "command and stopped after."),
         click.option("--model-repo", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_REPO,
                      show_default=True, help="Model repository for the embedded server."),
@@ -115,13 +115,24 @@ def model_options():
     ]
 
 
+def dns_refresh_option(fn):
+    """--dns-refresh: how often a dns:/// --triton name is looked up again (run and watch)."""
+    return click.option(
+        "--dns-refresh", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+        help="With --triton dns:///NAME:PORT: look NAME up again every SECONDS (default 30; more than 0). "
+             "New addresses join the pool within that time (a Kubernetes headless Service: new Triton "
+             "replicas take frames within SECONDS); addresses no longer resolved finish what they hold "
+             "and leave. A name that resolves to nothing keeps the servers it had.")(fn)
+
+
 def server_settings(triton, model_repo, threads, startup_timeout, model=None, transport="auto",
-                    triton_metrics_port=None):
-    from .settings import ServerSettings
+                    triton_metrics_port=None, dns_refresh=None):
+    from .settings import DEFAULT_DNS_REFRESH, ServerSettings
     from .states import Transport
 
     return ServerSettings(triton=triton, model_repo=model_repo, threads=threads, startup_timeout=startup_timeout,
-                          model=model, transport=Transport(transport), metrics_port=triton_metrics_port)
+                          model=model, transport=Transport(transport), metrics_port=triton_metrics_port,
+                          dns_refresh=DEFAULT_DNS_REFRESH if dns_refresh is None else dns_refresh)
 
 
 def console() -> "Console":
@@ -382,6 +393,7 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
                    "Default: until newer ones arrive, but never older than 3 inference times (2 s at least), "
                    "so boxes vanish while inference is offline. 0: only on the frame they were computed for.")
 @triton_options
+@dns_refresh_option
 @click.option("--in-flight", type=click.IntRange(1, 64), default=None,
               help="Requests on the gRPC stream at once (overlaps transfer and compute). "
                    "Default: 2 for files; 1 for live sources (lowest latency).")
@@ -395,7 +407,8 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @summary_option
 @command
 def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections,
-        triton, model_repo, threads, startup_timeout, model, transport, in_flight, retry_timeout, request_timeout,
+        triton, model_repo, threads, startup_timeout, model, transport, dns_refresh, in_flight, retry_timeout,
+        request_timeout,
         rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
         triton_metrics_port, no_track, infer_every, web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
         summary):
@@ -423,7 +436,8 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         source=source, out=out, detections=detections_path, overwrite=overwrite,
         selection=Selection(threshold, _class_names(classes)), max_frames=max_frames, audio=not no_audio,
         show=show, hold_detections=hold_detections, tracking=Tracking(not no_track, infer_every),
-        server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port),
+        server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port,
+                               dns_refresh),
         inference=InferenceSettings(in_flight=in_flight, retry_timeout=retry_timeout,
                                     request_timeout=request_timeout),
         capture=capture_settings(open_timeout, stall_timeout, rtsp_transport, max_reconnect_time),
@@ -456,6 +470,7 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Each camera stops after N captured frames.")
 @triton_options
+@dns_refresh_option
 @click.option("--in-flight", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Requests in flight per server, shared by all cameras (each free slot goes to the camera "
                    "served least recently).")
@@ -466,7 +481,8 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
 @summary_option
 @command
 def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections, max_frames, triton, model_repo,
-          threads, startup_timeout, model, transport, in_flight, request_timeout, rtsp_transport, open_timeout, stall_timeout,
+          threads, startup_timeout, model, transport, dns_refresh, in_flight, request_timeout, rtsp_transport, open_timeout,
+          stall_timeout,
           status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, no_track, infer_every,
           web_bind, web_token_file, web_allowed_hosts, web_max_viewers, summary):
     """Watch several cameras in one run, sharing one Triton server.
@@ -486,14 +502,14 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
     to the file's folder; `${VAR}` is taken from the environment.
 
     \b
-    Camera file keys: triton, metrics_port, metrics_host, defaults {threshold, classes,
+    Camera file keys: triton, dns_refresh, metrics_port, metrics_host, defaults {threshold, classes,
     hold_detections, loop, track, infer_every}, cameras {NAME: {source, record, detections,
     threshold, classes, hold_detections, loop, track, infer_every}}, web. Exit 3 when a camera
     could not be opened or was given up on (the others still ran); 2 for a bad camera file.
     """
     from .runner import watch_command
-    from .settings import (InferenceSettings, MetricsSettings, Selection, Tracking, WatchSettings, flags_over_file,
-                           watch_cameras, web_settings)
+    from .settings import (InferenceSettings, MetricsSettings, Selection, Tracking, WatchSettings,
+                           dns_refresh_over_file, flags_over_file, watch_cameras, web_settings)
 
     found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
                           max_frames, Tracking(not no_track, infer_every))
@@ -502,7 +518,8 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
                                                                    web_bind)
     settings = WatchSettings(
         cameras=cams,
-        server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port),
+        server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port,
+                               dns_refresh_over_file(found, dns_refresh)),
         inference=InferenceSettings(in_flight=in_flight, request_timeout=request_timeout),
         capture=capture_settings(open_timeout, stall_timeout, rtsp_transport, max_reconnect_time),
         show=show, overwrite=overwrite, status_every=status_every,

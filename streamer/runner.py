@@ -142,7 +142,8 @@ def inference_for(server: ServerSettings, client, embedded, inference, live: boo
 
         return ServerPool(server.triton, lambda url: make_client(url, server, say),
                           max_in_flight=in_flight, retry_timeout=retry,
-                          request_timeout=inference.request_timeout, resend=not live, log=say)
+                          request_timeout=inference.request_timeout, resend=not live, log=say,
+                          refresh=server.dns_refresh)
     return InferenceStream(client, max_in_flight=in_flight, retry_timeout=retry,
                            request_timeout=inference.request_timeout, recover=recover_hook(embedded, say), log=say,
                            resend=not live)

@@ -50,6 +50,14 @@ class ServerSettings:
     model: Optional[str] = None  # None: fasterrcnn_u8 when served, else the seed's fasterrcnn
     transport: Transport = Transport.AUTO  # how frames reach Triton
     metrics_port: Optional[int] = None  # the embedded Triton's own metrics port (None: a free one)
+    dns_refresh: float = 30.0  # --dns-refresh: seconds between lookups of a dns:/// name (new replicas join)
+
+    def __post_init__(self):
+        if not self.dns_refresh > 0:
+            raise SettingsError(f"--dns-refresh must be more than 0 seconds (got {self.dns_refresh:g})")
+
+
+DEFAULT_DNS_REFRESH = ServerSettings.dns_refresh
 
 
 @dataclass(frozen=True)
@@ -284,6 +292,7 @@ def _models():
 
     class CameraFile(Strict):
         triton: Optional[Union[str, List[str]]] = None
+        dns_refresh: Optional[float] = Field(default=None, gt=0)
         metrics_port: Optional[int] = Field(default=None, ge=1, le=65535)
         metrics_host: Optional[str] = None
         web: Optional[Union[int, str]] = None
@@ -299,6 +308,7 @@ class CameraFile:
 
     cameras: Tuple[CameraSettings, ...]
     triton: Optional[Tuple["Target", ...]] = None
+    dns_refresh: Optional[float] = None  # seconds between lookups of a dns:/// triton name
     metrics_port: Optional[int] = None
     metrics_host: Optional[str] = None
     web: Optional[str] = None  # [HOST:]PORT of the browser live view
@@ -381,7 +391,8 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
 
         text = ",".join(parsed.triton) if isinstance(parsed.triton, list) else parsed.triton
         triton = parse_targets(text, where=f"{path}: triton")
-    return CameraFile(cameras=tuple(cameras), triton=triton, metrics_port=parsed.metrics_port,
+    return CameraFile(cameras=tuple(cameras), triton=triton, dns_refresh=parsed.dns_refresh,
+                      metrics_port=parsed.metrics_port,
                       metrics_host=parsed.metrics_host, web=None if parsed.web is None else str(parsed.web),
                       path=path)
 
@@ -406,6 +417,11 @@ def flags_over_file(found: CameraFile, triton: Optional[Tuple["Target", ...]], m
     camera file over the defaults. (triton, metrics_port, metrics_host, web)."""
     host = found.metrics_host if found.metrics_host and metrics_host == DEFAULT_METRICS_HOST else metrics_host
     return triton or found.triton, metrics_port or found.metrics_port, host, web or found.web
+
+
+def dns_refresh_over_file(found: CameraFile, dns_refresh: Optional[float]) -> float:
+    """`watch`'s --dns-refresh: the flag, else the camera file's `dns_refresh`, else 30 s."""
+    return next(v for v in (dns_refresh, found.dns_refresh, DEFAULT_DNS_REFRESH) if v is not None)
 
 
 def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hold: Optional[float],

@@ -52,8 +52,10 @@ class _Server:
 
     @property
     def online(self) -> bool:
-        return self.status is ServerStatus.CHECKING or (
-            self.status is ServerStatus.UP and self.stream.state is InferenceState.ONLINE)
+        """Can take frames: a leaving server never counts (once it has finished, nothing else
+        would tell that it takes nothing; the pool would wait for it for ever)."""
+        return not self.leaving and (self.status is ServerStatus.CHECKING or (
+            self.status is ServerStatus.UP and self.stream.state is InferenceState.ONLINE))
 
 
 @dataclass
@@ -75,7 +77,9 @@ class ServerPool:
         self.request_timeout = request_timeout
         self.resend = resend
         self.log = log
-        self.refresh = refresh
+        if not refresh > 0:
+            raise ValueError(f"refresh must be more than 0 seconds (got {refresh})")
+        self.refresh = refresh  # seconds between lookups of the dns:/// names (--dns-refresh)
         self.stats = PoolStats()
         self._initial = list(initial)
         self._servers: Dict[str, _Server] = {}
@@ -90,6 +94,7 @@ class ServerPool:
         self._all_down_since: Optional[float] = None
         self._gave_up = False
         self._resolved_at = 0.0
+        self._unresolved_said = False  # the warning that a dns:/// name resolves to nothing, once per outage
 
     # -- what the pipelines read ----------------------------------------------------------------------
     @property
@@ -139,23 +144,44 @@ class ServerPool:
         server.thread.start()
 
     def _refresh(self, force: bool = False) -> None:
+        """Look the dns:/// names up again (every `refresh` seconds): new addresses join, addresses no
+        longer resolved leave (they take nothing new and finish what they hold; if one breaks
+        meanwhile, its frames go back to the pool as any broken server's do). A dns:/// name that
+        resolves to no address at all is taken as a failed lookup, not as "every server left": the
+        pool keeps the servers it has (those that are really gone break and are waited for as any
+        broken server, --retry-timeout). An address that comes back after leaving joins again as
+        soon as its old worker has finished what it held."""
         now = time.monotonic()
         if not force and (now - self._resolved_at < self.refresh or not any(t.dns for t in self.targets)):
             return
         self._resolved_at = now
-        urls = resolve(self.targets)
+        urls: List[str] = []
+        unresolved = []
+        for target in self.targets:
+            found = resolve([target])
+            if target.dns and not found:
+                unresolved.append(target.text)
+            urls.extend(url for url in found if url not in urls)
         for url in urls:
-            if url not in self._servers or self._servers[url].leaving:
-                if url in self._servers:  # it left and came back: a new worker once the old one ended
-                    if self._servers[url].thread.is_alive():
-                        continue
-                self.log(f"Triton server {url} joins the pool")
-                self._add(url)
-        for url, server in self._servers.items():
-            if url not in urls and not server.leaving:
-                self.log(f"Triton server {url} is no longer resolved; it finishes what it has and leaves")
-                server.leaving = True
-        with self._lock:
+            server = self._servers.get(url)
+            if server is not None and not server.leaving:
+                continue
+            if server is not None:  # it left and came back: a new worker once the old one has finished
+                if server.thread is not None and server.thread.is_alive():
+                    self._resolved_at = now - self.refresh + min(self.refresh, 1.0)  # look again in a second
+                    continue
+                server.client.close()  # its shared-memory regions and channel; the new worker has its own
+            self.log(f"Triton server {url} joins the pool")
+            self._add(url)
+        if unresolved and not self._unresolved_said:
+            self.log(f"WARNING: {', '.join(unresolved)} resolves to no address now; the pool keeps the "
+                     "servers it has until it resolves again")
+        self._unresolved_said = bool(unresolved)
+        with self._lock:  # a leaving server takes no frame after this: its worker looks under the lock
+            for url, server in self._servers.items():
+                if not unresolved and url not in urls and not server.leaving:
+                    server.leaving = True
+                    self.log(f"Triton server {url} is no longer resolved; it finishes what it has and leaves")
             self._lock.notify_all()
 
     # -- the workers ----------------------------------------------------------------------------------

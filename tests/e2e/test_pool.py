@@ -7,16 +7,20 @@ with Debian's libnss-wrapper (NSS_WRAPPER_HOSTS): /etc/hosts is never touched.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import threading
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
 
 from streamer.server import EmbeddedServer, EmbeddedServerSettings, free_port
 
-from ..helpers import (inference_count, read_jsonl, read_video, start_streamer, streamer, wait_until,
+from ..helpers import (STREAMER, inference_count, read_jsonl, read_video, start_streamer, streamer, wait_until,
                        write_clip)
 from .test_run_faults import finish, kill_server
 from .test_run_file import accounting
@@ -171,6 +175,100 @@ def test_a_dns_name_stands_for_every_address(tmp_path, repo_mobilenet):
     assert set(spread["servers"]) == {f"127.0.0.2:{port}", f"127.0.0.3:{port}"}
     assert all(c > 0 for c in counts), counts  # both did work
     assert [r["frame"] for r in read_jsonl(tmp_path / "d.jsonl")] == list(range(40))
+
+
+class Drained:
+    """A pipe read into lines by a thread while the process runs (so a test can wait for a line)."""
+
+    def __init__(self, pipe):
+        self.lines: List[str] = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(pipe), daemon=True)
+        self.thread.start()
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    @property
+    def text(self) -> str:
+        self.thread.join(30)
+        return "".join(self.lines)
+
+
+def test_a_dns_name_looked_up_again_mid_run_adds_and_removes_servers(tmp_path, repo_mobilenet):
+    """--dns-refresh 1 over a name whose hosts file changes mid-run: 127.0.0.2 alone, then both
+    (B joins and takes frames), then 127.0.0.3 alone (A finishes what it holds and takes nothing
+    more); the file is still every frame exactly once, in order. nss_wrapper reads NSS_WRAPPER_HOSTS
+    again on a lookup once the file was replaced (os.replace) or its mtime (whole seconds) changed."""
+    assert os.path.exists(NSS_WRAPPER), "apt-get install libnss-wrapper (.ci/run installs it)"
+    n, in_flight = 480, 1
+    port = free_port("127.0.0.2")
+    hosts = tmp_path / "hosts"
+
+    def name(*addresses: str) -> None:  # atomically: a lookup never sees a half-written file
+        new = tmp_path / "hosts.new"
+        new.write_text("".join(f"{address} tritons\n" for address in addresses))
+        os.replace(new, hosts)
+
+    servers, proc = [], None
+    try:
+        servers = [start(repo_mobilenet, "127.0.0.2", port), start(repo_mobilenet, "127.0.0.3", port)]
+        a, b = servers
+        url_a, url_b = f"127.0.0.2:{port}", f"127.0.0.3:{port}"
+        name("127.0.0.2")
+        clip = write_clip(tmp_path / "in.mp4", n)
+        env = {**os.environ, "LD_PRELOAD": NSS_WRAPPER, "NSS_WRAPPER_HOSTS": str(hosts)}
+        proc = subprocess.Popen(
+            [*STREAMER, "run", str(clip), "--triton", f"dns:///tritons:{port}", "--dns-refresh", "1",
+             "--in-flight", str(in_flight), "--detections", str(tmp_path / "d.jsonl"),
+             "--summary", str(tmp_path / "summary.json")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=env)
+        out, err = Drained(proc.stdout), Drained(proc.stderr)
+
+        def running(predicate):
+            def check():
+                assert proc.poll() is None, f"the run ended before the test was done:\n{err.text}"
+                return predicate()
+            return check
+
+        wait_until(running(lambda: inference_count(a.http_url) >= 20), 180, what="server A at work")
+        assert inference_count(b.http_url) == 0, "B is not in the name yet"
+
+        name("127.0.0.2", "127.0.0.3")
+        wait_until(running(lambda: err.has(f"Triton server {url_b} joins the pool")), 30, what="B to join")
+        b_joined = inference_count(b.http_url)
+        wait_until(running(lambda: inference_count(b.http_url) >= b_joined + 10), 60, what="B taking frames")
+        a_before = inference_count(a.http_url)
+        wait_until(running(lambda: inference_count(a.http_url) > a_before), 60, what="A still taking frames")
+
+        name("127.0.0.3")
+        wait_until(running(lambda: err.has(f"Triton server {url_a} is no longer resolved; it finishes what it "
+                                           "has and leaves")), 30, what="A to leave")
+        a_left = inference_count(a.http_url)  # from here A finishes at most the frames it held
+        b_left = inference_count(b.http_url)
+        wait_until(running(lambda: inference_count(b.http_url) >= b_left + 20), 60, what="B going on alone")
+        a_done = inference_count(a.http_url)
+        assert a_done <= a_left + in_flight, (a_left, a_done)
+        code = proc.wait(timeout=400)
+        counts = {url_a: inference_count(a.http_url), url_b: inference_count(b.http_url)}
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        for s in servers:
+            s.stop()
+            s.cleanup()
+    stdout, stderr = out.text, err.text
+    assert code == 0, stderr
+    assert counts[url_a] == a_done, "A took nothing after it had left"
+    assert counts[url_b] > b_left + 20
+    assert accounting(stdout) == {"read": n, "inferred": n, "written": n, "failed": 0}
+    report = json.loads((tmp_path / "summary.json").read_text())
+    shares = {s["url"]: s["frames"] for s in report["servers"]}
+    assert set(shares) == {url_a, url_b} and sum(shares.values()) == n and report["moved"] == 0
+    assert all(counts[url] >= shares[url] > 0 for url in shares), (counts, shares)
+    assert stderr.count("joins the pool") == 1 and stderr.count("is no longer resolved") == 1
+    assert [r["frame"] for r in read_jsonl(tmp_path / "d.jsonl")] == list(range(n))
+    assert all(r["status"] == "ok" for r in read_jsonl(tmp_path / "d.jsonl"))
 
 
 def test_doctor_checks_every_server_and_names_the_wrong_one(server_mobilenet):

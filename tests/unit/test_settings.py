@@ -161,3 +161,35 @@ def test_a_camera_file_and_sources_together_are_a_usage_error(tmp_path):
     path = write(tmp_path, GOOD)
     result = run_watch(path, "rtsp://a/1")
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_dns_refresh_comes_from_the_flag_else_the_camera_file_else_30_s(tmp_path):
+    from streamer.settings import dns_refresh_over_file
+
+    found = load_camera_file(write(tmp_path, "triton: dns:///pods:8001\ndns_refresh: 2.5\n"
+                                             "cameras:\n  a:\n    source: x.mp4\n"), env={})
+    assert found.dns_refresh == 2.5
+    assert dns_refresh_over_file(found, None) == 2.5 and dns_refresh_over_file(found, 7.0) == 7.0
+    plain = load_camera_file(write(tmp_path, "cameras:\n  a:\n    source: x.mp4\n"), env={})
+    assert dns_refresh_over_file(plain, None) == 30.0
+    assert "dns_refresh: input should be greater than 0 (got 0)" in error_of(
+        tmp_path, "dns_refresh: 0\ncameras:\n  a:\n    source: x.mp4\n")
+
+
+@pytest.mark.parametrize("command", ["run", "watch"])
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_dns_refresh_must_be_a_positive_number_of_seconds(command, value):
+    result = CliRunner().invoke(cli, [command, "--triton", "dns:///pods:8001", "--dns-refresh", value, "x.mp4"])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--dns-refresh'" in result.output and "Traceback" not in result.output
+
+
+def test_the_dns_refresh_reaches_the_pool():
+    from streamer.runner import inference_for
+    from streamer.settings import InferenceSettings, ServerSettings
+    from streamer.triton import parse_targets
+
+    server = ServerSettings(triton=parse_targets("dns:///pods:8001"), dns_refresh=2.5)
+    assert inference_for(server, None, None, InferenceSettings(), False, print).refresh == 2.5
+    assert inference_for(ServerSettings(triton=parse_targets("a:1,b:2")), None, None, InferenceSettings(), False,
+                         print).refresh == 30.0
