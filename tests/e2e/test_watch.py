@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -188,14 +189,28 @@ def test_cameras_that_never_come_up_are_given_up_and_the_run_ends_with_an_input_
     from streamer.server import free_port
 
     urls = [f"rtsp://127.0.0.1:{free_port()}/{name}" for name in ("a", "b")]  # nothing listens there
-    result = streamer("watch", *urls, "--triton", server_mobilenet.grpc_url, "--max-reconnect-time", 2,
-                      "--summary", tmp_path / "s.json", timeout=120)
-    assert result.returncode == 3, result.stderr
-    assert result.stderr.count("is not reachable yet") == 2
-    assert result.stderr.count("did not come up within 2 s (--max-reconnect-time)") == 2
+    port = free_port()
+    run = Run("watch", *urls, "--triton", server_mobilenet.grpc_url, "--max-reconnect-time", 8,
+              "--summary", tmp_path / "s.json", "--metrics-port", port)
+    try:
+        def camera_up() -> dict:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                return {}
+            return {m.group(1): float(m.group(2)) for m in re.finditer(r'streamer_camera_up\{camera="(\w+)"\} (\S+)', text)}
+
+        # while they are retried, both have their series, at 0
+        wait_until(lambda: camera_up() == {"cam1": 0.0, "cam2": 0.0}, 60, what="both cameras' series at 0")
+        assert run.finish(timeout=120) == 3, run.stderr
+    finally:
+        run.kill()
+    assert run.stderr.count("is not reachable yet") == 2
+    assert run.stderr.count("did not come up within 8 s (--max-reconnect-time)") == 2
     streams = json.loads((tmp_path / "s.json").read_text())["streams"]
     assert [(s["camera"], s["frames"]["captured"]) for s in streams] == [("failed", 0), ("failed", 0)]
-    assert all("did not come up within 2 s" in s["error"] for s in streams)
+    assert all("did not come up within 8 s" in s["error"] for s in streams)
 
 
 def test_a_late_camera_has_its_tile_from_the_start_and_its_pictures_when_it_comes(tmp_path, long_clip,
