@@ -56,6 +56,7 @@ class RunStats:
     server_compute: Optional[float] = None  # mean seconds per inference, from Triton's statistics
     servers: Tuple[ServerShare, ...] = ()  # several servers: the frames each answered (none: one server)
     moved: int = 0  # several servers: frames taken back from a server and given to another
+    moved_slow: int = 0  # several servers: frames a slow server held too long, resent to another
     reconnects: int = 0
 
     @property
@@ -86,7 +87,7 @@ class RunStats:
             parts.append(f"reconnects {self.reconnects}")
         if self.servers:
             taken = ", ".join(f"{share.url} {share.frames}" for share in self.servers)
-            parts.append(f"servers {taken}; moved {self.moved}")
+            parts.append(f"servers {taken}; moved {self.moved}; moved for slowness {self.moved_slow}")
         return " | ".join(parts)
 
     @property

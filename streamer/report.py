@@ -8,12 +8,16 @@ JSON shape (more keys may come; none will change meaning):
 
     {"command": "run" | "watch" | "render", "exit_code": 0, "elapsed_s": 12.3,
      "model": {"arch", "weights", "untrained", "min_size", "max_size", "served_model", "transport"} | null,
-     "servers": [{"url", "frames"}], "moved": 0,
+     "servers": [{"url", "frames"}], "moved": 0, "moved_slow": 0,
      "streams": [{"name", "kind": "file" | "live", "frames": {...}, "fps", "latency_ms": {"p50", "p95"},
                   "detections_by_class": {"person": 12, ...}, "reconnects": 0}]}
 
 Live streams also carry "camera": how the camera ended ("stopped"; "failed": given up) and
 "error": why it was given up (null when it was not).
+
+`moved`: frames a pool took back from a server that broke and gave to another; `moved_slow`:
+frames a slow server held past the deadline, resent to another server (files: the first answer is
+kept) or given up as failed (live: stale by then).
 
 A file stream's `frames` has read, inferred, written, failed, dropped (read but not written:
 interrupted); a live one's captured, shown, inferred, skipped, failed, dropped (display could
@@ -75,6 +79,7 @@ class RunReport:
     model: Optional[dict] = None
     servers: List[dict] = field(default_factory=list)  # {"url", "frames"}
     moved: int = 0
+    moved_slow: int = 0
     streams: List[StreamReport] = field(default_factory=list)
     lines: List[str] = field(default_factory=list)  # printed on stdout: the accounting
     notes: List[str] = field(default_factory=list)  # printed on stderr after the accounting
@@ -82,6 +87,7 @@ class RunReport:
     def to_json(self) -> dict:
         return {"command": self.command, "exit_code": int(self.exit_code), "elapsed_s": round(self.elapsed_s, 3),
                 "model": self.model, "servers": list(self.servers), "moved": self.moved,
+                "moved_slow": self.moved_slow,
                 "streams": [s.to_json() for s in self.streams]}
 
     def write_summary(self, target: str) -> None:

@@ -104,6 +104,7 @@ class LogInference:
     state = InferenceState.ONLINE
     reconnects = 0
     moved = 0
+    moved_slow = 0
 
     def __init__(self, log: DetectionLog, video_name: str):
         self.log = log

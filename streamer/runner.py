@@ -300,7 +300,7 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
         if count1 > count0:
             stats.server_compute = (compute1 - compute0) / (count1 - count0)
         if pooled(settings.server):
-            stats.servers, stats.moved = tuple(stream.servers()), stream.moved
+            stats.servers, stats.moved, stats.moved_slow = tuple(stream.servers()), stream.moved, stream.moved_slow
         shares = stream.servers()
         model = report_model(info, client)
     if stats.interrupted:
@@ -308,7 +308,7 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
     else:
         code = ExitCode.OK if stats.complete else ExitCode.INCOMPLETE
     report = RunReport(command="run", exit_code=code, elapsed_s=time.monotonic() - started, model=model,
-                       servers=servers_json(shares), moved=stream.moved,
+                       servers=servers_json(shares), moved=stream.moved, moved_slow=stream.moved_slow,
                        streams=[stats.report(path.name, info.name_of)])
     report.lines.append(f"{stats.line()} | model {info.describe()}")
     report.notes.extend(_file_notes(stats, info, [p for p in (settings.out, settings.detections) if p is not None]))
@@ -498,7 +498,8 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
                 report.lines.append(
                     f"total ({len(stats_list)} cameras) | {total_line(stats_list)} | model {info.describe()}")
             report.model = report_model(info, client)
-            report.servers, report.moved = servers_json(stream.servers()), stream.moved
+            report.servers, report.moved, report.moved_slow = (servers_json(stream.servers()), stream.moved,
+                                                               stream.moved_slow)
             report.streams = [stats.report(feed.name, by_name(feed.detections_by_class, info.name_of))
                               for feed, stats in zip(feeds, stats_list)]
     finally:

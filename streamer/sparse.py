@@ -58,6 +58,10 @@ class SparseInference:
     def moved(self) -> int:
         return self.inner.moved
 
+    @property
+    def moved_slow(self) -> int:
+        return self.inner.moved_slow
+
     def abort(self) -> None:
         self.inner.abort()
 

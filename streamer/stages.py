@@ -66,6 +66,10 @@ class Inference(Protocol):
     def moved(self) -> int:
         """Frames taken back from a server and given to another."""
 
+    @property
+    def moved_slow(self) -> int:
+        """Frames a slow server held too long: resent to another server (files) or given up (live)."""
+
 
 @runtime_checkable
 class Stage(Protocol):

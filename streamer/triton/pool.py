@@ -11,15 +11,36 @@ has room, so frames go where there is free capacity. When a server breaks, the f
 had in flight go back to the pool and the other servers take them (files stay lossless);
 the broken server rejoins when it is back. Only when every server is gone do the
 single-server rules apply: wait `retry_timeout`, then the remaining frames fail.
+
+A server that is merely *slow* would otherwise keep its frames until `request_timeout` (300 s by
+default) while the ordered output waits behind them. The rule, only with at least one other
+server up and answering (`ServerStatus.SLOW`):
+
+- **Slow**: the oldest frame a server holds has waited longer than its *limit*: `SLOWER` (4) x
+  the median of the other servers' last `RECENT` (20) answer latencies, and never under
+  `SLOW_FLOOR` (1 s), so noise on a fast model does not flap. A slow server takes no new frames.
+- **Probes**: a slow server with nothing in flight gets a copy of a frame another server holds
+  (at most one every `PROBE_GAP` s), so the ordered output never waits on it.
+- **Recovered**: an answer (a probe's, or a late frame's) came within the limit and nothing it
+  still holds is older than the limit. With no other server to compare with it takes frames again.
+- **Rescued**: a frame held past the *deadline* (the limit, at least `RESCUE_FLOOR`, 2 s) that no
+  other server holds. Files (`resend`) send a copy to another server and keep the first answer,
+  dropping the other when it arrives; live runs give the frame up as failed (it is stale by then)
+  and drop its late answer. Either way `stats.moved_slow` counts it and each frame still comes out
+  exactly once, in order.
+
+A frame sent to more than one server is settled by its first answer; `_answered` keeps the frames
+settled while a copy is still out, so that copy's answer is dropped (its latency still counts).
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..errors import ServerUnavailable, StreamerError
 from ..frames import Frame, Outcome
@@ -31,13 +52,41 @@ from .targets import Target, resolve
 
 Log = Callable[[str], None]
 
+# The slow-server rule (see the module's docstring).
+SLOWER = 4.0  # slow: the oldest held frame waited this many times the others' median answer...
+SLOW_FLOOR = 1.0  # ... and at least this many seconds
+RESCUE_FLOOR = 2.0  # a frame is resent (files) or given up (live) after its server's limit, at least this
+RECENT = 20  # answer latencies kept per server for the others' median
+PROBE_GAP = 1.0  # seconds between two probes of a slow server
+
+
+def slow_limit(reference: float) -> float:
+    """How long a frame may wait on a server whose peers answer in `reference` s (their median)."""
+    return max(SLOW_FLOOR, SLOWER * reference)
+
+
+def rescue_deadline(reference: float) -> float:
+    """How long a frame may wait on a server before it is resent (files) or given up (live)."""
+    return max(RESCUE_FLOOR, slow_limit(reference))
+
+
 class ServerStatus(Word):
-    """One pool server's standing, from its check."""
+    """One pool server's standing, from its check and its answers."""
 
     CHECKING = "checking"  # being checked (model, contract, transport): counts as online meanwhile
     UP = "up"  # checked: takes frames
+    SLOW = "slow"  # up, but answers much later than the others: no new frames, one probe at a time
     WAITING = "waiting"  # did not answer the check yet: joins when it is up
     OUT = "out"  # answers with the wrong model or contract: never used
+
+
+@dataclass
+class _Held:
+    """A frame a server holds: sent to it (or in its stream's window), not yet answered there."""
+
+    frame: Frame
+    since: float  # time.monotonic() when the server took it
+    rescued: bool = False  # resent to another server, or given up, for slowness: once is enough
 
 
 @dataclass
@@ -47,21 +96,28 @@ class _Server:
     stream: InferenceStream
     thread: Optional[threading.Thread] = None
     leaving: bool = False  # no longer resolved: take nothing new, finish what is in flight
-    holding: Dict[int, Frame] = field(default_factory=dict)  # frames sent to it, not yet settled
+    holding: Dict[int, _Held] = field(default_factory=dict)  # frames sent to it, not yet answered by it
     status: ServerStatus = ServerStatus.CHECKING
+    recent: Deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))  # its last answer latencies
+    probed_at: float = float("-inf")  # when it last took a probe (while slow)
 
     @property
     def online(self) -> bool:
         """Can take frames: a leaving server never counts (once it has finished, nothing else
         would tell that it takes nothing; the pool would wait for it for ever)."""
         return not self.leaving and (self.status is ServerStatus.CHECKING or (
-            self.status is ServerStatus.UP and self.stream.state is InferenceState.ONLINE))
+            self.status in (ServerStatus.UP, ServerStatus.SLOW) and self.stream.state is InferenceState.ONLINE))
+
+    def waited(self, now: float) -> float:
+        """How long the oldest frame it holds has waited (0: it holds none)."""
+        return max((now - held.since for held in self.holding.values()), default=0.0)
 
 
 @dataclass
 class PoolStats:
     taken: Dict[str, int] = field(default_factory=dict)  # server -> frames it answered
     moved: int = 0  # frames taken back from a server that broke and given to another
+    moved_slow: int = 0  # frames a slow server held past the deadline: resent to another (files) or given up (live)
 
 
 class ServerPool:
@@ -91,6 +147,7 @@ class ServerPool:
         self._source: Optional[Iterator[Frame]] = None
         self._expected: Optional[ReorderBuffer] = None
         self._outstanding = 0  # frames taken from the source and not yet settled
+        self._answered: Set[int] = set()  # frames settled while a copy is still out: its answer is dropped
         self._all_down_since: Optional[float] = None
         self._gave_up = False
         self._resolved_at = 0.0
@@ -131,6 +188,10 @@ class ServerPool:
     @property
     def moved(self) -> int:
         return self.stats.moved
+
+    @property
+    def moved_slow(self) -> int:
+        return self.stats.moved_slow
 
     # -- membership -------------------------------------------------------------------------------------
     def _add(self, url: str) -> None:
@@ -186,30 +247,52 @@ class ServerPool:
 
     # -- the workers ----------------------------------------------------------------------------------
     def _pull(self, server: _Server) -> Iterator[object]:
-        """The frames one server sends: frames given back by a broken server first, then new ones."""
+        """The frames one server sends: frames given back by a broken server (or resent from a slow
+        one) first, then new ones; a slow server only probes."""
         while True:
             with self._lock:
                 if self._aborted.is_set() or server.leaving or self._gave_up:
                     return
-                if self._requeued:
-                    frame = self._requeued.popleft()
-                elif not self._exhausted:
-                    frame = next(self._source, None)
-                    if frame is None:
-                        self._exhausted = True
-                        self._lock.notify_all()
-                        continue
-                    if frame is not IDLE:
-                        self._expected.expect(frame.index)
-                        self._outstanding += 1
-                else:
-                    frame = None
-                    if not self._outstanding:
+                frame = self._next_frame(server)
+                if frame is None:
+                    if self._exhausted and not self._outstanding:
                         return  # everything is settled
-                    self._lock.wait(IDLE_WAIT)
-                if frame is not None and frame is not IDLE:
-                    server.holding[frame.index] = frame
+                    self._lock.wait(IDLE_WAIT)  # nothing for this server now
+                elif frame is not IDLE:
+                    server.holding[frame.index] = _Held(frame, time.monotonic())
             yield IDLE if frame is None else frame
+
+    def _next_frame(self, server: _Server) -> object:
+        """(Under the lock.) The frame this server sends next, IDLE from an idle source, or None."""
+        if server.status is ServerStatus.SLOW:
+            return self._probe(server)
+        for frame in self._requeued:
+            if frame.index not in server.holding:  # its own frame resent for slowness goes elsewhere
+                self._requeued.remove(frame)
+                return frame
+        if self._exhausted:
+            return None
+        frame = next(self._source, None)
+        if frame is None:
+            self._exhausted = True
+            self._lock.notify_all()
+        elif frame is not IDLE:
+            self._expected.expect(frame.index)
+            self._outstanding += 1
+        return frame
+
+    def _probe(self, server: _Server) -> Optional[Frame]:
+        """A slow server's probe: once it holds nothing and `PROBE_GAP` has passed, a copy of the
+        newest frame a server in good standing holds (the ordered output never waits on it)."""
+        now = time.monotonic()
+        if server.holding or now - server.probed_at < PROBE_GAP:
+            return None
+        held = [h for other in self._servers.values() if other is not server and other.status is ServerStatus.UP
+                for h in other.holding.values() if h.frame.index not in self._answered]
+        if not held:
+            return None
+        server.probed_at = now
+        return max(held, key=lambda h: h.since).frame
 
     def _ready(self, server: _Server) -> bool:
         """Check the server (model, contract, transport) before it takes frames; one that does
@@ -254,6 +337,7 @@ class ServerPool:
             while True:
                 with self._lock:
                     settled = self._settle()
+                    self._watch_slow()
                     ready = list(self._expected.ready())
                     done = self._exhausted and not self._outstanding and not self._requeued
                     if not ready and not settled and not done:
@@ -277,16 +361,108 @@ class ServerPool:
         any_ = bool(self._results)
         while self._results:
             server, outcome = self._results.popleft()
-            server.holding.pop(outcome.frame.index, None)
-            if not outcome.ok and outcome.unavailable and self.resend and not self._gave_up:
-                self._requeued.append(outcome.frame)  # another server takes it
-                self.stats.moved += 1
-                continue
-            self._outstanding -= 1
-            if outcome.ok:
-                self.stats.taken[server.url] = self.stats.taken.get(server.url, 0) + 1
-            self._expected.put(outcome.frame.index, outcome)
+            self._take(server, outcome)
         return any_
+
+    def _take(self, server: _Server, outcome: Outcome) -> None:
+        """One server's outcome for a frame: the frame's first answer settles it; a failure waits
+        for another copy when one is out, or goes back to the pool when the server broke (files)."""
+        index = outcome.frame.index
+        server.holding.pop(index, None)
+        self._observe(server, outcome)
+        elsewhere = self._copies_out(index)
+        if index in self._answered:  # already settled by another copy's answer: dropped
+            if not elsewhere:
+                self._answered.discard(index)
+            return
+        if not outcome.ok and elsewhere:
+            return  # another copy may still answer
+        if not outcome.ok and outcome.unavailable and self.resend and not self._gave_up:
+            self._requeued.append(outcome.frame)  # another server takes it
+            self.stats.moved += 1
+            return
+        if outcome.ok:
+            self.stats.taken[server.url] = self.stats.taken.get(server.url, 0) + 1
+        self._settled(index, outcome)
+
+    def _settled(self, index: int, outcome: Outcome) -> None:
+        """A frame's one outcome: into the ordered output; copies still queued are withdrawn and
+        copies still on a server are answered for (their answers are dropped)."""
+        self._outstanding -= 1
+        self._expected.put(index, outcome)
+        for frame in [f for f in self._requeued if f.index == index]:
+            self._requeued.remove(frame)
+        if self._copies_out(index):
+            self._answered.add(index)
+
+    def _copies_out(self, index: int, besides: Optional[_Server] = None) -> bool:
+        """Whether a server (other than `besides`) still holds the frame, or a copy of it waits to be sent."""
+        return any(index in s.holding for s in self._servers.values() if s is not besides) or any(
+            f.index == index for f in self._requeued)
+
+    # -- slow servers (the rule is in the module's docstring) -------------------------------------------
+    def _reference(self, server: _Server) -> Optional[float]:
+        """The median of the other servers' recent answer latencies, those in good standing; None
+        when there is none to compare with (one server up: nobody is slow)."""
+        others = [latency for other in self._servers.values()
+                  if other is not server and other.status is ServerStatus.UP and other.online and not other.leaving
+                  for latency in other.recent]
+        return statistics.median(others) if others else None
+
+    def _observe(self, server: _Server, outcome: Outcome) -> None:
+        """An answer's latency joins the server's recent ones; a slow server that answered within
+        its limit, holding nothing older, recovers."""
+        if outcome.latency is None or (not outcome.ok and outcome.unavailable):
+            return  # no answer came: nothing measured
+        server.recent.append(outcome.latency)
+        reference = self._reference(server)
+        if server.status is not ServerStatus.SLOW or reference is None:
+            return
+        limit = slow_limit(reference)
+        if outcome.latency <= limit and server.waited(time.monotonic()) <= limit:
+            server.recent.clear()
+            server.recent.append(outcome.latency)  # its slow answers no longer speak for it
+            self._recover(server, f"answered in {outcome.latency:.2f} s")
+
+    def _recover(self, server: _Server, why: str) -> None:
+        server.status = ServerStatus.UP
+        self.log(f"Triton server {server.url} is no longer slow ({why}); it takes frames again")
+
+    def _watch_slow(self) -> None:
+        """Mark servers slow, release them when none is left to compare with, and rescue the frames
+        they held past the deadline (under the lock)."""
+        now = time.monotonic()
+        for server in list(self._servers.values()):
+            if server.status not in (ServerStatus.UP, ServerStatus.SLOW):
+                continue
+            reference = self._reference(server)
+            if reference is None:
+                if server.status is ServerStatus.SLOW:
+                    self._recover(server, "no other server to compare with")
+                continue
+            waited = server.waited(now)
+            if server.status is ServerStatus.UP and waited > slow_limit(reference):
+                server.status = ServerStatus.SLOW
+                self.log(f"Triton server {server.url} is slow (a frame has waited {waited:.1f} s; the others "
+                         f"answer in {reference:.2f} s): it takes no new frames until it answers in time")
+            late = [held for held in server.holding.values()
+                    if not held.rescued and now - held.since > rescue_deadline(reference)]
+            for held in reversed(late):  # oldest last: it goes to the front of the queue
+                self._rescue(server, held, now - held.since)
+
+    def _rescue(self, server: _Server, held: _Held, waited: float) -> None:
+        """A frame held past the deadline: files resend it (the first answer wins), live gives it up
+        (stale by now); its late answer is dropped. A frame with a copy elsewhere already has one."""
+        held.rescued = True
+        index = held.frame.index
+        if index in self._answered or self._copies_out(index, besides=server):
+            return
+        self.stats.moved_slow += 1
+        if self.resend:
+            self._requeued.appendleft(held.frame)  # first: the ordered output waits for it
+        else:
+            self._settled(index, Outcome(held.frame, None, f"Triton server {server.url} gave no answer in "
+                                                         f"{waited:.1f} s (slow server)", waited))
 
     def _check_all_down(self) -> None:
         if self.state is InferenceState.ONLINE or not self.resend:
@@ -308,18 +484,13 @@ class ServerPool:
             self._gave_up = True
             for server in self._servers.values():
                 server.stream.abort()
-            failed = list(self._requeued)
-            self._requeued.clear()
-            for frame in failed:
-                self._outstanding -= 1
-                self._expected.put(frame.index, Outcome(frame, None, "server unavailable"))
             self._lock.notify_all()
         for server in list(self._servers.values()):
             server.thread.join(10)
         with self._lock:
             self._settle()
-            # frames still counted as outstanding were in flight on the aborted streams
-            for index, frame in self._pending_frames():
+            # frames still counted as outstanding were queued, or in flight on the aborted streams
+            for index, frame in self._pending_frames().items():
                 self._expected.put(index, Outcome(frame, None, "server unavailable"))
             self._outstanding = 0
             while not self._exhausted:
@@ -330,9 +501,15 @@ class ServerPool:
                     self._expected.expect(frame.index)
                     self._expected.put(frame.index, Outcome(frame, None, "server unavailable"))
 
-    def _pending_frames(self) -> List[Tuple[int, Frame]]:
-        found = []
+    def _pending_frames(self) -> Dict[int, Frame]:
+        """The frames not settled yet, once each (a frame may be queued and held, or held twice),
+        taken out of the queue and the servers."""
+        found = {frame.index: frame for frame in self._requeued}
+        self._requeued.clear()
         for server in self._servers.values():
-            found.extend(server.holding.items())
+            found.update((index, held.frame) for index, held in server.holding.items())
             server.holding.clear()
+        for index in self._answered:
+            found.pop(index, None)
+        self._answered.clear()
         return found

@@ -165,6 +165,10 @@ class InferenceStream:
     def moved(self) -> int:
         return 0  # one server: nothing is given to another
 
+    @property
+    def moved_slow(self) -> int:
+        return 0  # one server: none is slower than the others
+
     # -- the gRPC stream ------------------------------------------------------------------
     def _on_answer(self, generation: int, reply: Optional[Reply], error: Optional[TritonFailure]) -> None:
         # Called on tritonclient's thread. Only enqueue.

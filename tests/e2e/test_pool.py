@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import List
 
@@ -112,6 +114,35 @@ def test_a_server_killed_mid_run_hands_its_frames_to_the_other(tmp_path, session
     spread = taken(stdout)
     assert spread["servers"][b.grpc_url] >= 10 and spread["servers"][a.grpc_url] > 0
     assert sum(spread["servers"].values()) == n
+    assert read_video(tmp_path / "out.mp4").codes == list(range(n))
+
+
+def test_a_slow_server_is_routed_around_and_its_frames_resent(tmp_path, two_servers):
+    n, stall = 240, 6.0
+    clip = write_clip(tmp_path / "in.mp4", n)
+    a, b = two_servers
+    started = time.monotonic()
+    proc = start_streamer("run", clip, "--out", tmp_path / "out.mp4", "--detections", tmp_path / "d.jsonl",
+                          "--triton", f"{a.grpc_url},{b.grpc_url}", "--request-timeout", "120",
+                          "--summary", tmp_path / "summary.json")
+    try:
+        wait_until(lambda: inference_count(b.http_url) >= 10, 180, what="server b at work")
+        os.killpg(b.proc.pid, signal.SIGSTOP)  # tritonserver and its model stub freeze: slow, not gone
+        time.sleep(stall)  # the stall's length
+    finally:
+        os.killpg(b.proc.pid, signal.SIGCONT)
+        code, stdout, stderr = finish(proc, timeout=400)
+    elapsed = time.monotonic() - started
+    assert code == 0, stderr
+    assert elapsed < 120, "finished before --request-timeout (a sanity bound, not a timing test)"
+    assert accounting(stdout) == {"read": n, "inferred": n, "written": n, "failed": 0}
+    assert f"Triton server {b.grpc_url} is slow" in stderr
+    assert f"Triton server {b.grpc_url} is no longer slow" in stderr
+    report = json.loads((tmp_path / "summary.json").read_text())
+    assert report["moved_slow"] > 0 and report["moved"] == 0, report
+    assert f"moved for slowness {report['moved_slow']}" in stdout
+    assert sum(server["frames"] for server in report["servers"]) == n, "each frame answered once, counted once"
+    assert [r["frame"] for r in read_jsonl(tmp_path / "d.jsonl")] == list(range(n))
     assert read_video(tmp_path / "out.mp4").codes == list(range(n))
 
 
