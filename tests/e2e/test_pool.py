@@ -146,6 +146,36 @@ def test_a_slow_server_is_routed_around_and_its_frames_resent(tmp_path, two_serv
     assert read_video(tmp_path / "out.mp4").codes == list(range(n))
 
 
+def test_live_a_slow_server_never_holds_the_picture_and_its_frame_is_given_up(tmp_path, two_servers):
+    """Live (a file played as a camera, at its own pace): one of two servers frozen for a while.
+    Every captured frame is still shown and recorded (the display never waits for inference),
+    the frame the frozen server held is given up as failed (stale by then), counted as moved for
+    slowness, and the run ends cleanly."""
+    from ..cameras import camera_clip, read_bottom_code
+
+    n, stall = 400, 6.0
+    clip = camera_clip(tmp_path / "cam.mp4", n)  # 25 fps: 16 s
+    a, b = two_servers
+    proc = start_streamer("watch", clip, "--out-dir", tmp_path, "--triton", f"{a.grpc_url},{b.grpc_url}",
+                          "--summary", tmp_path / "summary.json", "--status-every", "0")
+    try:
+        wait_until(lambda: inference_count(b.http_url) >= 3, 180, what="server b at work")
+        os.killpg(b.proc.pid, signal.SIGSTOP)  # slow, not gone
+        time.sleep(stall)  # the stall's length
+    finally:
+        os.killpg(b.proc.pid, signal.SIGCONT)
+        code, stdout, stderr = finish(proc, timeout=300)
+    assert code == 0, stderr
+    assert f"Triton server {b.grpc_url} is slow" in stderr
+    report = json.loads((tmp_path / "summary.json").read_text())
+    frames = report["streams"][0]["frames"]
+    assert frames["captured"] == frames["shown"] == n and frames["dropped"] == 0, frames  # never waited
+    assert report["moved_slow"] > 0 and frames["failed"] >= report["moved_slow"], report
+    assert frames["inferred"] + frames["failed"] + frames["skipped"] == n
+    codes = [read_bottom_code(image) for image in read_video(tmp_path / "cam1.mp4").images]
+    assert codes == list(range(n))
+
+
 def test_a_restarted_server_rejoins(tmp_path, session_and_own):
     n = 200
     clip = write_clip(tmp_path / "in.mp4", n)
