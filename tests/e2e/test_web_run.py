@@ -31,7 +31,8 @@ def up(port: int, names, headers=None) -> bool:
         status, found = state(port, headers)
     except OSError:
         return False
-    return status == 200 and {c["name"] for c in found["cameras"] if c["up"]} >= set(names)
+    # up, and its first frame drawn (a camera is up from its connection, before its first frame)
+    return status == 200 and {c["name"] for c in found["cameras"] if c["up"] and c["frame"] is not None} >= set(names)
 
 
 def stop(proc) -> None:
