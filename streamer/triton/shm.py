@@ -15,6 +15,7 @@ protocol and lives in `transports`. This module only knows files and owners:
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -28,6 +29,9 @@ import tritonclient.utils.shared_memory as shm
 from .errors import ShmUnavailable
 
 SHM_DIR = Path("/dev/shm")
+# <n> of a region's name, counted over the whole process: every client (one per server of a pool,
+# the check before a run) makes its own regions, and two of them must never pick the same name
+_REGION_NUMBERS = itertools.count(1)
 PREFIX = "streamer-shm-"
 _NAME = re.compile(rf"^{re.escape(PREFIX)}(\d+)-(\d+)-(\d+)-\d+$")
 
@@ -129,7 +133,6 @@ class RegionPool:
         self.min_size = min_size
         self.directory = directory
         self._tag = owner_tag()
-        self._count = 0
         self._free: List[Slot] = []
         self._owned: Dict[Hashable, Slot] = {}
         self._lock = threading.Lock()
@@ -190,9 +193,7 @@ class RegionPool:
             self._destroy(slot)
 
     def _create(self, size: int) -> Slot:
-        with self._lock:
-            self._count += 1
-            name = f"{PREFIX}{self._tag}-{self._count}"
+        name = f"{PREFIX}{self._tag}-{next(_REGION_NUMBERS)}"
         try:
             available = free_bytes(self.directory)
         except OSError as err:
