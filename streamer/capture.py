@@ -297,15 +297,13 @@ class LiveCapture:
         """The first connection, in the caller's thread. True: the source opened. False: it is
         not reachable yet; that is reported once and the capture thread retries it (start with
         `connect=True`). A FinalSourceError is raised: the camera is given up (state FAILED)."""
-        try:
-            self.reader.open()
-        except FinalSourceError as err:
+        err = self._open()
+        if isinstance(err, FinalSourceError):
             self.error, self.state = err, CaptureState.FAILED
-            raise
-        except SourceError as err:
+            raise err
+        if err is not None:
             self._down(err)
             return False
-        self._up()
         return True
 
     def start(self, emit: Callable[[Frame], None], connect: bool = False) -> None:
@@ -384,17 +382,24 @@ class LiveCapture:
 
     def _first_open(self) -> bool:
         """Open the source in this thread (the caller's connect() closed or never opened it)."""
-        if self.last_reason is None:  # connect() opened it: open again, a failure is a drop
-            try:
-                self.reader.open()
-                self._up()
-                return True
-            except FinalSourceError as err:
-                self._give_up(err)
-                return False
-            except SourceError as err:
-                return self._reconnect(err)
-        return self._retry()  # not reachable at connect(): retry by the reconnect rules
+        if self.last_reason is not None:
+            return self._retry()  # not reachable at connect(): retry by the reconnect rules
+        err = self._open()  # connect() opened it: open again, a failure is a drop
+        if err is None:
+            return True
+        if isinstance(err, FinalSourceError):
+            self._give_up(err)
+            return False
+        return self._reconnect(err)
+
+    def _open(self) -> Optional[SourceError]:
+        """Open the source: None when it opened (now LIVE), else why not."""
+        try:
+            self.reader.open()
+        except SourceError as err:
+            return err
+        self._up()
+        return None
 
     def _deliver(self, image: np.ndarray) -> None:
         now = time.monotonic()
@@ -457,14 +462,11 @@ class LiveCapture:
                 self.state, self.retry_at = CaptureState.FAILED, None
                 return False
             self.retry_at = None
-            try:
-                self.reader.open()
-            except FinalSourceError as err:
+            err = self._open()
+            if err is None:
+                return True
+            if isinstance(err, FinalSourceError):
                 self._give_up(err)
                 return False
-            except SourceError as err:
-                self.last_reason = err.reason
-                continue
-            self._up()
-            return True
+            self.last_reason = err.reason
         return False  # unreachable: the delays never end

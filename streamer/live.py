@@ -67,13 +67,7 @@ class LiveStats:
     first_error: Optional[str] = None
     camera_state: CaptureState = CaptureState.CONNECTING  # at the end: STOPPED, or FAILED (given up)
     camera_error: Optional[SourceError] = None  # why it was given up
-
-    @property
-    def given_up(self) -> Optional[str]:
-        """The camera was given up: why, in a few words (None: it was not)."""
-        if self.camera_state is not CaptureState.FAILED:
-            return None
-        return self.camera_error.reason if self.camera_error is not None else "failed"
+    given_up: Optional[str] = None  # "given up: REASON" (the capture's down_reason), None: it was not
 
     @property
     def elapsed(self) -> float:
@@ -97,7 +91,7 @@ class LiveStats:
         if self.server_reconnects:
             parts.append(f"server reconnects {self.server_reconnects}")
         if self.given_up:
-            parts.append(f"given up: {self.given_up}")
+            parts.append(self.given_up)
         return " | ".join(parts)
 
 
@@ -389,6 +383,7 @@ class CameraFeed:
         stats.offline = self.capture.offline_seconds
         stats.camera_state = self.capture.state
         stats.camera_error = self.capture.error
+        stats.given_up = self.capture.down_reason if self.capture.state is CaptureState.FAILED else None
         stats.server_reconnects = inference_reconnects
         stats.cut_at_exit = stats.captured - stats.shown - stats.dropped_display  # still queued at the end
         return stats

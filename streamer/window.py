@@ -120,19 +120,23 @@ class WindowDisplay:
             return self.window.show(draw_hud(view.image, list(view.hud), view.banner))
         from .mosaic import compose, tile_size_to_fit
 
-        now = time.monotonic()
-        if now - self._mosaic_shown < 1 / self.mosaic_fps:
+        if not self._redraw_due():
             return True
-        self._mosaic_shown = now
         tiles = [(v.image, v.name, list(v.hud), v.banner) for v in views]
         return self.window.show(compose(tiles, tile_size_to_fit(len(tiles), self.mosaic_size)))
+
+    def _redraw_due(self) -> bool:
+        """A composed picture (the mosaic, a waiting tile) is drawn at most `mosaic_fps` times a second."""
+        now = time.monotonic()
+        if now - self._mosaic_shown < 1 / self.mosaic_fps:
+            return False
+        self._mosaic_shown = now
+        return True
 
     def _show_waiting(self, view: View) -> bool:
         """One camera before its first frame (connecting, or not reachable yet): a tile that says so."""
         from .mosaic import render_tile
 
-        now = time.monotonic()
-        if now - self._mosaic_shown < 1 / self.mosaic_fps:
+        if not self._redraw_due():
             return True
-        self._mosaic_shown = now
         return self.window.show(render_tile((None, view.name, list(view.hud), view.banner)))

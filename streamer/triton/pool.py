@@ -405,7 +405,7 @@ class ServerPool:
         """The median of the other servers' recent answer latencies, those in good standing; None
         when there is none to compare with (one server up: nobody is slow)."""
         others = [latency for other in self._servers.values()
-                  if other is not server and other.status is ServerStatus.UP and other.online and not other.leaving
+                  if other is not server and other.status is ServerStatus.UP and other.online
                   for latency in other.recent]
         return statistics.median(others) if others else None
 

@@ -18,7 +18,7 @@ from streamer.triton import IDLE, ServerPool, ServerStatus, Target, TritonClient
 from streamer.triton import pool as pool_module
 
 from ..helpers import wait_until
-from .test_reorder import WAIT, FakeGrpcClient, check_answer, make_frames
+from .test_reorder import WAIT, FakeGrpcClient, check_answer, make_frames, run_in_thread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,22 +101,6 @@ def make_pool(monkeypatch):
         fake.close()
 
 
-def run_in_thread(pool: ServerPool, frames) -> tuple:
-    outcomes: list = []
-    errors: list = []
-
-    def consume():
-        try:
-            for outcome in pool.process(frames):
-                outcomes.append(outcome)
-        except BaseException as err:  # surfaced by the test
-            errors.append(err)
-
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
-    return thread, outcomes, errors
-
-
 def sent_to(fake: FakeGrpcClient) -> List[int]:
     with fake.cond:
         return [int(request_id) for _, request_id in fake.requests]
@@ -145,14 +129,21 @@ def stall_then_recover(pool: ServerPool, fakes, outcomes, before: int, gate: Gat
     return held
 
 
-def test_frames_a_slow_server_holds_are_resent_and_the_first_answer_wins(make_pool, quick_rule):
-    n, before = 80, 20
-    pool, fakes, logs = make_pool(resend=True)
+def stalled_run(make_pool, resend: bool, n: int, before: int):
+    """A run of `n` frames over a fast and a slow server; the slow one stalls until every frame
+    before the gate is out, then answers late. (pool, fakes, logs, outcomes, the frames it held)."""
+    pool, fakes, logs = make_pool(resend=resend)
     gate = Gate(n, before, lambda: both_up(pool))
     thread, outcomes, errors = run_in_thread(pool, gate)
     held = stall_then_recover(pool, fakes, outcomes, before, gate)
     thread.join(WAIT)
     assert not thread.is_alive() and not errors, errors
+    return pool, fakes, logs, outcomes, held
+
+
+def test_frames_a_slow_server_holds_are_resent_and_the_first_answer_wins(make_pool, quick_rule):
+    n = 80
+    pool, fakes, logs, outcomes, held = stalled_run(make_pool, resend=True, n=n, before=20)
 
     assert [o.frame.index for o in outcomes] == list(range(n)), "every frame exactly once, in order"
     for k, outcome in enumerate(outcomes):
@@ -171,13 +162,8 @@ def test_frames_a_slow_server_holds_are_resent_and_the_first_answer_wins(make_po
 
 
 def test_live_gives_up_a_slow_servers_frames_and_drops_their_late_answers(make_pool, quick_rule):
-    n, before = 60, 20
-    pool, fakes, logs = make_pool(resend=False)
-    gate = Gate(n, before, lambda: both_up(pool))
-    thread, outcomes, errors = run_in_thread(pool, gate)
-    held = stall_then_recover(pool, fakes, outcomes, before, gate)
-    thread.join(WAIT)
-    assert not thread.is_alive() and not errors, errors
+    n = 60
+    pool, fakes, logs, outcomes, held = stalled_run(make_pool, resend=False, n=n, before=20)
 
     assert [o.frame.index for o in outcomes] == list(range(n)), "every frame exactly once, in order"
     given_up = [o.frame.index for o in outcomes if not o.ok]

@@ -20,6 +20,7 @@ from tritonclient.grpc import InferResult, service_pb2
 from tritonclient.utils import InferenceServerException
 
 from streamer.frames import Frame
+from streamer.stages import Inference
 from streamer.triton import InferenceStream, ReorderBuffer, TritonClient
 
 pytestmark = pytest.mark.timeout(60)
@@ -442,7 +443,8 @@ class ScriptedClient:
             result=None, error=InferenceServerException(msg="Stream removed", status="StatusCode.UNAVAILABLE"))
 
 
-def run_in_thread(stream: InferenceStream, frames) -> tuple:
+def run_in_thread(stream: Inference, frames) -> tuple:
+    """`stream.process(frames)` consumed in a thread: (thread, outcomes so far, errors)."""
     outcomes: list = []
     errors: list = []
 
