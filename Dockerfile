@@ -55,11 +55,16 @@ FROM model-${MODEL_SOURCE} AS model
 
 FROM nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3
 COPY --from=model /export/model_repository/ /models/
+# The export's facts (arch, weights, sizes, class names) travel inside each model.pt; clients
+# read them from the served config's parameters, so merge them into this image's configs
+# (streamer/facts.py: standard library only; the committed configs hold the contract alone).
+COPY streamer/facts.py /opt/streamer-facts.py
 # Never a server that starts with nothing to serve: both models of one export (the seed's
 # fasterrcnn and the batchable fasterrcnn_u8).
 RUN test -f /models/fasterrcnn/1/model.pt && test -f /models/fasterrcnn_u8/1/model.pt || { \
       echo "error: /models/fasterrcnn/1/model.pt or /models/fasterrcnn_u8/1/model.pt is missing. Run 'streamer export-model' (it writes both) before building with MODEL_SOURCE=context, or build with the default MODEL_SOURCE=export." >&2; \
-      exit 1; }
+      exit 1; } \
+    && python3 /opt/streamer-facts.py /models
 # triton-server (uid and gid 1000), the non-root user NVIDIA's image provides for tritonserver.
 USER 1000:1000
 EXPOSE 8000 8001 8002

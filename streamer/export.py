@@ -7,7 +7,6 @@ file loads the result). Import it lazily: the client must not need torch.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import socket
 import sys
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import contract
+from . import contract, facts
 from .errors import ExportError
 
 try:
@@ -321,9 +320,10 @@ def self_check(module: torch.jit.ScriptModule, served: contract.ModelContract = 
         raise ExportError(f"exported {served.name} breaks its contract: {'; '.join(problems)}")
 
 
-def _save(module: torch.jit.ScriptModule, target: Path) -> None:
+def _save(module: torch.jit.ScriptModule, target: Path, model_facts: dict) -> None:
+    """model.pt with the export's facts inside (`facts`: what a server tells remote clients)."""
     tmp = target.with_suffix(".pt.tmp")
-    module.save(str(tmp))
+    module.save(str(tmp), _extra_files={facts.EXTRA_FILE: facts.encode(model_facts)})
     os.replace(tmp, target)
 
 
@@ -346,7 +346,7 @@ def export(settings: ExportSettings, repo: Path) -> Path:
     model = model.to(memory_format=torch.channels_last)
     transform = model.transform
     max_detections = int(model.roi_heads.detections_per_img)
-    options = dict(
+    model_facts = dict(
         arch=settings.arch,
         weights=weights_desc,
         untrained=untrained,
@@ -355,20 +355,28 @@ def export(settings: ExportSettings, repo: Path) -> Path:
         max_size=int(transform.max_size),
         proposals=int(model.rpn._post_nms_top_n["testing"]),
         box_score_thresh=float(model.roi_heads.score_thresh),
-        max_detections=max_detections,
     )
     for served in contract.CONTRACTS:
         module = freeze(script(model, served, max_detections))
         self_check(module, served, max_detections)
         model_dir = repo / served.name
-        _save(module, model_dir / "1" / contract.MODEL_FILENAME)
-        (model_dir / contract.CONFIG_FILENAME).write_text(contract.render_config(**options, model=served))
+        _save(module, model_dir / "1" / contract.MODEL_FILENAME, model_facts)
+        # The contract alone: the same text for every export with this K, so exporting into the
+        # committed model_repository/ leaves it unchanged (the facts are in model.pt).
+        _write_if_changed(model_dir / contract.CONFIG_FILENAME,
+                          contract.render_config(max_detections=max_detections, model=served))
         # The same model on a GPU: `tritonserver --model-config-name=gpu` (see docker-compose.gpu.yml).
         configs = model_dir / contract.CONFIGS_DIR
         configs.mkdir(exist_ok=True)
-        (configs / f"{contract.GPU_CONFIG_NAME}.pbtxt").write_text(
-            contract.render_config(**options, kind="KIND_GPU", model=served))
+        _write_if_changed(configs / f"{contract.GPU_CONFIG_NAME}.pbtxt",
+                          contract.render_config(max_detections=max_detections, kind="KIND_GPU", model=served))
     return repo
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Leave a file that already holds `text` untouched (its mtime too)."""
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
 
 
 def load_scripted(path: Path) -> torch.jit.ScriptModule:
@@ -377,12 +385,13 @@ def load_scripted(path: Path) -> torch.jit.ScriptModule:
 
 
 def summary(repo: Path) -> str:
-    params = contract.config_parameters(contract.read_config(repo / contract.MODEL_NAME / contract.CONFIG_FILENAME))
-    names = json.loads(params[contract.P_CLASS_NAMES])
+    model_dir = repo / contract.MODEL_NAME
+    found = facts.read(model_dir / "1" / contract.MODEL_FILENAME) or {}
+    k = contract.max_detections_of(contract.read_config(model_dir / contract.CONFIG_FILENAME))
     models = ", ".join(served.name for served in contract.CONTRACTS)
     return (
-        f"exported {params[contract.P_ARCH]} ({params[contract.P_WEIGHTS]} weights, "
-        f"min_size {params[contract.P_MIN_SIZE]}, max_size {params[contract.P_MAX_SIZE]}, "
-        f"{params[contract.P_PROPOSALS]} proposals, {params.get(contract.P_MAX_DETECTIONS, '?')} detections "
-        f"per image, {len(names)} class ids) as {models} to {repo}"
+        f"exported {found.get('arch')} ({found.get('weights')} weights, "
+        f"min_size {found.get('min_size')}, max_size {found.get('max_size')}, "
+        f"{found.get('proposals')} proposals, {k} detections "
+        f"per image, {len(found.get('class_names', ()))} class ids) as {models} to {repo}"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer import contract
+from streamer import contract, facts
 from streamer.server import free_port
 
 from ..helpers import (STREAMER, alive, children, frame_image, process_name, streamer, wait_until,
@@ -62,6 +62,13 @@ def exported_tensors(repo: Path, name: str = "fasterrcnn") -> list:
             if node.output().type().kind() == "TensorType"]
 
 
+def exported_facts(repo: Path) -> dict:
+    """What the export wrote into both model.pt files (as config parameters: strings); the same in both."""
+    found = [facts.read(repo / name / "1" / "model.pt") for name in ("fasterrcnn", "fasterrcnn_u8")]
+    assert found[0] is not None and found[0] == found[1]
+    return facts.parameters(found[0])
+
+
 def holds(repo: Path, weight) -> bool:
     """Both exported models carry exactly this weight tensor."""
     import torch
@@ -83,7 +90,7 @@ def test_coco_weights_come_from_torchvisions_cache(tmp_path, mobilenet_state_dic
                       env=offline_env(tmp_path / "torch_home"), timeout=300)
 
     assert result.returncode == 0, result.stderr
-    params = contract.config_parameters(contract.read_config(repo / "fasterrcnn" / "config.pbtxt"))
+    params = exported_facts(repo)
     assert params["untrained"] == "false" and params["weights"] == f"coco ({cache_name})"
     assert params["arch"] == MOBILENET_320
     saved = torch.load(path)[CLS_SCORE]
@@ -110,7 +117,7 @@ def test_local_state_dict(wrapped, tmp_path, mobilenet_state_dict):
     repo = tmp_path / "repo"
     result = streamer("export-model", "--arch", MOBILENET_320, "--weights", path, "--repo", repo, timeout=300)
     assert result.returncode == 0, result.stderr
-    params = contract.config_parameters(contract.read_config(repo / "fasterrcnn" / "config.pbtxt"))
+    params = exported_facts(repo)
     assert params["untrained"] == "false" and path.name in params["weights"]
     assert holds(repo, torch.load(mobilenet_state_dict[0])[CLS_SCORE])
 
@@ -129,7 +136,7 @@ def test_exported_model_is_scripted_and_follows_the_contract(repo_v2):
 
     config = contract.read_config(repo_v2 / "fasterrcnn" / "config.pbtxt")
     assert contract.check_io(config) == [] and config.platform == "pytorch_libtorch"
-    params = contract.config_parameters(config)
+    params = exported_facts(repo_v2)
     assert params["untrained"] == "true" and params["min_size"] == "128" and params["proposals"] == "100"
     model = load_scripted(repo_v2 / "fasterrcnn" / "1" / "model.pt")
     assert "is_scripting" not in model.code and "torch.zeros" in model.code  # compiled control flow

@@ -31,6 +31,9 @@ def test_twin_builder_ignores_the_configs_folder(repo_v2):
             assert sorted(p.name for p in (twins / name).iterdir()) == ["1", contract.CONFIG_FILENAME]
             twin = contract.read_config(twins / name / contract.CONFIG_FILENAME)
             assert io_of(twin) == io_of(contract.read_config(repo_v2 / name / contract.CONFIG_FILENAME))
+            # the export's facts, from model.pt, are what the twin tells clients
+            info = contract.model_info(contract.config_parameters(twin))
+            assert info.untrained and info.min_size == 128 and info.arch == "fasterrcnn_resnet50_fpn_v2"
     finally:
         server.cleanup()
 

@@ -189,6 +189,17 @@ def test_server_image_pairs_its_two_ngc_images():
     assert "HEALTHCHECK" in text and "/v2/health/ready" in text
 
 
+def test_server_image_merges_the_model_facts_into_its_configs():
+    """Clients learn arch, weights and class names from the served config: the final stage runs
+    streamer/facts.py (standard library only, tests/unit/test_facts.py runs it the same way) on /models,
+    as root, before it drops to the server's user."""
+    text = (ROOT / "Dockerfile").read_text()
+    final = text[text.index("FROM nvcr.io/nvidia/tritonserver"):]
+    copy, run, user = (final.index("COPY streamer/facts.py /opt/streamer-facts.py"),
+                       final.index("python3 /opt/streamer-facts.py /models"), final.index("USER 1000:1000"))
+    assert copy < run < user
+
+
 def test_build_context_keeps_the_model():
     ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
                if ln.strip() and not ln.startswith("#")]
@@ -233,18 +244,12 @@ def test_committed_gpu_config_is_the_cpu_one_on_a_gpu(name):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_committed_gpu_config_is_what_export_writes(name):
     model_dir = ROOT / "model_repository" / name
-    params = contract.config_parameters(contract.read_config(model_dir / contract.CONFIG_FILENAME))
-    info = contract.model_info(params)
-    regenerated = contract.render_config(
-        arch=info.arch, weights=info.weights, untrained=info.untrained, class_names=list(info.class_names),
-        min_size=int(params["min_size"]), max_size=int(params["max_size"]),
-        proposals=int(params["proposals"]), box_score_thresh=float(params["box_score_thresh"]),
-        max_detections=info.max_detections, kind="KIND_GPU", model=contract.contract_for(name),
-    )
+    k = contract.max_detections_of(contract.read_config(model_dir / contract.CONFIG_FILENAME))
+    regenerated = contract.render_config(max_detections=k, kind="KIND_GPU", model=contract.contract_for(name))
     assert (model_dir / GPU_CONFIG).read_text() == regenerated
 
 
-def test_both_models_are_exported_from_the_same_settings():
+def test_both_models_carry_the_same_parameters():
     params = [contract.config_parameters(contract.read_config(ROOT / "model_repository" / n / contract.CONFIG_FILENAME))
               for n in MODEL_NAMES]
     assert all(p == params[0] for p in params)
@@ -252,8 +257,7 @@ def test_both_models_are_exported_from_the_same_settings():
 
 def test_render_config_rejects_an_unknown_kind():
     with pytest.raises(ValueError, match="KIND_TPU"):
-        contract.render_config(arch="a", weights="w", untrained=True, class_names=[], min_size=1, max_size=1,
-                               proposals=1, box_score_thresh=0.5, kind="KIND_TPU")
+        contract.render_config(kind="KIND_TPU")
 
 
 @pytest.mark.parametrize("model", MODEL_NAMES)

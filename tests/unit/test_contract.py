@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from tritonclient.grpc import model_config_pb2 as mc
 
-from streamer import contract
+from streamer import contract, facts
 from streamer.cli import TritonAddress
 from streamer.server import twin_config_text
 
@@ -34,19 +34,19 @@ COCO_NAMES = [
 ]
 
 
+# The facts a COCO export of v2 at its defaults writes into model.pt (see streamer/facts.py).
+COCO_FACTS = dict(arch="fasterrcnn_resnet50_fpn_v2", weights="coco", untrained=False, min_size=800, max_size=1333,
+                  proposals=1000, box_score_thresh=0.05, class_names=COCO_NAMES)
+
+
 def rendered_config() -> str:
-    return contract.render_config(
-        arch="fasterrcnn_resnet50_fpn_v2", weights="coco", untrained=False, class_names=COCO_NAMES,
-        min_size=800, max_size=1333, proposals=1000, box_score_thresh=0.05,
-    )
+    return contract.render_config()
 
 
 @pytest.fixture(scope="module")
 def config_text() -> str:
-    """The committed config.pbtxt; the one render_config writes while none is committed."""
-    if COMMITTED.is_file():
-        return COMMITTED.read_text()
-    return rendered_config()
+    """What a server loads: the committed config.pbtxt (the contract alone) with an export's facts."""
+    return facts.merged(COMMITTED.read_text(), COCO_FACTS)
 
 
 @pytest.fixture
@@ -84,8 +84,24 @@ def test_config_parameters_describe_the_model(config):
     assert isinstance(info.untrained, bool)
 
 
-def test_rendered_config_round_trips_its_parameters():
-    config = contract.parse_config(rendered_config())
+def test_committed_config_is_the_contract_alone():
+    """An export never changes a tracked file: the committed configs carry no export's facts (they
+    are in model.pt), only K, which is part of the u8 contract's shapes."""
+    for name in (contract.MODEL_NAME, contract.U8_MODEL_NAME):
+        for path in (ROOT / "model_repository" / name).rglob("*.pbtxt"):
+            params = contract.config_parameters(contract.read_config(path))
+            assert not set(params) & set(facts.KEYS), path
+            assert params[contract.P_MAX_DETECTIONS] == "100"
+
+
+def test_fact_keys_are_the_parameters_clients_read():
+    assert set(facts.KEYS) == {contract.P_ARCH, contract.P_WEIGHTS, contract.P_UNTRAINED, contract.P_MIN_SIZE,
+                               contract.P_MAX_SIZE, contract.P_PROPOSALS, contract.P_BOX_SCORE_THRESH,
+                               contract.P_CLASS_NAMES}
+
+
+def test_merged_config_round_trips_the_facts():
+    config = contract.parse_config(facts.merged(rendered_config(), COCO_FACTS))
     params = contract.config_parameters(config)
     info = contract.model_info(params)
     assert info.arch == "fasterrcnn_resnet50_fpn_v2"
@@ -217,6 +233,20 @@ def test_twin_config(config_text, config):
     assert contract.model_info(params) == contract.model_info(contract.config_parameters(config))
 
 
+def test_twin_gets_the_facts_of_model_pt():
+    """The local server's twin of the committed config carries the facts model.pt holds: how a client of
+    `streamer serve` learns arch, weights and class names."""
+    committed = COMMITTED.read_text()
+    bare = contract.config_parameters(contract.parse_config(twin_config_text(committed, threads=2)))
+    assert "arch" not in bare
+    with pytest.raises(ValueError, match="re-run `streamer export-model`"):
+        contract.model_info(bare)
+    twin = contract.parse_config(twin_config_text(committed, threads=2, model_facts=COCO_FACTS))
+    info = contract.model_info(contract.config_parameters(twin))
+    assert info.arch == COCO_FACTS["arch"] and info.untrained is False and list(info.class_names) == COCO_NAMES
+    assert info.max_detections == 100
+
+
 def test_twin_of_a_gpu_config_runs_on_cpu(config_text):
     gpu = contract.parse_config(config_text)
     del gpu.instance_group[:]
@@ -276,17 +306,8 @@ def test_triton_address_in_a_command():
     assert "gRPC endpoint as HOST:PORT" in bad.output
 
 
-@pytest.mark.skipif(not COMMITTED.is_file(), reason="no committed config.pbtxt yet")
 def test_committed_config_is_what_export_writes():
-    committed = contract.read_config(COMMITTED)
-    params = contract.config_parameters(committed)
-    info = contract.model_info(params)
-    regenerated = contract.render_config(
-        arch=info.arch, weights=info.weights, untrained=info.untrained, class_names=list(info.class_names),
-        min_size=int(params["min_size"]), max_size=int(params["max_size"]),
-        proposals=int(params["proposals"]), box_score_thresh=float(params["box_score_thresh"]),
-    )
-    assert committed == contract.parse_config(regenerated)
+    assert COMMITTED.read_text() == contract.render_config()
 
 
 # -- the batchable uint8 model (fasterrcnn_u8) ---------------------------------------------------
@@ -295,16 +316,12 @@ COMMITTED_U8 = ROOT / "model_repository" / contract.U8_MODEL_NAME / contract.CON
 
 
 def rendered_u8_config(max_detections: int = 100) -> str:
-    return contract.render_config(
-        arch="fasterrcnn_resnet50_fpn_v2", weights="coco", untrained=False, class_names=COCO_NAMES,
-        min_size=800, max_size=1333, proposals=1000, box_score_thresh=0.05, max_detections=max_detections,
-        model=contract.U8,
-    )
+    return contract.render_config(max_detections=max_detections, model=contract.U8)
 
 
 @pytest.fixture
 def u8_config() -> mc.ModelConfig:
-    return contract.read_config(COMMITTED_U8)
+    return contract.parse_config(facts.merged(COMMITTED_U8.read_text(), COCO_FACTS))
 
 
 def test_u8_config_matches_its_contract(u8_config):
@@ -323,11 +340,13 @@ def test_u8_config_matches_its_contract(u8_config):
     ]
 
 
-def test_u8_config_carries_the_seed_metadata_plus_k(u8_config, config):
-    seed, u8 = contract.config_parameters(config), contract.config_parameters(u8_config)
-    assert u8 == seed  # same weights and settings, one export
+def test_u8_config_carries_the_seed_parameters_plus_k():
+    seed = contract.config_parameters(contract.read_config(COMMITTED))
+    u8 = contract.config_parameters(contract.read_config(COMMITTED_U8))
+    assert u8 == seed  # the same backend options and K (the facts of one export are in both model.pt)
     assert u8["max_detections"] == "100"
-    assert contract.model_info(u8).max_detections == 100
+    merged = contract.parse_config(facts.merged(COMMITTED_U8.read_text(), COCO_FACTS))
+    assert contract.model_info(contract.config_parameters(merged)).max_detections == 100
 
 
 def test_the_contracts_reject_each_other(u8_config, config):
@@ -371,15 +390,7 @@ def test_u8_twin_keeps_batching_and_warmup(u8_config):
 
 
 def test_committed_u8_config_is_what_export_writes():
-    params = contract.config_parameters(contract.read_config(COMMITTED_U8))
-    info = contract.model_info(params)
-    regenerated = contract.render_config(
-        arch=info.arch, weights=info.weights, untrained=info.untrained, class_names=list(info.class_names),
-        min_size=int(params["min_size"]), max_size=int(params["max_size"]),
-        proposals=int(params["proposals"]), box_score_thresh=float(params["box_score_thresh"]),
-        max_detections=int(params["max_detections"]), model=contract.U8,
-    )
-    assert COMMITTED_U8.read_text() == regenerated
+    assert COMMITTED_U8.read_text() == rendered_u8_config()
 
 
 def test_contract_for():
