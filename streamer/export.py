@@ -320,7 +320,7 @@ def self_check(module: torch.jit.ScriptModule, served: contract.ModelContract = 
         raise ExportError(f"exported {served.name} breaks its contract: {'; '.join(problems)}")
 
 
-def _save(module: torch.jit.ScriptModule, target: Path, model_facts: dict) -> None:
+def save_model(module: torch.jit.ScriptModule, target: Path, model_facts: dict) -> None:
     """model.pt with the export's facts inside (`facts`: what a server tells remote clients)."""
     tmp = target.with_suffix(".pt.tmp")
     module.save(str(tmp), _extra_files={facts.EXTRA_FILE: facts.encode(model_facts)})
@@ -360,7 +360,7 @@ def export(settings: ExportSettings, repo: Path) -> Path:
         module = freeze(script(model, served, max_detections))
         self_check(module, served, max_detections)
         model_dir = repo / served.name
-        _save(module, model_dir / "1" / contract.MODEL_FILENAME, model_facts)
+        save_model(module, model_dir / "1" / contract.MODEL_FILENAME, model_facts)
         # The contract alone: the same text for every export with this K, so exporting into the
         # committed model_repository/ leaves it unchanged (the facts are in model.pt).
         _write_if_changed(model_dir / contract.CONFIG_FILENAME,

@@ -173,15 +173,15 @@ def export_sprites(repo: Path, max_queue_delay_us: Optional[int] = None) -> Path
     repo = Path(repo)
     k = contract.DEFAULT_MAX_DETECTIONS
     seed, u8 = build_modules(k)
-    options = dict(arch="sprites (test detector: colour masks)", weights="none (colour -> label)", untrained=False,
-                   class_names=export.class_names(contract.DEFAULT_ARCH), min_size=0, max_size=0, proposals=0,
-                   box_score_thresh=SCORE, max_detections=k)
+    model_facts = dict(arch="sprites (test detector: colour masks)", weights="none (colour -> label)",
+                       untrained=False, class_names=export.class_names(contract.DEFAULT_ARCH), min_size=0,
+                       max_size=0, proposals=0, box_score_thresh=SCORE)
     for served, module in ((contract.SEED, seed), (contract.U8, u8)):
         export.self_check(module, served, k)
         model_dir = repo / served.name
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
-        module.save(str(model_dir / "1" / contract.MODEL_FILENAME))
-        text = contract.render_config(**options, model=served)
+        export.save_model(module, model_dir / "1" / contract.MODEL_FILENAME, model_facts)
+        text = contract.render_config(max_detections=k, model=served)
         if max_queue_delay_us and served.max_batch_size > 0:
             old = f"max_queue_delay_microseconds: {contract.MAX_QUEUE_DELAY_US} }}"
             assert old in text
@@ -190,7 +190,7 @@ def export_sprites(repo: Path, max_queue_delay_us: Optional[int] = None) -> Path
         (model_dir / contract.CONFIG_FILENAME).write_text(text)
         (model_dir / contract.CONFIGS_DIR).mkdir(exist_ok=True)
         (model_dir / contract.CONFIGS_DIR / f"{contract.GPU_CONFIG_NAME}.pbtxt").write_text(
-            contract.render_config(**options, kind="KIND_GPU", model=served))
+            contract.render_config(max_detections=k, kind="KIND_GPU", model=served))
     return repo
 
 

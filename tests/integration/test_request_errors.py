@@ -28,6 +28,8 @@ WHITE = {3, 7, 8, 15}
 def faulty_server(tmp_path_factory):
     import torch
 
+    from streamer.export import save_model
+
     class RaisesOnWhite(torch.nn.Module):
         def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             if bool(image.mean() > 0.97):
@@ -38,11 +40,11 @@ def faulty_server(tmp_path_factory):
 
     repo = tmp_path_factory.mktemp("faulty_repo")
     (repo / "fasterrcnn" / "1").mkdir(parents=True)
-    torch.jit.script(RaisesOnWhite()).save(str(repo / "fasterrcnn" / "1" / "model.pt"))
     names = ["__background__", "person"] + [f"c{i}" for i in range(2, 91)]
-    (repo / "fasterrcnn" / "config.pbtxt").write_text(contract.render_config(
+    save_model(torch.jit.script(RaisesOnWhite()), repo / "fasterrcnn" / "1" / "model.pt", dict(
         arch="raises-on-white", weights="none", untrained=True, class_names=names, min_size=0, max_size=0,
         proposals=0, box_score_thresh=0.0))
+    (repo / "fasterrcnn" / "config.pbtxt").write_text(contract.render_config())
     yield from serving(repo)
 
 

@@ -320,6 +320,8 @@ def raising_u8_server(tmp_path_factory):
     """fasterrcnn_u8 whose module raises on white frames (one box per frame otherwise)."""
     import torch
 
+    from streamer.export import save_model
+
     class RaisesOnWhite(torch.nn.Module):
         def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
             b = images.size(0)
@@ -335,11 +337,11 @@ def raising_u8_server(tmp_path_factory):
 
     repo = tmp_path_factory.mktemp("raising_u8")
     (repo / U8.name / "1").mkdir(parents=True)
-    torch.jit.script(RaisesOnWhite()).save(str(repo / U8.name / "1" / contract.MODEL_FILENAME))
     names = ["__background__", "person"] + [f"c{i}" for i in range(2, 91)]
-    (repo / U8.name / contract.CONFIG_FILENAME).write_text(contract.render_config(
+    save_model(torch.jit.script(RaisesOnWhite()), repo / U8.name / "1" / contract.MODEL_FILENAME, dict(
         arch="raises-on-white", weights="none", untrained=True, class_names=names, min_size=0, max_size=0,
-        proposals=0, box_score_thresh=0.0, model=U8))
+        proposals=0, box_score_thresh=0.0))
+    (repo / U8.name / contract.CONFIG_FILENAME).write_text(contract.render_config(model=U8))
     yield from serving(repo)
 
 

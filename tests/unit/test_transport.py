@@ -19,7 +19,7 @@ import pytest
 from tritonclient.grpc import InferResult, service_pb2
 from tritonclient.utils import InferenceServerException
 
-from streamer import contract
+from streamer import contract, facts
 from streamer.triton import shm
 from streamer.errors import ExitCode
 from streamer.states import Transport
@@ -29,9 +29,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def seed_config():
-    return contract.parse_config(contract.render_config(
+    return contract.parse_config(facts.merged(contract.render_config(), dict(
         arch=contract.DEFAULT_ARCH, weights="random", untrained=True, class_names=["__background__", "person"],
-        min_size=128, max_size=160, proposals=100, box_score_thresh=0.5))
+        min_size=128, max_size=160, proposals=100, box_score_thresh=0.5)))
 
 
 def seed_result(n: int = 2) -> InferResult:
