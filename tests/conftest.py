@@ -6,7 +6,10 @@ Every export passes --weights explicitly (random: nothing downloads). Servers bi
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -31,14 +34,38 @@ def export_repo(repo: Path, args) -> Path:
     return repo
 
 
+def session_root(tmp_path_factory) -> Path:
+    """A folder shared by every worker of this test session (pytest-xdist runs one process per
+    worker, each with its own basetemp under the session's), removed with pytest's temp dirs."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def shared(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
+    """`make(folder)` once per test session, whatever the number of workers: the first worker to
+    ask makes it under a file lock; the others wait for it and reuse it (read-only)."""
+    from filelock import FileLock
+
+    root = session_root(tmp_path_factory)
+    target, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not done.exists():
+            if target.exists():
+                shutil.rmtree(target)  # a worker that died while making it
+            target.mkdir()
+            make(target)
+            done.touch()
+    return target
+
+
 @pytest.fixture(scope="session")
 def repo_v2(tmp_path_factory) -> Path:
-    return export_repo(tmp_path_factory.mktemp("repo_v2"), V2_EXPORT)
+    return shared(tmp_path_factory, "repo_v2", lambda repo: export_repo(repo, V2_EXPORT))
 
 
 @pytest.fixture(scope="session")
 def repo_mobilenet(tmp_path_factory) -> Path:
-    return export_repo(tmp_path_factory.mktemp("repo_mobilenet"), MOBILENET_EXPORT)
+    return shared(tmp_path_factory, "repo_mobilenet", lambda repo: export_repo(repo, MOBILENET_EXPORT))
 
 
 def start_server(repo: Path) -> EmbeddedServer:
