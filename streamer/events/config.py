@@ -191,24 +191,22 @@ def regions(zones: Optional[Mapping[str, Mapping]], lines: Optional[Mapping[str,
 
 def schema_models():
     """The pydantic models of a zone and a line (the camera file's and --zones' schema)."""
-    from typing import List, Literal, Union
+    from typing import List, Literal
 
     from pydantic import BaseModel, ConfigDict, Field
 
     class Strict(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=False)
 
-    Number = Union[float, str]
-
     class Zone(Strict):
-        points: List[List[Number]]
+        points: Any  # [[x, y], ...]: checked by zone_spec / line_spec (a number, or "50%"; never `yes`)
         classes: Optional[List[str]] = None
         min_frames: Optional[int] = Field(default=None, ge=1)
         loiter_s: Optional[float] = Field(default=None, gt=0)
         anchor: Optional[Literal["bottom", "center", "top"]] = None
 
     class Line(Strict):
-        points: List[List[Number]]
+        points: Any  # [[x, y], ...]: checked by zone_spec / line_spec (a number, or "50%"; never `yes`)
         classes: Optional[List[str]] = None
         anchor: Optional[Literal["bottom", "center", "top"]] = None
 
