@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -95,3 +96,28 @@ def server_mobilenet(repo_mobilenet):
 def killable_server(repo_mobilenet):
     """A server of its own, for tests that kill it."""
     yield from serving(repo_mobilenet)
+
+
+# -- the suite's time guard ---------------------------------------------------------------------------
+
+_SUITE_STARTED: list = []
+
+
+def pytest_sessionstart(session):
+    _SUITE_STARTED.append(time.monotonic())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Every `make test` ends with the suite's wall time against its budget (STREAMER_SUITE_BUDGET_S,
+    set by the Makefile); pytest's --durations lists the slowest tests just above it."""
+    budget = os.environ.get("STREAMER_SUITE_BUDGET_S")
+    if not budget or not _SUITE_STARTED or hasattr(config, "workerinput"):
+        return
+    took, limit = time.monotonic() - _SUITE_STARTED[0], float(budget)
+    line = f"suite: {took // 60:.0f} min {took % 60:02.0f} s wall, budget {limit // 60:.0f} min {limit % 60:02.0f} s"
+    if took > limit:
+        terminalreporter.write_line(f"WARNING {line}: over budget; see docs/tests.md (the slowest tests are listed "
+                                    "above) before adding more", yellow=True, bold=True)
+    else:
+        terminalreporter.write_line(f"{line} ({took / limit:.0%} of it)", green=True)
