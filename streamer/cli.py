@@ -181,6 +181,22 @@ def web_options(fn):
     return fn
 
 
+def event_options(fn):
+    """--events and --draw-zones (run and watch)."""
+    options = [
+        click.option("--events", "events_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     metavar="FILE",
+                     help="Write one JSON line per event (a tracked object's new / update / end: zones entered "
+                          "and left, lines crossed, loitering; Frigate's shape), flushed every second."),
+        click.option("--draw-zones", is_flag=True,
+                     help="Draw the zones and counting lines with their counts into --out / recordings too "
+                          "(the window and the web page always show them)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def summary_option(fn):
     return click.option(
         "--summary", "summary", type=click.Path(dir_okay=False, allow_dash=True), default=None, metavar="FILE",
@@ -388,6 +404,11 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @click.option("--no-audio", is_flag=True, help="Files: leave the input's audio out of --out.")
 @click.option("--show", is_flag=True,
               help="Show the annotated video in a window (q or Esc closes it). Files play at their own pace.")
+@click.option("--zones", "zones_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE",
+              help="Zones and counting lines (YAML: `zones:` and/or `lines:`, as in a camera file): objects "
+                   "entering, leaving, loitering and crossing are counted (--summary, the accounting line, "
+                   "metrics, the page) and become events (--events). Pixels of the picture, or \"50%\".")
 @click.option("--hold-detections", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Live: how long the newest detections stay drawn on the frames after theirs. "
                    "Default: until newer ones arrive, but never older than 3 inference times (2 s at least), "
@@ -404,14 +425,16 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @metrics_options
 @tracking_options
 @web_options
+@event_options
 @summary_option
 @command
-def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, hold_detections,
+def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, zones_path,
+        hold_detections,
         triton, model_repo, threads, startup_timeout, model, transport, dns_refresh, in_flight, retry_timeout,
         request_timeout,
         rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
         triton_metrics_port, no_track, infer_every, web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
-        summary):
+        events_path, draw_zones, summary):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
     \b
@@ -430,7 +453,8 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     Credentials in URLs are never printed (rtsp://***@host/path).
     """
     from .runner import run_command
-    from .settings import InferenceSettings, MetricsSettings, RunSettings, Selection, Tracking, web_settings
+    from .settings import (EventSettings, InferenceSettings, MetricsSettings, RunSettings, Selection, Tracking,
+                           load_zones_file, web_settings)
 
     settings = RunSettings(
         source=source, out=out, detections=detections_path, overwrite=overwrite,
@@ -444,6 +468,8 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         status_every=status_every,
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
         web=web_settings(web_bind, web_token_file, web_allowed_hosts, web_max_viewers),
+        regions=load_zones_file(zones_path) if zones_path is not None else None,
+        events=EventSettings(jsonl=events_path), draw_zones=draw_zones,
     )
     return finish(run_command(settings, console()), summary)
 
@@ -478,13 +504,14 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
 @metrics_options
 @tracking_options
 @web_options
+@event_options
 @summary_option
 @command
 def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections, max_frames, triton, model_repo,
           threads, startup_timeout, model, transport, dns_refresh, in_flight, request_timeout, rtsp_transport, open_timeout,
           stall_timeout,
           status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, no_track, infer_every,
-          web_bind, web_token_file, web_allowed_hosts, web_max_viewers, summary):
+          web_bind, web_token_file, web_allowed_hosts, web_max_viewers, events_path, draw_zones, summary):
     """Watch several cameras in one run, sharing one Triton server.
 
     \b
@@ -503,12 +530,13 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
 
     \b
     Camera file keys: triton, dns_refresh, metrics_port, metrics_host, defaults {threshold, classes,
-    hold_detections, loop, track, infer_every}, cameras {NAME: {source, record, detections,
-    threshold, classes, hold_detections, loop, track, infer_every}}, web. Exit 3 when a camera
-    could not be opened or was given up on (the others still ran); 2 for a bad camera file.
+    hold_detections, loop, track, infer_every, zones, lines}, cameras {NAME: {source, record, detections,
+    threshold, classes, hold_detections, loop, track, infer_every, zones, lines}}, web. Exit 3 when a
+    camera could not be opened or was given up on (the others still ran), or a zone or line lies
+    outside its picture; 2 for a bad camera file.
     """
     from .runner import watch_command
-    from .settings import (InferenceSettings, MetricsSettings, Selection, Tracking, WatchSettings,
+    from .settings import (EventSettings, InferenceSettings, MetricsSettings, Selection, Tracking, WatchSettings,
                            dns_refresh_over_file, flags_over_file, watch_cameras, web_settings)
 
     found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
@@ -526,6 +554,7 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
         web=web_settings(web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
                          where="--web" if web_bind and not found.web else f"{found.path}: web"),
+        events=EventSettings(jsonl=events_path), draw_zones=draw_zones,
     )
     return finish(watch_command(settings, console()), summary)
 

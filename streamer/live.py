@@ -33,7 +33,7 @@ from .errors import SourceError
 from .frame_queue import FrameQueue, LatestSlot
 from .frames import Detections, Frame, Outcome
 from .metrics import LatencyHistogram
-from .pipeline import count_labels, draw, p50_p95
+from .pipeline import count_labels, draw, overlay, p50_p95
 from .report import StreamReport, percentiles_ms
 from .stages import Annotator, Display, Inference, Sink, Stage, View
 from .states import CaptureState, InferenceState, StreamKind, ViewState
@@ -175,7 +175,9 @@ class CameraFeed:
     def __init__(self, name: str, capture: LiveCapture, stages: Stage, annotators: Sequence[Annotator] = (),
                  sinks: Sequence[Sink] = (), max_frames: Optional[int] = None, source_rate: Optional[float] = None,
                  display_queue: int = 32, wake: Optional[threading.Event] = None, stats: Optional[LiveStats] = None,
-                 outputs: Sequence[str] = (), infer_every: int = 1, tracks: Callable[[], int] = lambda: 0):
+                 outputs: Sequence[str] = (), infer_every: int = 1, tracks: Callable[[], int] = lambda: 0,
+                 overlays: Sequence[Annotator] = (), events: Optional[object] = None,
+                 event_outputs: Callable[[], Sequence] = lambda: ()):
         self.name = name
         self.capture = capture
         self.stages = stages
@@ -187,6 +189,10 @@ class CameraFeed:
         self.outputs = tuple(outputs)
         self.infer_every = infer_every  # inference takes at most every Nth captured frame
         self.tracks = tracks  # tracks the camera's tracker holds now (0 without one)
+        self.overlays = list(overlays)  # drawn on the displays' picture only (zones and lines)
+        self.events = events  # the camera's event stage (its counts and recent events; None: none)
+        self.event_outputs = event_outputs  # the run's event outputs' statuses
+        self._overlaid: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (drawn image, with the overlays)
         self._reconnects_seen = 0
         self.wake = wake or threading.Event()
         self.stats = stats or LiveStats()
@@ -352,10 +358,21 @@ class CameraFeed:
             "reconnects": float(self.capture.reconnects),
         }
         fresh, self._fresh = self._fresh, False
-        return View(name=self.name, image=self.last_image, state=state,
+        events = self.events
+        return View(name=self.name, image=self._displayed(), state=state,
                     hud=tuple(self.hud_lines(now, inference_state)), banner=self.banner(now, inference_state),
                     frame=self.last_frame, fresh=fresh, figures=figures, detections=self.last_detections,
-                    outputs=self.outputs)
+                    outputs=self.outputs, counts=None if events is None or not events.regions else events.counts(),
+                    events=() if events is None else events.recent(), event_outputs=tuple(self.event_outputs()))
+
+    def _displayed(self) -> Optional[np.ndarray]:
+        """The newest drawn image with the overlays (drawn once per new image)."""
+        image = self.last_image
+        if image is None or not self.overlays:
+            return image
+        if self._overlaid is None or self._overlaid[0] is not image:
+            self._overlaid = (image, overlay(image, self.last_detections, self.overlays))
+        return self._overlaid[1]
 
     def status(self, now: float, every: float, inference_state: InferenceState) -> Optional[str]:
         """One status line about the last `every` seconds, when they have passed."""
@@ -377,6 +394,8 @@ class CameraFeed:
         """Close the counts once the capture and inference threads are done."""
         stats = self.stats
         self.collect()
+        for _ in self.stages.flush():  # the stages' end (every tracked object's event ends)
+            pass
         stats.finished = time.monotonic()
         stats.skipped = self.slot.skipped + stats.not_offered + (stats.taken - stats.inferred - stats.failed)
         stats.reconnects = self.capture.reconnects
@@ -473,6 +492,7 @@ class LivePipeline:
     log: Callable[[str], None] = print
     wake: threading.Event = field(default_factory=threading.Event)
     connect: bool = True  # the capture threads open their sources (a failure there is a drop)
+    event_outputs: Callable[[], Sequence] = lambda: ()  # the event outputs' statuses (a status line)
 
     def __post_init__(self):
         self.quit = False
@@ -483,11 +503,18 @@ class LivePipeline:
         return len(self.feeds) == 1
 
     def _log_status(self, now: float) -> None:
+        from .events.outputs import status_line
+
         state = self.inference.state
+        logged = False
         for feed in self.feeds:
             line = feed.status(now, self.status_every, state)
             if line:
+                logged = True
                 self.log(line if self.single else f"{feed.name}: {line}")
+        outputs = status_line(self.event_outputs()) if logged else None
+        if outputs:
+            self.log(outputs)
 
     def _step(self) -> bool:
         """Draw, record and show what the cameras captured. False: a viewer asked to stop."""

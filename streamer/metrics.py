@@ -142,6 +142,7 @@ class CameraSample:
     detections: Mapping[str, int] = field(default_factory=dict)  # class name -> detections so far
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     tracks_active: int = 0  # tracks the camera's tracker follows now (0 with --no-track)
+    counts: Optional[object] = None  # events.Counts of its zones and lines (None: none)
 
 
 # (name without _total, documentation, CameraSample attribute)
@@ -162,21 +163,66 @@ FRAME_AGE = "streamer_frame_age_seconds"
 DETECTIONS = "streamer_detections"
 LATENCY = "streamer_inference_latency_seconds"
 BUILD_INFO = "streamer_build"  # exposed as streamer_build_info
+LINE_CROSSINGS = "streamer_line_crossings"  # exposed as streamer_line_crossings_total
+ZONE_OBJECTS = "streamer_zone_objects"
+ZONE_ENTRIES = "streamer_zone_entries"  # exposed as streamer_zone_entries_total
+OUTPUT_UP = "streamer_event_output_up"
+OUTPUT_EVENTS = "streamer_event_output_events"  # exposed as ..._total{output, result}
 
 
 class SampleCollector:
     """A prometheus_client collector that reads the camera samples at every scrape."""
 
-    def __init__(self, samples: Callable[[], Iterable[CameraSample]], info: Optional[Mapping[str, str]] = None):
+    def __init__(self, samples: Callable[[], Iterable[CameraSample]], info: Optional[Mapping[str, str]] = None,
+                 outputs: Callable[[], Iterable] = lambda: ()):
         self._samples = samples
         self._info = dict(info or {})
+        self._outputs = outputs  # the event outputs' statuses (events.OutputStatus)
 
     def describe(self) -> Iterator[Metric]:
         """The families without samples: lets the registry check names without reading counters."""
         return self._families([])
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(list(self._samples()))
+        samples = list(self._samples())
+        yield from self._families(samples)
+        yield from self._event_families(samples, list(self._outputs()))
+
+    @staticmethod
+    def _event_families(samples: List[CameraSample], outputs: List) -> Iterator[Metric]:
+        """Zones and lines (from each camera's counts) and the event outputs' states."""
+        crossings = CounterMetricFamily(LINE_CROSSINGS, "Objects that crossed a counting line, by direction "
+                                        "(in: onto the line's right-hand side as drawn) and class.",
+                                        labels=["camera", "line", "direction", "label"])
+        inside = GaugeMetricFamily(ZONE_OBJECTS, "Objects inside a zone now, by class.",
+                                   labels=["camera", "zone", "label"])
+        entries = CounterMetricFamily(ZONE_ENTRIES, "Objects that entered a zone, by class.",
+                                      labels=["camera", "zone", "label"])
+        for s in samples:
+            if s.counts is None:
+                continue
+            for line, dirs in sorted(s.counts.lines.items()):
+                for direction, per in sorted(dirs.items()):
+                    for label, n in sorted(per.items()):
+                        crossings.add_metric([s.camera, line, direction, label], int(n))
+            for zone, kinds in sorted(s.counts.zones.items()):
+                labels = set(kinds.get("entered", {})) | set(kinds.get("inside", {}))
+                for label in sorted(labels):
+                    inside.add_metric([s.camera, zone, label], int(kinds.get("inside", {}).get(label, 0)))
+                    entries.add_metric([s.camera, zone, label], int(kinds.get("entered", {}).get(label, 0)))
+        yield crossings
+        yield inside
+        yield entries
+        up = GaugeMetricFamily(OUTPUT_UP, "1 while an event output is connected (or writing), else 0.",
+                               labels=["output"])
+        events = CounterMetricFamily(OUTPUT_EVENTS, "Events per output: sent, dropped (its queue was full), "
+                                     "failed (given up after retries).", labels=["output", "result"])
+        for status in outputs:
+            up.add_metric([status.name], 1 if str(status.state) == "connected" else 0)
+            for result in ("sent", "dropped", "failed"):
+                events.add_metric([status.name, result], int(getattr(status, result)))
+        yield up
+        yield events
 
     def _families(self, samples: List[CameraSample]) -> Iterator[Metric]:
         if self._info:
@@ -235,11 +281,12 @@ class MetricsServer:
         host: str = LOOPBACK,
         port: int = DEFAULT_PORT,
         info: Optional[Mapping[str, str]] = None,
+        outputs: Callable[[], Iterable] = lambda: (),
     ):
         self.host = host
         self.port = int(port)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SampleCollector(samples, info))
+        self.registry.register(SampleCollector(samples, info, outputs))
         self._httpd = None
         self._thread: Optional[threading.Thread] = None
 

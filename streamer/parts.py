@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Sequence
 
 from . import contract
 from .selection import HoldDetections, selection_stages
-from .settings import CameraSettings, RunSettings, Selection, Tracking, WebSettings
+from .settings import CameraSettings, EventSettings, RunSettings, Selection, Tracking, WebSettings
 from .stages import Annotator, Display, Inference, Sink, Stage
 
 Say = Callable[[str], None]
@@ -36,9 +36,11 @@ def file_tracker(selection: Selection, tracking: Tracking):
     return FileTracker(infer_every=tracking.infer_every, threshold=selection.threshold)
 
 
-def file_stages(selection: Selection, label_ids: Optional[Sequence[int]], tracker=None) -> Stage:
-    """A file run's stages: the class filter, the tracker (when there is one), the score threshold."""
-    return selection_stages(selection.threshold, label_ids, [tracker] if tracker is not None else [])
+def file_stages(selection: Selection, label_ids: Optional[Sequence[int]], tracker=None, events=None) -> Stage:
+    """A file run's stages: the class filter, the tracker (when there is one), the score threshold,
+    then the event stage (when there is one)."""
+    return selection_stages(selection.threshold, label_ids, [tracker] if tracker is not None else [],
+                            [events] if events is not None else [])
 
 
 def file_inference(stream: Inference, tracking: Tracking) -> Inference:
@@ -63,12 +65,45 @@ def live_tracker(camera: CameraSettings):
 
 
 def camera_stages(camera: CameraSettings, label_ids: Optional[Sequence[int]],
-                  latency: Callable[[], Sequence[float]], tracker=None) -> Stage:
+                  latency: Callable[[], Sequence[float]], tracker=None, events=None) -> Stage:
     """A camera's stages: the class filter, the tracker (boxes carried onto every shown frame) or,
-    without one, the newest answer held on the frames shown after it; then the score threshold.
-    `latency`: the camera's recent inference latencies (seconds)."""
+    without one, the newest answer held on the frames shown after it; then the score threshold,
+    then the event stage (when there is one). `latency`: the camera's recent inference latencies
+    (seconds)."""
     middle = tracker if tracker is not None else HoldDetections(camera.hold_detections, latency)
-    return selection_stages(camera.selection.threshold, label_ids, [middle])
+    return selection_stages(camera.selection.threshold, label_ids, [middle], [events] if events is not None else [])
+
+
+def event_outputs(events: EventSettings, say: Say) -> List:
+    """Where events go (run-wide, every camera's): --events FILE. Each is an `events.EventOutput`
+    (a context manager the runner enters; publish() never blocks)."""
+    from .events.outputs import JsonlEvents
+
+    found: List = []
+    if events.jsonl is not None:
+        found.append(JsonlEvents(events.jsonl, say))
+    return found
+
+
+def event_stage(name: str, regions, name_of: Callable[[int], str], fanout, live: bool, tracking: Tracking):
+    """A camera's (or file's) event stage: zones, lines, new/update/end events (None when it has
+    no zones or lines and no event output listens, or without tracking: events follow track ids)."""
+    if not tracking.enabled or (not regions and not fanout):
+        return None
+    from .events.config import FILE_MIN_FRAMES, LIVE_MIN_FRAMES, Regions
+    from .events.stage import EventStage
+
+    return EventStage(name, regions or Regions(), name_of, sink=fanout, live=live,
+                      min_frames=LIVE_MIN_FRAMES if live else FILE_MIN_FRAMES)
+
+
+def region_annotators(stage) -> List[Annotator]:
+    """The zones and lines of an event stage, drawn with their counts (none without zones or lines)."""
+    if stage is None or not stage.regions:
+        return []
+    from .events.overlay import RegionsAnnotator
+
+    return [RegionsAnnotator(stage.geometry, stage.counts)]
 
 
 def file_sinks(settings: RunSettings, src, info: contract.ModelInfo, label_ids: Optional[Sequence[int]],

@@ -130,6 +130,14 @@ def count_labels(counts: Dict[int, int], detections: Optional[Detections]) -> No
             counts[int(label)] = counts.get(int(label), 0) + 1
 
 
+def overlay(image: np.ndarray, detections: Optional[Detections], overlays: Sequence[Annotator]) -> np.ndarray:
+    """The picture with what only displays show (zones and lines with their counts), drawn whatever
+    the detections (None or empty: still drawn)."""
+    for annotator in overlays:
+        image = annotator.annotate(image, detections if detections is not None else Detections.empty())
+    return image
+
+
 def draw(image: np.ndarray, detections: Optional[Detections], annotators: Sequence[Annotator]) -> np.ndarray:
     """The picture with every annotator's drawing (the frame's own image when nothing is held)."""
     if detections is None:
@@ -155,6 +163,9 @@ class FilePipeline:
     on_frame: Callable[[RunStats], None] = lambda stats: None
     name: str = ""  # the view's name on a display
     total: Optional[int] = None  # frames expected (a display's "frame k/total")
+    overlays: Sequence[Annotator] = ()  # drawn for the displays only (zones and lines)
+    events: Optional[object] = None  # the event stage (counts and recent events for the displays)
+    event_outputs: Callable[[], Sequence] = lambda: ()  # the event outputs' statuses
 
     def _read(self, frames: FrameQueue, errors: list) -> None:
         try:
@@ -191,8 +202,12 @@ class FilePipeline:
             status = f"{len(detections)} tracked box(es){age}"
         else:
             status = f"{len(detections)} detection(s)"
-        return View(name=self.name, image=image, hud=(position, f"display {fps:.1f} fps", status), frame=frame,
-                    figures={"display_fps": fps}, detections=detections)
+        events = self.events
+        return View(name=self.name, image=overlay(image, detections, self.overlays),
+                    hud=(position, f"display {fps:.1f} fps", status), frame=frame,
+                    figures={"display_fps": fps}, detections=detections,
+                    counts=None if events is None or not events.regions else events.counts(),
+                    events=() if events is None else events.recent(), event_outputs=tuple(self.event_outputs()))
 
     def _emit(self, frame: Frame, detections: Optional[Detections]) -> bool:
         """Draw one released frame, write it to every sink and show it. False: a display asked to stop."""
@@ -221,7 +236,8 @@ class FilePipeline:
         if last is None or not self.displays:
             return
         ended = View(name=last.name, image=last.image, state=ViewState.ENDED, hud=last.hud, banner="ENDED",
-                     frame=last.frame, fresh=False, figures=last.figures, detections=last.detections)
+                     frame=last.frame, fresh=False, figures=last.figures, detections=last.detections,
+                     counts=last.counts, events=last.events, event_outputs=tuple(self.event_outputs()))
         for display in self.displays:
             display.show([ended])
 

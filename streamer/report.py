@@ -12,6 +12,11 @@ JSON shape (more keys may come; none will change meaning):
      "streams": [{"name", "kind": "file" | "live", "frames": {...}, "fps", "latency_ms": {"p50", "p95"},
                   "detections_by_class": {"person": 12, ...}, "reconnects": 0}]}
 
+A stream with zones or counting lines also carries their counts (events.Counts):
+"lines": {"NAME": {"in": {"person": 3}, "out": {...}}} and "zones": {"NAME": {"entered": {...},
+"inside": {...} (at the end), "max_inside": {...}}}. A run with event outputs (--events) has
+"event_outputs": [{"name", "state", "sent", "dropped", "failed", "reason"}].
+
 Live streams also carry "camera": how the camera ended ("stopped"; "failed": given up) and
 "error": why it was given up (null when it was not).
 
@@ -59,6 +64,7 @@ class StreamReport:
     frame_age_ms: Optional[Dict[str, Optional[float]]] = None
     camera: Optional[str] = None  # live: the capture's state at the end ("stopped", "failed")
     error: Optional[str] = None  # live: why the camera was given up
+    counts: Optional[dict] = None  # zones and lines: events.Counts.to_json() (None: none configured)
 
     def to_json(self) -> dict:
         out = {"name": self.name, "kind": str(self.kind), "frames": dict(self.frames), "fps": round(self.fps, 3),
@@ -68,6 +74,8 @@ class StreamReport:
             out["frame_age_ms"] = dict(self.frame_age_ms)
         if self.camera is not None:
             out["camera"], out["error"] = self.camera, self.error
+        if self.counts is not None:
+            out["lines"], out["zones"] = self.counts["lines"], self.counts["zones"]
         return out
 
 
@@ -81,14 +89,18 @@ class RunReport:
     moved: int = 0
     moved_slow: int = 0
     streams: List[StreamReport] = field(default_factory=list)
+    event_outputs: List[dict] = field(default_factory=list)  # events.OutputStatus.to_json() per output
     lines: List[str] = field(default_factory=list)  # printed on stdout: the accounting
     notes: List[str] = field(default_factory=list)  # printed on stderr after the accounting
 
     def to_json(self) -> dict:
-        return {"command": self.command, "exit_code": int(self.exit_code), "elapsed_s": round(self.elapsed_s, 3),
-                "model": self.model, "servers": list(self.servers), "moved": self.moved,
-                "moved_slow": self.moved_slow,
-                "streams": [s.to_json() for s in self.streams]}
+        out = {"command": self.command, "exit_code": int(self.exit_code), "elapsed_s": round(self.elapsed_s, 3),
+               "model": self.model, "servers": list(self.servers), "moved": self.moved,
+               "moved_slow": self.moved_slow,
+               "streams": [s.to_json() for s in self.streams]}
+        if self.event_outputs:
+            out["event_outputs"] = list(self.event_outputs)
+        return out
 
     def write_summary(self, target: str) -> None:
         """`--summary FILE` (`-`: stdout): the report as one JSON document."""
@@ -104,3 +116,14 @@ def model_json(info, served_model: Optional[str] = None, transport: Optional[str
     """The served model as the report names it (`info`: contract.ModelInfo)."""
     return {"arch": info.arch, "weights": info.weights, "untrained": info.untrained, "min_size": info.min_size,
             "max_size": info.max_size, "served_model": served_model, "transport": transport}
+
+
+def counts_line(counts) -> str:
+    """The accounting line's short form of a stream's counts (events.Counts): `door in 3 out 1,
+    driveway entered 2` (every class added up; "" without zones or lines)."""
+    parts = []
+    for name, dirs in counts.lines.items():
+        parts.append(f"{name} in {sum(dirs.get('in', {}).values())} out {sum(dirs.get('out', {}).values())}")
+    for name, kinds in counts.zones.items():
+        parts.append(f"{name} entered {sum(kinds.get('entered', {}).values())}")
+    return ", ".join(parts)

@@ -179,6 +179,21 @@ def recover_hook(server, say: Callable[[str], None]):
     return recover
 
 
+def check_region_classes(info: contract.ModelInfo, regions) -> None:
+    """Every class a zone or line names is one the model knows (SettingsError naming the field)."""
+    if not regions:
+        return
+    for where, names in regions.class_names():
+        label_filter(info, names, where)
+
+
+def event_outputs(settings, stack: contextlib.ExitStack, say: Callable[[str], None]):
+    """The run's event outputs, entered on `stack`, behind one fan-out (events.outputs.Fanout)."""
+    from .events.outputs import Fanout
+
+    return Fanout([stack.enter_context(output) for output in parts.event_outputs(settings, say)], say)
+
+
 def label_filter(info: contract.ModelInfo, classes: Optional[Sequence[str]], where: str = "--classes"):
     if not classes:
         return None
@@ -191,14 +206,15 @@ def label_filter(info: contract.ModelInfo, classes: Optional[Sequence[str]], whe
 
 
 @contextlib.contextmanager
-def metrics_endpoint(settings, samples, say: Callable[[str], None]):
-    """The pipeline's Prometheus endpoint for the length of a run (nothing when not asked)."""
+def metrics_endpoint(settings, samples, say: Callable[[str], None], outputs: Callable[[], Sequence] = lambda: ()):
+    """The pipeline's Prometheus endpoint for the length of a run (nothing when not asked).
+    `outputs`: the event outputs' statuses."""
     if settings is None:
         yield None
         return
     from .metrics import MetricsServer
 
-    server = MetricsServer(samples, host=settings.host, port=settings.port).start()
+    server = MetricsServer(samples, host=settings.host, port=settings.port, outputs=outputs).start()
     say(f"streamer metrics: {server.url}")
     try:
         yield server
@@ -236,6 +252,11 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
     if settings.detections is not None:
         check_output_path(settings.detections, settings.overwrite,
                           inputs=inputs + ([settings.out] if settings.out else []))
+    for flag, path in settings.events.outputs:
+        taken = [p for p in (settings.out, settings.detections) if p is not None]
+        if any(path.resolve() == p.resolve() for p in taken):
+            raise SinkError(f"{flag} {path} is also written by --out or --detections; give it its own file")
+        check_output_path(path, settings.overwrite, inputs=inputs)
     if settings.show:
         from .window import Window
 
@@ -246,10 +267,11 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
         camera = CameraSettings(name="cam1", source=settings.source, record=settings.out,
                                 detections=settings.detections, selection=settings.selection,
                                 hold_detections=settings.hold_detections, max_frames=settings.max_frames,
-                                tracking=settings.tracking)
+                                tracking=settings.tracking, regions=settings.regions)
         watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
                               capture=settings.capture, show=settings.show, overwrite=settings.overwrite,
-                              status_every=settings.status_every, metrics=settings.metrics, web=settings.web)
+                              status_every=settings.status_every, metrics=settings.metrics, web=settings.web,
+                              events=settings.events, draw_zones=settings.draw_zones)
         report = run_cameras(watch, console)
         report.command = "run"
         return report
@@ -270,12 +292,16 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
             triton_session(settings.server, say) as (client, info, server):
         say(src.info.describe())
         label_ids = label_filter(info, settings.selection.classes)
+        check_region_classes(info, settings.regions)
         warn_untrained(info, say)
         stream = parts.file_inference(inference_for(settings.server, client, server, settings.inference, False, say),
                                       settings.tracking)
         count0, compute0 = stream.compute_stats()
         with contextlib.ExitStack() as parts_stack:
             sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)]
+            fanout = event_outputs(settings.events, parts_stack, say)
+            events = parts.event_stage(path.name, settings.regions, info.name_of, fanout, False, settings.tracking)
+            regions = parts.region_annotators(events)
             displays = open_displays(parts.displays(settings.show, f"streamer: {path.name}", paced=True),
                                      settings.web, info, parts_stack, say)
             total = src.info.frame_count
@@ -286,12 +312,13 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                     pipeline = FilePipeline(
                         source=src, inference=stream,
                         stages=parts.file_stages(settings.selection, label_ids,
-                                                 parts.file_tracker(settings.selection, settings.tracking)),
-                        annotators=parts.annotators(info), sinks=sinks, displays=displays,
-                        max_frames=settings.max_frames, on_frame=lambda _stats: advance(), name=path.name,
-                        total=total)
-                    samples = lambda: [file_sample(path.name, pipeline, info.name_of)]  # noqa: E731
-                    with metrics_endpoint(settings.metrics, samples, say), contextlib.closing(stream):
+                                                 parts.file_tracker(settings.selection, settings.tracking), events),
+                        annotators=parts.annotators(info) + (regions if settings.draw_zones else []), sinks=sinks,
+                        displays=displays, max_frames=settings.max_frames, on_frame=lambda _stats: advance(),
+                        name=path.name, total=total, overlays=[] if settings.draw_zones else regions,
+                        events=events, event_outputs=fanout.statuses)
+                    samples = lambda: [file_sample(path.name, pipeline, info.name_of, events)]  # noqa: E731
+                    with metrics_endpoint(settings.metrics, samples, say, fanout.statuses), contextlib.closing(stream):
                         stats = pipeline.run()
                         count1, compute1 = stream.compute_stats()
             finally:
@@ -309,9 +336,14 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
         code = ExitCode.OK if stats.complete else ExitCode.INCOMPLETE
     report = RunReport(command="run", exit_code=code, elapsed_s=time.monotonic() - started, model=model,
                        servers=servers_json(shares), moved=stream.moved, moved_slow=stream.moved_slow,
-                       streams=[stats.report(path.name, info.name_of)])
-    report.lines.append(f"{stats.line()} | model {info.describe()}")
-    report.notes.extend(_file_notes(stats, info, [p for p in (settings.out, settings.detections) if p is not None]))
+                       streams=[stats.report(path.name, info.name_of)],
+                       event_outputs=[status.to_json() for status in fanout.statuses()])
+    counted = counts_of(events)
+    report.streams[0].counts = None if counted is None else counted.to_json()
+    report.lines.append(f"{stats.line()}{counts_part(counted)} | model {info.describe()}")
+    report.notes.extend(_file_notes(stats, info, [p for p in (settings.out, settings.detections) if p is not None]
+                                    + [p for _, p in settings.events.outputs]))
+    report.notes.extend(output_notes(fanout.statuses()))
     return report
 
 
@@ -321,7 +353,19 @@ def report_model(info: contract.ModelInfo, client) -> dict:
     return model_json(info, served_model=client.model, transport=str(client.transport))
 
 
-def file_sample(name: str, pipeline, name_of):
+def counts_of(events):
+    """An event stage's counts when it has zones or lines (None otherwise)."""
+    return events.counts() if events is not None and events.regions else None
+
+
+def counts_part(counts) -> str:
+    """The accounting line's counts: ` | counts door in 3 out 1, ...` ("" without zones or lines)."""
+    from .report import counts_line
+
+    return "" if counts is None else f" | counts {counts_line(counts)}"
+
+
+def file_sample(name: str, pipeline, name_of, events=None):
     """A file run's counters as one camera's metrics sample (the file's name is the camera label)."""
     from .metrics import CameraSample
 
@@ -330,7 +374,17 @@ def file_sample(name: str, pipeline, name_of):
         camera=name, captured=stats.read, shown=stats.written, inferred=stats.inferred, skipped=0,
         failed=stats.failed, reconnects=pipeline.inference.reconnects, camera_up=stats.finished is None,
         inference_up=pipeline.inference.state is InferenceState.ONLINE, frame_age_seconds=None,
-        detections=by_name(stats.detections_by_class, name_of), latency=stats.latency)
+        detections=by_name(stats.detections_by_class, name_of), latency=stats.latency, counts=counts_of(events))
+
+
+def output_notes(statuses) -> List[str]:
+    """Warnings about event outputs that dropped or failed events, or gave up."""
+    notes = []
+    for s in statuses:
+        if s.dropped or s.failed or str(s.state) == "given up":
+            notes.append(f"WARNING: event output {s.name}: {s.state}, sent {s.sent}, dropped {s.dropped}, "
+                         f"failed {s.failed}" + (f" ({s.reason})" if s.reason else ""))
+    return notes
 
 
 def _file_notes(stats, info: contract.ModelInfo, outputs: List[Path]) -> List[str]:
@@ -424,7 +478,8 @@ def _open_cameras(settings: WatchSettings, say: Callable[[str], None]) -> List[_
     return cameras
 
 
-def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: contextlib.ExitStack):
+def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: contextlib.ExitStack, fanout=None,
+                 draw_zones: bool = False):
     """One camera's feed: its stages, annotators and sinks (entered on `stack`). A camera given
     up at its first connection gets a feed too (its tile, status, metrics and report say why),
     without sinks: it writes no file."""
@@ -437,13 +492,17 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
         [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)]
     outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
     tracker = parts.live_tracker(settings)
+    events = parts.event_stage(settings.name, settings.regions, info.name_of, fanout, True, settings.tracking)
+    regions = parts.region_annotators(events)
     return CameraFeed(
         name=settings.name, capture=cam.capture,
-        stages=parts.camera_stages(settings, label_ids, lambda: stats.latency.recent()[-5:], tracker),
-        annotators=parts.annotators(info), sinks=sinks, max_frames=settings.max_frames,
-        source_rate=float(rate) if rate else None, stats=stats, outputs=outputs,
+        stages=parts.camera_stages(settings, label_ids, lambda: stats.latency.recent()[-5:], tracker, events),
+        annotators=parts.annotators(info) + (regions if draw_zones else []), sinks=sinks,
+        max_frames=settings.max_frames, source_rate=float(rate) if rate else None, stats=stats, outputs=outputs,
         infer_every=settings.tracking.infer_every,
-        tracks=(lambda: tracker.tracks_active) if tracker is not None else (lambda: 0))
+        tracks=(lambda: tracker.tracks_active) if tracker is not None else (lambda: 0),
+        overlays=[] if draw_zones else regions, events=events,
+        event_outputs=fanout.statuses if fanout is not None else (lambda: ()))
 
 
 def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
@@ -476,23 +535,27 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             for cam in cameras:
                 where = "--classes" if single else f"cameras.{cam.settings.name}.classes"
                 label_ids[cam.settings.name] = label_filter(info, cam.settings.selection.classes, where)
+                check_region_classes(info, cam.settings.regions)
             warn_untrained(info, say)
             stream = inference_for(settings.server, client, server, settings.inference, True, say)
             with contextlib.ExitStack() as stack:
-                feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack) for cam in cameras]
+                fanout = event_outputs(settings.events, stack, say)
+                feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack, fanout, settings.draw_zones)
+                         for cam in cameras]
                 title = f"streamer: {cameras[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
                 displays = open_displays(parts.displays(settings.show, title), settings.web, info, stack, say)
                 pipeline = LivePipeline(feeds=feeds, inference=stream, displays=displays, status_every=status_every,
-                                        log=say)
+                                        log=say, event_outputs=fanout.statuses)
                 samples = lambda: [live_sample(feed, stream, info.name_of) for feed in feeds]  # noqa: E731
                 try:
-                    with metrics_endpoint(settings.metrics, samples, say), contextlib.closing(stream):
+                    with metrics_endpoint(settings.metrics, samples, say, fanout.statuses), contextlib.closing(stream):
                         stats_list = pipeline.run()
                 finally:
                     with interrupts.critical():
                         stack.close()
-            for cam, stats in zip(cameras, stats_list):
-                line = stats.line() if single else f"camera {cam.settings.name} | {stats.line()}"
+            for cam, stats, feed in zip(cameras, stats_list, feeds):
+                line = stats.line() + counts_part(counts_of(feed.events))
+                line = line if single else f"camera {cam.settings.name} | {line}"
                 report.lines.append(line if not single else f"{line} | model {info.describe()}")
             if not single:
                 report.lines.append(
@@ -502,6 +565,10 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
                                                                stream.moved_slow)
             report.streams = [stats.report(feed.name, by_name(feed.detections_by_class, info.name_of))
                               for feed, stats in zip(feeds, stats_list)]
+            for stream_report, feed in zip(report.streams, feeds):
+                counted = counts_of(feed.events)
+                stream_report.counts = None if counted is None else counted.to_json()
+            report.event_outputs = [status.to_json() for status in fanout.statuses()]
     finally:
         for cam in cameras:
             cam.capture.stop()
@@ -511,6 +578,11 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
         for path in (cam.settings.record, cam.settings.detections):
             if path is not None and path.exists():
                 notes.append(f"wrote {path}")
+    for _, path in settings.events.outputs:
+        if path.exists():
+            notes.append(f"wrote {path}")
+    if report.event_outputs:
+        notes.extend(output_notes(fanout.statuses()))
     quit_ = any(s.quit for s in stats_list)
     interrupted = any(s.interrupted for s in stats_list)
     if quit_:
@@ -545,7 +617,8 @@ def live_sample(feed, stream, name_of):
         camera=feed.name, captured=s.captured, shown=s.shown, inferred=s.inferred, skipped=feed.skipped_now,
         failed=s.failed, reconnects=feed.capture.reconnects, camera_up=feed.capture.state is CaptureState.LIVE,
         inference_up=stream.state is InferenceState.ONLINE, frame_age_seconds=feed.frame_age,
-        detections=by_name(feed.detections_by_class, name_of), latency=s.latency, tracks_active=feed.tracks())
+        detections=by_name(feed.detections_by_class, name_of), latency=s.latency, tracks_active=feed.tracks(),
+        counts=counts_of(feed.events))
 
 
 def watch_command(settings: WatchSettings, console: Console) -> RunReport:

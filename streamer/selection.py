@@ -125,6 +125,8 @@ class Chain(PassStage):
             stage.reset()
 
 
-def selection_stages(threshold: float, label_ids: Optional[Sequence[int]], middle: Sequence[Stage] = ()) -> Chain:
-    """The class filter, the stages in between (hold, tracker), then the score threshold."""
-    return Chain([ClassFilter(label_ids), *middle, ScoreThreshold(threshold)])
+def selection_stages(threshold: float, label_ids: Optional[Sequence[int]], middle: Sequence[Stage] = (),
+                     after: Sequence[Stage] = ()) -> Chain:
+    """The class filter, the stages in between (hold, tracker), the score threshold, then the
+    stages that look at what is drawn (events)."""
+    return Chain([ClassFilter(label_ids), *middle, ScoreThreshold(threshold), *after])

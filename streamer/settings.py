@@ -18,6 +18,7 @@ from .errors import ExitCode, StreamerError
 from .states import Transport
 
 if TYPE_CHECKING:
+    from .events.config import Regions
     from .triton.targets import Target
 
 
@@ -125,6 +126,19 @@ class Tracking:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    """Where events go, for the whole run (every camera's events): one field per output, built by
+    `parts.event_outputs`. jsonl: --events FILE (one JSON line per event)."""
+
+    jsonl: Optional[Path] = None
+
+    @property
+    def outputs(self) -> List[Tuple[str, Path]]:
+        """(flag, path) of every file the outputs write."""
+        return [("--events", self.jsonl)] if self.jsonl is not None else []
+
+
+@dataclass(frozen=True)
 class InferenceSettings:
     in_flight: Optional[int] = None  # None: 2 for files, 1 for live runs
     retry_timeout: float = 60.0
@@ -144,6 +158,7 @@ class CameraSettings:
     loop: bool = False  # a file camera starts again at its end
     max_frames: Optional[int] = None
     tracking: Tracking = Tracking()
+    regions: Optional["Regions"] = None  # its zones and counting lines (None: none)
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,13 @@ class RunSettings:
     status_every: Optional[float] = None  # None: 10 s without --show, none with it
     metrics: Optional[MetricsSettings] = None
     web: Optional[WebSettings] = None
+    regions: Optional["Regions"] = None  # --zones FILE
+    events: EventSettings = EventSettings()
+    draw_zones: bool = False  # --draw-zones: zones and lines drawn into --out too
+
+    def __post_init__(self):
+        if self.regions and not self.tracking.enabled:
+            raise SettingsError("--zones counts tracked objects: drop --no-track")
 
 
 @dataclass(frozen=True)
@@ -181,6 +203,8 @@ class WatchSettings:
     status_every: Optional[float] = None
     metrics: Optional[MetricsSettings] = None
     web: Optional[WebSettings] = None
+    events: EventSettings = EventSettings()
+    draw_zones: bool = False  # --draw-zones: zones and lines drawn into the recordings too
 
     @property
     def outputs(self) -> List[Tuple[str, Path]]:
@@ -190,7 +214,7 @@ class WatchSettings:
             for what, path in (("record", cam.record), ("detections", cam.detections)):
                 if path is not None:
                     found.append((f"cameras.{cam.name}.{what}", path))
-        return found
+        return found + self.events.outputs
 
 
 # -- camera names -----------------------------------------------------------------------------
@@ -276,6 +300,9 @@ def _models():
         model_config = ConfigDict(extra="forbid", strict=False)
 
     Threshold = Optional[float]
+    from .events.config import schema_models
+
+    Zone, Line, _ = schema_models()
 
     class Defaults(Strict):
         threshold: Threshold = Field(default=None, ge=0, le=1)
@@ -284,6 +311,8 @@ def _models():
         loop: Optional[bool] = None
         track: Optional[bool] = None
         infer_every: Optional[int] = Field(default=None, ge=1)
+        zones: Optional[Dict[str, Zone]] = None
+        lines: Optional[Dict[str, Line]] = None
 
     class Camera(Defaults):
         source: str = Field(min_length=1)
@@ -378,12 +407,17 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
         check_camera_name(str(name), f"{path}: cameras.{name}")
         classes = cam.classes if cam.classes is not None else d.classes
         threshold = next(v for v in (cam.threshold, d.threshold, base.threshold) if v is not None)
+        camera_regions = _camera_regions(cam, d, path, str(name))
+        camera_tracking = _camera_tracking(cam, d, tracking, f"{path}: cameras.{name}")
+        if camera_regions and not camera_tracking.enabled:
+            raise SettingsError(f"{path}: cameras.{name}: zones and lines count tracked objects; "
+                                "drop `track: false` (or --no-track) for this camera")
         cameras.append(CameraSettings(
             name=str(name), source=source_path(cam.source), record=local(cam.record), detections=local(cam.detections),
             selection=Selection(threshold, tuple(classes) if classes is not None else base.classes),
             hold_detections=cam.hold_detections if cam.hold_detections is not None else d.hold_detections,
             loop=bool(cam.loop if cam.loop is not None else (d.loop or False)),
-            tracking=_camera_tracking(cam, d, tracking, f"{path}: cameras.{name}"),
+            tracking=camera_tracking, regions=camera_regions,
         ))
     triton = None
     if parsed.triton is not None:
@@ -395,6 +429,49 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
                       metrics_port=parsed.metrics_port,
                       metrics_host=parsed.metrics_host, web=None if parsed.web is None else str(parsed.web),
                       path=path)
+
+
+def _camera_regions(cam, defaults, path: Path, name: str) -> Optional["Regions"]:
+    """A camera's zones and lines: its own `zones:` / `lines:`, else those under `defaults:` (a
+    camera's own list replaces the defaults' list, it does not add to it)."""
+    from .events.config import RegionsError, dump, regions
+
+    zones = cam.zones if cam.zones is not None else defaults.zones
+    lines = cam.lines if cam.lines is not None else defaults.lines
+    if zones is None and lines is None:
+        return None
+    try:
+        found = regions(dump(zones), dump(lines), f"cameras.{name}")
+    except RegionsError as err:
+        raise SettingsError(f"{path}: {err}") from err
+    return found or None
+
+
+def load_zones_file(path: Path) -> "Regions":
+    """`run --zones FILE`: a YAML file with `zones:` and/or `lines:` (the camera file's shape).
+    Raises SettingsError naming the file and the field."""
+    from pydantic import ValidationError
+
+    from .events.config import RegionsError, dump, regions, schema_models
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SettingsError(f"cannot read the zones file {path} ({err.strerror})") from err
+    raw = _yaml_load(text, path)
+    if not isinstance(raw, dict) or not (raw.get("zones") or raw.get("lines")):
+        raise SettingsError(f"{path}: a zones file is a mapping with `zones:` and/or `lines:` "
+                            "(e.g. `lines: {door: {points: [[330, 0], [330, 480]]}}`)")
+    raw = expand_env(raw, "", os.environ)
+    try:
+        parsed = schema_models()[2].model_validate(raw)
+    except ValidationError as err:
+        raise SettingsError(f"{path}: {_pydantic_message(err)}") from err
+    try:
+        return regions(dump(parsed.zones), dump(parsed.lines), "")
+    except RegionsError as err:
+        raise SettingsError(f"{path}: {err}") from err
 
 
 def _camera_tracking(cam, defaults, base: Tracking, where: str) -> Tracking:

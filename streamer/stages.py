@@ -151,7 +151,10 @@ class View:
     drawn from (index, wall time); fresh: the image changed since the previous show().
     figures: the same figures by name, as numbers (display_fps, source_fps, detections_per_s,
     frame_age_s, detection_age_s, skipped, reconnects; None: not known yet); detections: what is
-    drawn on the image (None: nothing held); outputs: the files this camera writes."""
+    drawn on the image (None: nothing held); outputs: the files this camera writes.
+    counts: its zones' and lines' counts (events.Counts; None: it has none); events: its recent
+    events, newest last (the page lists them); event_outputs: the run's event outputs' states
+    (events.OutputStatus; the same on every camera's view)."""
 
     name: str
     image: Optional[np.ndarray] = field(default=None, repr=False)
@@ -163,6 +166,9 @@ class View:
     figures: Mapping[str, Optional[float]] = field(default_factory=dict)
     detections: Optional[Detections] = field(default=None, repr=False)
     outputs: Tuple[str, ...] = ()
+    counts: Optional[object] = field(default=None, repr=False)
+    events: Tuple[dict, ...] = field(default=(), repr=False)
+    event_outputs: Tuple[object, ...] = field(default=(), repr=False)
 
 
 @runtime_checkable

@@ -8,16 +8,27 @@ rule). Matching, in two rounds as ByteTrack does:
    track's box estimated for this time: the better of what the stage carried it to (optical
    flow) and the Kalman prediction, both boxes of a pair enlarged in proportion to how long ago
    the track was last matched (its estimate is less certain);
+   then the high-scored detections and the tracks left over, by **motion-gated distance**: the
+   detection's centre within what the time since the track's last match allows (`gate_base` +
+   `max_speed` box sizes a second, at most `max_gate` box sizes, from either estimate's centre)
+   and a similar size (`max_size_ratio`). This finds an object that moved more than its own
+   size since it was last matched where IoU sees no overlap: a plain object that optical flow
+   cannot follow (a new track has no velocity yet), answers far apart, one that reappears after
+   being hidden behind another of its class;
 2. the active tracks left over against the low-scored detections (`low` <= score <
    `threshold`), by plain IoU >= `low_iou`: a box whose score dipped keeps its track.
 
-Both rounds match only equal labels and take the optimal assignment. A high-scored detection
+All rounds match only equal labels and take the optimal assignment. A high-scored detection
 left over starts a new track with a new id at once. A low-scored one left over gets id -1 and
 starts nothing (it is below the threshold, so it is not drawn; a weak box never spawns a
 track). Ids count up from `first_id` and are never reused, not even after `clear()`.
 
-Ageing is in seconds: a track not matched for more than `max_age_s` is forgotten. Times come
-from the stage (media time in files, capture time live).
+Ageing is by the answers a track missed, not by a fixed wall time: a track is forgotten once it
+has missed more than `max_misses` updates (the model's answers) *and* gone unmatched for more
+than `max_age_s` seconds. So tracks outlive the gap between answers however far apart they are
+(a slow model, `--infer-every 75`, a 5 fps file inferred every 15th frame), and at a high
+answer rate they are kept `max_age_s` as before. Times come from the stage (media time in
+files, capture time live).
 
 Exact: the ids' assignment given the estimates. Estimated: the boxes tracks are matched
 against (Kalman prediction, optical flow).
@@ -35,6 +46,8 @@ from .assign import FORBIDDEN, assign, iou_matrix
 from .kalman import BoxKalman
 
 NO_ID = -1
+MAX_MISSES = 10  # a track is forgotten once it missed more than this many answers ...
+MAX_AGE_S = 2.0  # ... and was not matched for more than this many seconds
 
 
 @dataclass
@@ -58,6 +71,7 @@ class Track:
     matched_index: int = -1
     active: bool = True
     hits: int = 1
+    missed: int = 0  # updates (answers) since it was last matched
 
     def move(self, box: np.ndarray, time: float) -> None:
         """Set the box estimate for `time` (a stage carried the track there)."""
@@ -93,12 +107,18 @@ class Tracker:
     low_iou: round 2 needs plain IoU >= this.
     margin_per_s, max_margin: how much boxes are enlarged for round 1 per second since the
         track was last matched (a fraction of their size on every side), and at most.
-    max_age_s: a track unmatched for longer is forgotten.
+    gate_base, max_speed, max_gate: the distance round's gate, in box sizes (sqrt(w * h) of the
+        track's box): gate_base + max_speed per second since its last match, at most max_gate.
+    max_size_ratio: the distance round pairs boxes whose sizes differ by at most this factor.
+    max_misses, max_age_s: a track is forgotten once it missed more than max_misses updates and
+        was not matched for more than max_age_s seconds.
     first_id: the first id handed out.
     """
 
     def __init__(self, threshold: float = 0.5, low: float = 0.1, match_iou: float = 0.2, low_iou: float = 0.5,
-                 margin_per_s: float = 1.0, max_margin: float = 0.5, max_age_s: float = 2.0, first_id: int = 1):
+                 margin_per_s: float = 1.0, max_margin: float = 0.5, max_age_s: float = MAX_AGE_S, first_id: int = 1,
+                 max_misses: int = MAX_MISSES, gate_base: float = 0.5, max_speed: float = 6.0, max_gate: float = 3.0,
+                 max_size_ratio: float = 1.5):
         if not 0 <= low <= threshold:
             raise ValueError(f"need 0 <= low <= threshold, got low={low}, threshold={threshold}")
         self.threshold = threshold
@@ -108,6 +128,11 @@ class Tracker:
         self.margin_per_s = margin_per_s
         self.max_margin = max_margin
         self.max_age_s = max_age_s
+        self.max_misses = max_misses
+        self.gate_base = gate_base
+        self.max_speed = max_speed
+        self.max_gate = max_gate
+        self.max_size_ratio = max_size_ratio
         self.next_id = first_id
         self.tracks: List[Track] = []
 
@@ -127,13 +152,13 @@ class Tracker:
     def update(self, detections: Detections, time: float, index: int = -1) -> np.ndarray:
         """Track ids (int64, one per detection row, in row order; -1: none) for the model's
         answer on the frame at `time` (seconds; `index`: that frame's index, kept on the
-        tracks). Tracks matched are corrected with the detection's box; the rest become lost or,
-        unmatched for more than max_age_s, are forgotten."""
+        tracks). Tracks matched are corrected with the detection's box; the rest become lost
+        (and are forgotten once they missed more than max_misses answers and max_age_s seconds)."""
         ids = np.full(len(detections), NO_ID, np.int64)
         boxes, labels, scores = detections.boxes, detections.labels, detections.scores
         high = np.flatnonzero(scores >= self.threshold)
         low = np.flatnonzero((scores >= self.low) & (scores < self.threshold))
-        pool = [t for t in self.tracks if time - t.matched_time <= self.max_age_s]  # too old: forgotten
+        pool = [t for t in self.tracks if not self._expired(t, time)]
         was_active = {t.id for t in pool if t.active}
         predicted = np.array([t.kalman.predict(time) for t in pool]).reshape(-1, 4)
         carried = np.array([t.box if t.box_time == time else p for t, p in zip(pool, predicted)]).reshape(-1, 4)
@@ -145,6 +170,11 @@ class Tracker:
         pairs, left_tracks, left_high = self._match(pool, estimates, margins, high, boxes, labels, self.match_iou)
         matched = {}
         for r, c in pairs:
+            matched[r] = high[c]
+        # ... then the leftovers by motion-gated distance (an object that moved more than its size).
+        pairs_d, left_tracks, left_high = self._match_distance(pool, estimates, left_tracks, left_high, high, boxes,
+                                                               labels, time)
+        for r, c in pairs_d:
             matched[r] = high[c]
         # Round 2: the active tracks left over against the low-scored detections.
         rest = [r for r in left_tracks if pool[r].id in was_active]
@@ -164,13 +194,20 @@ class Tracker:
                 track.matched_time = time
                 track.matched_index = index
                 track.hits += 1
+                track.missed = 0
                 ids[row] = track.id
+            else:
+                track.missed += 1
         for c in left_high:
             row = high[c]
             pool.append(self._start(boxes[row], int(labels[row]), float(scores[row]), time, index))
             ids[row] = pool[-1].id
-        self.tracks = pool
+        self.tracks = [t for t in pool if not self._expired(t, time)]
         return ids
+
+    def _expired(self, track: Track, time: float) -> bool:
+        """Missed more than max_misses answers and unmatched for more than max_age_s seconds."""
+        return track.missed > self.max_misses and time - track.matched_time > self.max_age_s
 
     def _start(self, box: np.ndarray, label: int, score: float, time: float, index: int) -> Track:
         box = np.asarray(box, np.float64)
@@ -178,6 +215,32 @@ class Tracker:
                       kalman=BoxKalman(box, time), matched_time=time, matched_index=index)
         self.next_id += 1
         return track
+
+    def _match_distance(self, pool: List[Track], estimates: np.ndarray, left_tracks: List[int], left_high: List[int],
+                        high: np.ndarray, boxes: np.ndarray, labels: np.ndarray, time: float):
+        """The tracks and high-scored detections round 1 left (indexes into pool / high), matched by
+        the distance of centres within each track's motion gate and by similar size. Returns
+        (pairs (pool index, high index), tracks left, detections left)."""
+        if not left_tracks or not left_high:
+            return [], left_tracks, left_high
+        rows = high[left_high]
+        det = boxes[rows].astype(np.float64)
+        det_c = np.stack([(det[:, 0] + det[:, 2]) / 2, (det[:, 1] + det[:, 3]) / 2], 1)  # (D, 2)
+        det_size = np.sqrt(np.clip(det[:, 2] - det[:, 0], 1e-6, None) * np.clip(det[:, 3] - det[:, 1], 1e-6, None))
+        est = estimates[:, left_tracks]  # (E, T, 4)
+        est_c = np.stack([(est[..., 0] + est[..., 2]) / 2, (est[..., 1] + est[..., 3]) / 2], -1)  # (E, T, 2)
+        dist = np.min(np.linalg.norm(est_c[:, :, None, :] - det_c[None, None, :, :], axis=-1), axis=0)  # (T, D)
+        last = np.array([pool[r].box for r in left_tracks]).reshape(-1, 4)
+        size = np.sqrt(np.clip(last[:, 2] - last[:, 0], 1e-6, None) * np.clip(last[:, 3] - last[:, 1], 1e-6, None))
+        elapsed = np.array([max(0.0, time - pool[r].matched_time) for r in left_tracks])
+        gate = size * np.minimum(self.max_gate, self.gate_base + self.max_speed * elapsed)  # (T,)
+        cost = dist / gate[:, None]
+        ratio = np.maximum(size[:, None] / det_size[None, :], det_size[None, :] / size[:, None])
+        track_labels = np.array([pool[r].label for r in left_tracks])
+        cost[(track_labels[:, None] != labels[rows][None, :]) | (ratio > self.max_size_ratio) | (cost > 1.0)] = FORBIDDEN
+        pairs, free_tracks, free_dets = assign(cost, 1.0)
+        return ([(left_tracks[t], left_high[d]) for t, d in pairs], [left_tracks[t] for t in free_tracks],
+                [left_high[d] for d in free_dets])
 
     @staticmethod
     def _match(tracks: List[Track], estimates: np.ndarray, margins: np.ndarray, rows: np.ndarray,

@@ -33,7 +33,7 @@ from ..render import draw_hud
 from ..sources import mask_url
 from ..stages import View
 from .fmp4 import LiveH264
-from .state import camera_state
+from .state import camera_state, outputs_state
 
 # Picture kinds.
 TILE = "tile"  # scaled to the tile width, capped fps (the page's grid)
@@ -583,6 +583,7 @@ class Feed:
     def state(self) -> dict:
         return {
             "cameras": [camera_state(c.view, self.name_of) for c in self.ordered()],
+            "event_outputs": outputs_state([c.view for c in self.ordered()]),
             "ended": self.ended,
             "viewers": len(self.viewers),
             "max_viewers": self.max_viewers,

@@ -78,4 +78,26 @@ def camera_state(view: View, name_of: Optional[Callable[[int], str]] = None) -> 
         "detections_count": 0 if view.detections is None else len(view.detections),
         "detections": detections_json(view, name_of),
         "outputs": [mask_url(str(path)) for path in view.outputs],
+        "counts": None if view.counts is None else view.counts.to_json(),
+        "events": [_event_item(item) for item in view.events],
     }
+
+
+def _event_item(item: dict) -> Dict:
+    """A recent event as the page lists it (its texts masked like every other text)."""
+    out = dict(item)
+    out["label"] = mask_url(str(item.get("label", "")))
+    return out
+
+
+def outputs_state(views) -> List[Dict]:
+    """The run's event outputs (each view carries the same list): name, state, sent, dropped,
+    failed, reason; names and reasons masked."""
+    seen: Dict[str, Dict] = {}
+    for view in views:
+        for status in view.event_outputs:
+            item = status.to_json()
+            item["name"] = mask_url(str(item["name"]))
+            item["reason"] = None if item["reason"] is None else mask_url(str(item["reason"]))
+            seen.setdefault(item["name"], item)
+    return list(seen.values())

@@ -93,17 +93,24 @@ def test_high_scored_boxes_are_matched_before_low_ones():
     assert list(ids) == [NO_ID, 1]
 
 
-def test_ageing_counts_seconds_not_updates():
-    tracker = Tracker(max_age_s=2.0)
+def test_ageing_counts_missed_answers_and_seconds():
+    tracker = Tracker(max_age_s=2.0, max_misses=10)
     tracker.update(dets(box_at(100)), 0.0)
     for i in range(1, 200):  # many empty answers within 1.9 s: the track is lost, not forgotten
         tracker.update(Detections.empty(), i * 0.0095)
     assert [t.id for t in tracker.tracks] == [1] and not tracker.tracks[0].active
     assert list(tracker.update(dets(box_at(100)), 1.95)) == [1]
-    # One update 2.5 s after its last match forgets it: the same place gets a new id.
-    tracker.update(Detections.empty(), 4.45 + 0.01)
+    # Answers 3.8 s apart (a slow model on a CPU): a few missed answers do not forget it, whatever
+    # the seconds (a fixed 2 s gave every box a new id at every answer).
+    for k in range(1, 4):
+        tracker.update(Detections.empty(), 1.95 + 3.8 * k)
+    assert list(tracker.update(dets(box_at(101)), 1.95 + 3.8 * 4)) == [1]
+    # More than 10 answers missed and more than 2 s: forgotten; the same place gets a new id.
+    t = 1.95 + 3.8 * 4
+    for k in range(1, 12):
+        tracker.update(Detections.empty(), t + 0.25 * k)
     assert tracker.tracks == []
-    assert list(tracker.update(dets(box_at(100)), 4.5)) == [2]
+    assert list(tracker.update(dets(box_at(100)), t + 3.0)) == [2]
 
 
 def test_matching_is_per_class():
@@ -120,11 +127,12 @@ def test_matching_is_per_class():
 
 
 def test_ids_are_never_reused():
-    tracker = Tracker(max_age_s=0.5)
+    tracker = Tracker(max_age_s=0.5, max_misses=0)
     seen = []
     for step in range(6):
-        time = step * 1.0  # every track is forgotten before the next update
+        time = step * 1.0  # every track misses one answer, then is forgotten before the next
         seen += list(tracker.update(dets(box_at(100), box_at(300)), time))
+        tracker.update(Detections.empty(), time + 0.6)
         if step == 3:
             tracker.clear()  # a scene cut: still no id comes back
     assert len(seen) == len(set(seen)) == 12

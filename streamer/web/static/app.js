@@ -238,7 +238,8 @@
     tile.innerHTML =
       '<div class="bar"><span class="name"></span><span class="badge"></span></div>' +
       '<div class="stage"><canvas></canvas><video muted playsinline></video><div class="banner" hidden></div>' +
-      '<div class="waiting">waiting for frames</div></div><div class="figures"></div>';
+      '<div class="waiting">waiting for frames</div></div><div class="figures"></div>' +
+      '<div class="counts"></div><ul class="events"></ul>';
     tile.querySelector(".name").textContent = name;
     tile.querySelector("canvas").dataset.camera = name;
     tile.querySelector("video").dataset.camera = name;
@@ -268,6 +269,49 @@
     banner.hidden = !reason;
     banner.textContent = reason || "";
     root.querySelector(".figures").textContent = figuresText(cam);
+    showEvents(root, cam, root === big ? 20 : 3);
+  }
+
+  function total(per) {
+    return Object.values(per || {}).reduce((a, b) => a + b, 0);
+  }
+
+  function countsText(counts) {
+    if (!counts) return "";
+    const parts = [];
+    for (const [name, dirs] of Object.entries(counts.lines)) {
+      parts.push(`${name}: in ${total(dirs.in)} · out ${total(dirs.out)}`);
+    }
+    for (const [name, kinds] of Object.entries(counts.zones)) {
+      parts.push(`${name}: ${total(kinds.inside)} now · ${total(kinds.entered)} entered`);
+    }
+    return parts.join("  |  ");
+  }
+
+  function eventText(e) {
+    const what = e.crossings.length
+      ? e.crossings.map((c) => `crossed ${c.line} (${c.direction})`).join(", ")
+      : e.reasons.length ? e.reasons.join(", ").replaceAll("_", " ") : e.type;
+    const zones = e.zones.length ? ` · in ${e.zones.join(", ")}` : "";
+    return `${e.label} #${e.track_id} ${what}${zones}`;
+  }
+
+  function showEvents(root, cam, most) {
+    const counts = root.querySelector(".counts");
+    if (counts) {
+      counts.textContent = countsText(cam.counts);
+      counts.hidden = !cam.counts;
+    }
+    const list = root.querySelector(".events");
+    if (!list) return;
+    const recent = (cam.events || []).slice(-most).reverse();
+    list.replaceChildren(...recent.map((e) => {
+      const li = document.createElement("li");
+      li.className = "event " + e.type;
+      li.textContent = eventText(e);
+      return li;
+    }));
+    list.hidden = recent.length === 0;
   }
 
   function onState(state) {
