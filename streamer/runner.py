@@ -187,6 +187,14 @@ def check_region_classes(info: contract.ModelInfo, regions) -> None:
         label_filter(info, names, where)
 
 
+def check_folders(events) -> None:
+    """--snapshots / --clips folders exist and are writable (SinkError, exit 5)."""
+    if events.folders:
+        from .events.destinations import check_folders as check
+
+        check(events)
+
+
 def event_outputs(settings, stack: contextlib.ExitStack, say: Callable[[str], None]):
     """The run's event outputs, entered on `stack`, behind one fan-out (events.outputs.Fanout)."""
     from .events.outputs import Fanout
@@ -257,6 +265,7 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
         if any(path.resolve() == p.resolve() for p in taken):
             raise SinkError(f"{flag} {path} is also written by --out or --detections; give it its own file")
         check_output_path(path, settings.overwrite, inputs=inputs)
+    check_folders(settings.events)
     if settings.show:
         from .window import Window
 
@@ -298,8 +307,9 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                                       settings.tracking)
         count0, compute0 = stream.compute_stats()
         with contextlib.ExitStack() as parts_stack:
-            sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)]
             fanout = event_outputs(settings.events, parts_stack, say)
+            sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)
+                     + fanout.frame_sinks(path.name, lossless=True)]
             events = parts.event_stage(path.name, settings.regions, info.name_of, fanout, False, settings.tracking)
             regions = parts.region_annotators(events)
             displays = open_displays(parts.displays(settings.show, f"streamer: {path.name}", paced=True),
@@ -420,6 +430,7 @@ def check_outputs(settings: WatchSettings) -> None:
     """Fail before anything connects: a path used twice, a missing or unwritable folder (exit 5)."""
     from .sinks import VIDEO_SUFFIXES, check_output_path
 
+    check_folders(settings.events)
     seen = {}
     for where, path in settings.outputs:
         key = path.resolve()
@@ -489,7 +500,8 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
     rate = cam.reader.rate
     settings = cam.settings
     sinks = [] if cam.error is not None else \
-        [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)]
+        [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)
+         + (fanout.frame_sinks(settings.name, lossless=False) if fanout is not None else [])]
     outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
     tracker = parts.live_tracker(settings)
     events = parts.event_stage(settings.name, settings.regions, info.name_of, fanout, True, settings.tracking)

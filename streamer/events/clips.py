@@ -326,8 +326,8 @@ class ClipOutput:
         self._taken: Set[Path] = set()
         self._keys = 0
 
-    def recorder(self, camera: str, lossless: bool = False) -> ClipRecorder:
-        """The Sink that takes `camera`'s drawn frames (one per camera)."""
+    def frame_sink(self, camera: str, lossless: bool = False) -> ClipRecorder:
+        """The Sink that takes `camera`'s drawn frames (one per camera): its ClipRecorder."""
         found = self._recorders.get(camera)
         if found is None:
             found = self._recorders[camera] = ClipRecorder(camera, self.settings, self._log, lossless=lossless)

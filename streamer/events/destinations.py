@@ -1,7 +1,8 @@
-"""Where events go besides the events log: frozen settings of MQTT, webhooks, snapshots and clips.
+"""Where events go besides the events log: frozen settings of MQTT, webhooks, snapshots and clips,
+the fields of `settings.EventSettings`.
 
 Built once from the flags (`--mqtt`, `--webhook`, `--snapshots`, `--clips` and their companions)
-or from a camera file's keys of the same names; a flag wins over the file. Secrets (the MQTT
+or from a camera file's keys of the same names (`event_settings`); a flag wins over the file. Secrets (the MQTT
 password, the webhook signing secret) come from a file or the environment, never from a flag's
 value, and are never printed: `repr` leaves them out and `MqttSettings.url` has no password.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
-from ..settings import SettingsError
+from ..settings import EventSettings, SettingsError
 
 MQTT_PASSWORD_ENV = "STREAMER_MQTT_PASSWORD"
 WEBHOOK_SECRET_ENV = "STREAMER_WEBHOOK_SECRET"
@@ -85,28 +86,6 @@ class ClipSettings:
             raise SettingsError(f"--post-capture must be 0 or more seconds (got {self.post_capture:g})")
 
 
-@dataclass(frozen=True)
-class EventOutputs:
-    """Every event output of a run (None / empty: not asked for)."""
-
-    mqtt: Optional[MqttSettings] = None
-    webhooks: Optional[WebhookSettings] = None
-    snapshots: Optional[SnapshotSettings] = None
-    clips: Optional[ClipSettings] = None
-
-    def __bool__(self) -> bool:
-        return any(v is not None for v in (self.mqtt, self.webhooks, self.snapshots, self.clips))
-
-    def folders(self) -> Tuple[Tuple[str, Path], ...]:
-        """(option, folder) of the outputs that write files."""
-        found = []
-        if self.snapshots is not None:
-            found.append(("--snapshots", self.snapshots.folder))
-        if self.clips is not None:
-            found.append(("--clips", self.clips.folder))
-        return tuple(found)
-
-
 # -- parsing ------------------------------------------------------------------------------------
 
 _TOPIC_LEVEL = re.compile(r"^[^+#/\x00]+$")
@@ -172,15 +151,15 @@ def mask_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}/" + ("***" if parts.path.strip("/") or parts.query else "")
 
 
-def event_outputs(mqtt: Optional[str] = None, mqtt_password_file: Optional[Path] = None,
+def event_settings(mqtt: Optional[str] = None, mqtt_password_file: Optional[Path] = None,
                   mqtt_ca: Optional[Path] = None, mqtt_discovery: Optional[bool] = None,
                   webhooks: Tuple[str, ...] = (), webhook_secret_file: Optional[Path] = None,
                   snapshots: Optional[Path] = None, snapshot_crop: Optional[bool] = None,
                   clips: Optional[Path] = None, pre_capture: Optional[float] = None,
                   post_capture: Optional[float] = None, env: Optional[Mapping[str, str]] = None,
-                  where: str = "") -> EventOutputs:
-    """The event outputs from flag (or camera-file) values; None: not given. Companions without
-    their output (--pre-capture without --clips...) are an error naming both."""
+                  where: str = "", jsonl: Optional[Path] = None) -> EventSettings:
+    """The event outputs from flag (or camera-file: `where` names it) values; None: not given.
+    Companions without their output (--pre-capture without --clips...) are an error naming both."""
     env = os.environ if env is None else env
     at = (lambda key: f"{where}{key}") if where else (lambda key: "--" + key.replace("_", "-"))
     if mqtt is None and (mqtt_password_file is not None or mqtt_ca is not None):
@@ -191,7 +170,7 @@ def event_outputs(mqtt: Optional[str] = None, mqtt_password_file: Optional[Path]
         raise SettingsError(f"{at('snapshot_crop')} needs {at('snapshots')}")
     if clips is None and (pre_capture is not None or post_capture is not None):
         raise SettingsError(f"{at('pre_capture')} and {at('post_capture')} need {at('clips')}")
-    found = EventOutputs()
+    found = EventSettings(jsonl=jsonl)
     if mqtt is not None:
         broker = parse_mqtt_url(mqtt, at("mqtt"))
         if mqtt_ca is not None and not broker.tls:
@@ -212,17 +191,17 @@ def event_outputs(mqtt: Optional[str] = None, mqtt_password_file: Optional[Path]
     return found
 
 
-def over(flags: EventOutputs, file: EventOutputs) -> EventOutputs:
+def over(flags: EventSettings, file: EventSettings) -> EventSettings:
     """`watch`: each output given as a flag wins over the camera file's."""
-    return EventOutputs(**{name: getattr(flags, name) if getattr(flags, name) is not None else getattr(file, name)
-                           for name in ("mqtt", "webhooks", "snapshots", "clips")})
+    return replace(flags, **{name: getattr(flags, name) if getattr(flags, name) is not None else getattr(file, name)
+                             for name in ("mqtt", "webhooks", "snapshots", "clips")})
 
 
-def check_folders(outputs: EventOutputs) -> None:
+def check_folders(events: EventSettings) -> None:
     """Fail before anything starts (exit 5) on an output folder that is missing or not writable."""
     from ..errors import SinkError
 
-    for option, folder in outputs.folders():
+    for option, folder in events.folders:
         if not folder.is_dir():
             raise SinkError(f"{option} {folder}: no such folder (create it first)")
         if not os.access(folder, os.W_OK | os.X_OK):

@@ -37,7 +37,8 @@ BACKOFF = (0.5, 10.0)  # paho's reconnect delay: first, most
 KEEPALIVE = 30
 # CONNACK reason codes that retrying cannot fix (MQTT 5 numbering; paho maps 3.1.1's onto them):
 # client id rejected, bad user name or password, not authorized, banned, bad authentication method.
-FINAL = {133: "client id rejected", 134: "bad user name or password", 135: "not authorized", 138: "banned",
+FINAL = {133: "client id rejected", 134: "bad user name or password",
+         135: "not authorized (a wrong user or password, or no access for this user)", 138: "banned",
          140: "bad authentication method"}
 
 
@@ -174,9 +175,6 @@ class MqttOutput(QueuedOutput):
             self.say(f"ERROR: {self.name}: {reason}; no more events go to it")
 
     # -- the video path ----------------------------------------------------------------------
-    def publish(self, event: Event) -> None:
-        self.offer(event)
-
     def counts(self, counts: Counts) -> None:
         with self._lock:
             self._counts[counts.camera] = counts

@@ -75,6 +75,19 @@ class QueuedOutput:
                                   f"is dropped and counted (this is said once)")
         return False
 
+    # the EventOutput interface (types.EventOutput): what most outputs do
+    def stamp(self, event):
+        return event
+
+    def publish(self, event) -> None:
+        self.offer(event)
+
+    def counts(self, counts) -> None:
+        pass
+
+    def frame_sink(self, camera: str, lossless: bool):
+        return None
+
     def wake(self) -> None:
         """Have the thread look again (new pending work that is not a queued item)."""
         with self._cond:

@@ -140,9 +140,6 @@ class SnapshotOutput(QueuedOutput):
         if event.image is not None and event.after.snapshot is not None:
             self.offer(event)
 
-    def counts(self, counts) -> None:
-        pass
-
     # -- the output's thread -------------------------------------------------------------------
     def begin(self) -> None:
         self.set_state(OutputState.CONNECTED)

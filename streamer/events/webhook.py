@@ -26,7 +26,7 @@ from typing import Optional
 
 from .destinations import WebhookSettings, mask_url
 from .queued import QueuedOutput, Say
-from .types import Counts, Event, OutputState
+from .types import Event, OutputState
 
 QUEUE = 1000
 BACKOFF = (0.5, 8.0)
@@ -75,12 +75,6 @@ class WebhookOutput(QueuedOutput):
         self.settings = settings
         self.backoff = backoff
         self.attempts = 0
-
-    def publish(self, event: Event) -> None:
-        self.offer(event)
-
-    def counts(self, counts: Counts) -> None:
-        pass
 
     def begin(self) -> None:
         self.set_state(OutputState.CONNECTED)

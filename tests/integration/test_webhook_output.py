@@ -6,63 +6,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, List
 
 import pytest
 
 from streamer.events import OutputState
-from streamer.events.destinations import WebhookSettings, event_outputs
+from streamer.events.destinations import WebhookSettings, event_settings
 from streamer.events.webhook import WebhookOutput
 from tests.event_values import lifecycle
 from tests.helpers import wait_until
-
-
-class Receiver:
-    """An HTTP server that answers each POST with what `answer(n)` says (n: 0-based request number):
-    a status code, or ("sleep", seconds, code)."""
-
-    def __init__(self, answer: Callable[[int], object]):
-        self.requests: List[dict] = []
-        self.answer = answer
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver._lock:
-                    n = len(receiver.requests)
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                              "at": time.monotonic()})
-                reply = receiver.answer(n)
-                if isinstance(reply, tuple):
-                    _, seconds, reply = reply
-                    time.sleep(seconds)
-                try:
-                    self.send_response(reply)
-                    self.end_headers()
-                except OSError:
-                    pass  # the client gave up waiting
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/s3cr3t-token"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Receiver":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.webhooks import Receiver
 
 
 def webhook(receiver: Receiver, said: list, secret=None, **kw) -> WebhookOutput:
@@ -131,10 +85,10 @@ def test_secret_from_file_or_environment(tmp_path):
     secret_file = tmp_path / "secret"
     secret_file.write_text("from-file\n")
     url = "https://hooks.example/abc"
-    found = event_outputs(webhooks=(url,), webhook_secret_file=secret_file, env={})
+    found = event_settings(webhooks=(url,), webhook_secret_file=secret_file, env={})
     assert found.webhooks.secret == b"from-file" and "from-file" not in repr(found)
-    assert event_outputs(webhooks=(url,), env={"STREAMER_WEBHOOK_SECRET": "env"}).webhooks.secret == b"env"
-    assert event_outputs(webhooks=(url,), env={}).webhooks.secret is None
+    assert event_settings(webhooks=(url,), env={"STREAMER_WEBHOOK_SECRET": "env"}).webhooks.secret == b"env"
+    assert event_settings(webhooks=(url,), env={}).webhooks.secret is None
     assert replace(found.webhooks, secret=None).urls == (url,)
 
 
@@ -143,4 +97,4 @@ def test_bad_urls(bad):
     from streamer.settings import SettingsError
 
     with pytest.raises(SettingsError, match="--webhook"):
-        event_outputs(webhooks=(bad,), env={})
+        event_settings(webhooks=(bad,), env={})

@@ -58,7 +58,7 @@ def test_ring_byte_cap_drops_whole_keyframe_intervals_and_waits_for_a_keyframe()
 def frames_with_events(out: ClipOutput, camera: str, count: int, events_at: dict, size=(200, 150)):
     """Feed `count` index-coded frames to the camera's recorder; before frame i, the events at i go
     through stamp() then publish() (as the events stage and the fan-out do). The stamped events."""
-    recorder = out.recorder(camera, lossless=True)
+    recorder = out.frame_sink(camera, lossless=True)
     stamped = []
     with recorder:
         for i in range(count):
@@ -125,7 +125,7 @@ def test_no_pre_capture_starts_at_the_event_frame(tmp_path):
 def test_live_recorder_drops_what_its_queue_cannot_hold(tmp_path):
     said = []
     out = ClipOutput(ClipSettings(tmp_path), said.append)
-    recorder = out.recorder("cam1")  # live: never waits
+    recorder = out.frame_sink("cam1")  # live: never waits
     recorder.capacity = 2
     with recorder:
         image = frame_image(0, 640, 480)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from streamer.events import OutputState
-from streamer.events.destinations import EventOutputs, event_outputs, mask_url, over, parse_mqtt_url
+from streamer.events.destinations import event_settings, mask_url, over, parse_mqtt_url
+from streamer.settings import EventSettings
 from streamer.events.mqtt import count_topics, discovery
 from streamer.events.queued import QueuedOutput
 from streamer.events.snapshots import SnapshotOutput, crop_path, snapshot_name
@@ -51,38 +52,39 @@ def test_bad_mqtt_urls(url, message):
 def test_mqtt_password_from_file_or_environment_never_printed(tmp_path):
     secret = tmp_path / "pw"
     secret.write_text("s3cret\nignored\n")
-    found = event_outputs(mqtt="mqtt://cam@broker", mqtt_password_file=secret, env={})
+    found = event_settings(mqtt="mqtt://cam@broker", mqtt_password_file=secret, env={})
     assert found.mqtt.password == "s3cret"
     assert "s3cret" not in repr(found) and "s3cret" not in found.mqtt.url
     assert found.mqtt.url == "mqtt://cam@broker:1883/streamer"
-    from_env = event_outputs(mqtt="mqtt://cam@broker", env={"STREAMER_MQTT_PASSWORD": "envpw"})
+    from_env = event_settings(mqtt="mqtt://cam@broker", env={"STREAMER_MQTT_PASSWORD": "envpw"})
     assert from_env.mqtt.password == "envpw" and from_env.mqtt.discovery
-    assert event_outputs(mqtt="mqtt://broker", mqtt_discovery=False, env={}).mqtt.discovery is False
+    assert event_settings(mqtt="mqtt://broker", mqtt_discovery=False, env={}).mqtt.discovery is False
     empty = tmp_path / "empty"
     empty.write_text("")
     with pytest.raises(SettingsError, match="is empty"):
-        event_outputs(mqtt="mqtt://broker", mqtt_password_file=empty, env={})
+        event_settings(mqtt="mqtt://broker", mqtt_password_file=empty, env={})
     with pytest.raises(SettingsError, match="cannot read"):
-        event_outputs(mqtt="mqtt://broker", mqtt_password_file=tmp_path / "missing", env={})
+        event_settings(mqtt="mqtt://broker", mqtt_password_file=tmp_path / "missing", env={})
 
 
 def test_companions_need_their_output(tmp_path):
     for kwargs, named in [({"mqtt_ca": tmp_path}, "--mqtt"), ({"pre_capture": 3.0}, "--clips"),
                           ({"snapshot_crop": True}, "--snapshots"), ({"webhook_secret_file": tmp_path}, "--webhook")]:
         with pytest.raises(SettingsError, match=named):
-            event_outputs(env={}, **kwargs)
+            event_settings(env={}, **kwargs)
     with pytest.raises(SettingsError, match="mqtts"):
-        event_outputs(mqtt="mqtt://broker", mqtt_ca=tmp_path / "ca.pem", env={})
-    clips = event_outputs(clips=tmp_path, post_capture=2.5, env={}).clips
+        event_settings(mqtt="mqtt://broker", mqtt_ca=tmp_path / "ca.pem", env={})
+    clips = event_settings(clips=tmp_path, post_capture=2.5, env={}).clips
     assert (clips.pre_capture, clips.post_capture) == (5.0, 2.5)
 
 
 def test_flags_win_over_the_camera_file(tmp_path):
-    flags = event_outputs(clips=tmp_path / "a", env={})
-    file = event_outputs(clips=tmp_path / "b", snapshots=tmp_path / "s", env={})
+    flags = event_settings(clips=tmp_path / "a", env={})
+    file = event_settings(clips=tmp_path / "b", snapshots=tmp_path / "s", env={})
     merged = over(flags, file)
     assert merged.clips.folder == tmp_path / "a" and merged.snapshots.folder == tmp_path / "s"
-    assert not EventOutputs() and merged
+    assert merged.folders == [("--snapshots", tmp_path / "s"), ("--clips", tmp_path / "a")]
+    assert not EventSettings().folders
 
 
 def test_webhook_urls_are_masked():
