@@ -42,16 +42,33 @@ def port_open(port: int) -> bool:
         return False
 
 
+def make_certificates(folder: Path) -> dict:
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl): {"cafile", "certfile", "keyfile"}."""
+    folder = Path(folder)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=streamer test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    return {"cafile": folder / "ca.crt", "certfile": folder / "server.crt", "keyfile": folder / "server.key"}
+
+
 class Broker:
     def __init__(self, folder: Path, users: Optional[Dict[str, str]] = None, tls: Optional[dict] = None,
                  persistent: bool = False):
         """users: name -> password (then anonymous clients are refused); tls: {"cafile", "certfile",
-        "keyfile"} for an mqtts listener."""
+        "keyfile"}: a second listener, mqtts on `tls_port` (the plain one stays, for the test's subscriber)."""
         self.folder = Path(folder)
         self.users = users
         self.tls = tls
         self.persistent = persistent
         self.port = free_port()
+        self.tls_port = free_port() if tls else None
         self.process: Optional[subprocess.Popen] = None
         self.log = self.folder / "mosquitto.log"
 
@@ -74,13 +91,15 @@ class Broker:
         else:
             lines.append("allow_anonymous true")
         if self.tls:
-            lines += [f"cafile {self.tls['cafile']}", f"certfile {self.tls['certfile']}",
-                      f"keyfile {self.tls['keyfile']}"]
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {self.tls['cafile']}",
+                      f"certfile {self.tls['certfile']}", f"keyfile {self.tls['keyfile']}"]
         config = self.folder / "mosquitto.conf"
         config.write_text("\n".join(lines) + "\n")
         return config
 
     def start(self, timeout: float = 10.0) -> "Broker":
+        if not os.path.exists(MOSQUITTO):
+            raise AssertionError("mosquitto is missing: apt-get install mosquitto mosquitto-clients (.ci/run does)")
         for _ in range(3):
             config = self._config()
             with open(self.log, "ab") as log:

@@ -153,7 +153,9 @@ class MqttOutput(QueuedOutput):
         self._first.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
-        self.set_state(OutputState.RETRYING, "broker not reachable")
+        reason = "broker not reachable" + (" or TLS failed (is --mqtt-ca the CA that signed it?)"
+                                           if self.settings.tls else "")
+        self.set_state(OutputState.RETRYING, reason)
         self._first.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

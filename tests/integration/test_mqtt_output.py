@@ -22,9 +22,7 @@ from streamer.events.destinations import parse_mqtt_url
 from streamer.events.mqtt import MqttOutput
 from tests.event_values import counts, image, lifecycle
 from tests.helpers import wait_until
-from tests.mosquitto import Broker, Subscriber
-
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/mosquitto"), reason="needs Debian's mosquitto")
+from tests.mosquitto import Broker, Subscriber, make_certificates
 
 
 def settings(port: int, prefix: str = "streamer", user: str = "", password=None, discovery: bool = True):
@@ -147,11 +145,11 @@ def test_queue_overflow_is_dropped_counted_and_said_once(tmp_path):
 
 def test_wrong_password_is_final(tmp_path):
     with Broker(tmp_path, users={"cam": "right"}) as broker:
-        out = MqttOutput(settings(broker.port, user="cam", password="wrong"), lambda m: None)
+        out = MqttOutput(settings(broker.port, user="cam", password="Pa55-not-this"), lambda m: None)
         with pytest.raises(EventOutputError) as err:
             out.start()
         assert "bad user name or password" in str(err.value) or "not authorized" in str(err.value)
-        assert "wrong" not in str(err.value) and err.value.exit_code == ExitCode.INFERENCE == 4
+        assert "Pa55-not-this" not in str(err.value) and err.value.exit_code == ExitCode.INFERENCE == 4
         with Subscriber(broker.port, "#", "cam", "right") as sub, \
                 MqttOutput(settings(broker.port, user="cam", password="right"), lambda m: None) as good:
             good.publish(lifecycle()[0])
@@ -179,3 +177,21 @@ def test_last_will_after_sigkill(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+def test_mqtts_with_the_ca_that_signed_the_broker(tmp_path):
+    """mqtts:// with --mqtt-ca: connected, events delivered. Without the CA (the system's CAs do not
+    know this one) the TLS handshake fails: retried like an unreachable broker, the run goes on."""
+    from dataclasses import replace
+
+    certificates = make_certificates(tmp_path)
+    with Broker(tmp_path, tls=certificates) as broker, Subscriber(broker.port, "secure/#") as sub:
+        url = f"mqtts://127.0.0.1:{broker.tls_port}/secure"
+        with MqttOutput(replace(parse_mqtt_url(url), ca=certificates["cafile"]), lambda m: None) as out:
+            assert out.status().state is OutputState.CONNECTED
+            out.publish(lifecycle()[0])
+            sub.wait_for(lambda m: any(x.topic == "secure/events" for x in m), 10, "an event over TLS")
+        said = []
+        with MqttOutput(parse_mqtt_url(url), said.append, connect_wait=3.0) as untrusted:
+            status = untrusted.status()
+            assert status.state is OutputState.RETRYING and "TLS" in status.reason

@@ -207,3 +207,61 @@ def test_count_topics_and_discovery_configs():
     occupancy = configs["homeassistant/binary_sensor/streamer_site_a_front/yard_person_occupancy/config"]
     assert occupancy["device_class"] == "occupancy" and occupancy["availability_topic"] == "site/a/available"
     assert occupancy["unique_id"] == "streamer_site_a_front_yard_person_occupancy"
+
+
+# -- the camera file and the command line --------------------------------------------------------
+
+CAMERA_FILE = """\
+mqtt: {url: "mqtts://cam@broker.lan/home", password_file: secrets/mqtt, ca: ca.pem, discovery: false}
+webhooks: [https://hooks.example/a, http://127.0.0.1:9000/b]
+webhook_secret_file: secrets/hook
+snapshots: snaps
+clips: clips
+pre_capture: 3
+cameras:
+  front: {source: rtsp://cam/1}
+"""
+
+
+def test_a_camera_file_names_the_event_outputs_relative_to_its_folder(tmp_path):
+    from streamer.settings import load_camera_file
+
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "mqtt").write_text("mqtt-pw\n")
+    (tmp_path / "secrets" / "hook").write_text("hook-key\n")
+    path = tmp_path / "cams.yaml"
+    path.write_text(CAMERA_FILE)
+    events = load_camera_file(path, env={}).events
+    assert (events.mqtt.host, events.mqtt.tls, events.mqtt.username, events.mqtt.prefix) == \
+        ("broker.lan", True, "cam", "home")
+    assert events.mqtt.password == "mqtt-pw" and events.mqtt.ca == tmp_path / "ca.pem"
+    assert events.mqtt.discovery is False
+    assert events.webhooks.urls == ("https://hooks.example/a", "http://127.0.0.1:9000/b")
+    assert events.webhooks.secret == b"hook-key"
+    assert events.snapshots.folder == tmp_path / "snaps" and events.clips.folder == tmp_path / "clips"
+    assert (events.clips.pre_capture, events.clips.post_capture) == (3.0, 5.0)
+    path.write_text("mqtt: mqtt://u:pw@broker\ncameras:\n  front: {source: rtsp://cam/1}\n")
+    with pytest.raises(SettingsError, match="cams.yaml: mqtt: no password in the URL"):
+        load_camera_file(path, env={})
+    path.write_text("pre_capture: 3\ncameras:\n  front: {source: rtsp://cam/1}\n")
+    with pytest.raises(SettingsError, match="cams.yaml: pre_capture and .* need .*clips"):
+        load_camera_file(path, env={})
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--mqtt", "mqtt://u:hunter2@broker"], 2, "no password in the URL"),
+    (["--pre-capture", "3"], 2, "need --clips"),
+    (["--clips", "missing-folder"], 5, "--clips missing-folder: no such folder"),
+    (["--snapshots", "missing-folder"], 5, "--snapshots missing-folder: no such folder"),
+])
+def test_bad_event_output_flags_fail_before_anything_starts(tmp_path, monkeypatch, args, code, message):
+    from click.testing import CliRunner
+
+    from streamer.cli import cli
+    from tests.helpers import write_clip
+
+    monkeypatch.chdir(tmp_path)
+    write_clip(tmp_path / "v.mp4", 2)
+    result = CliRunner().invoke(cli, ["run", "v.mp4", "--triton", "127.0.0.1:1", *args])
+    assert result.exit_code == code, result.output
+    assert message in result.output and "hunter2" not in result.output
