@@ -318,7 +318,7 @@ class ClipOutput:
     def __init__(self, settings: ClipSettings, log: Say):
         self.settings = settings
         self.folder = Path(settings.folder)
-        self.name = "clips"
+        self.name = f"clips {self.folder}"
         self._log = log
         self._recorders: Dict[str, ClipRecorder] = {}
         self._open: Dict[str, _OpenGroup] = {}  # camera -> its clip being decided

@@ -107,7 +107,7 @@ class SnapshotOutput(QueuedOutput):
     """--snapshots DIR: the EventOutput that writes each object's best frame as a JPEG."""
 
     def __init__(self, settings: SnapshotSettings, log: Say, capacity: int = QUEUE):
-        super().__init__("snapshots", capacity, log)
+        super().__init__(f"snapshots {settings.folder}", capacity, log)
         self.settings = settings
         self.folder = Path(settings.folder)
         self._names: "OrderedDict[str, Path]" = OrderedDict()  # event id -> its snapshot (video path only)

@@ -17,11 +17,14 @@ import json
 import os
 import re
 import signal
+import urllib.request
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+from streamer.server import free_port
 
 from .. import sprites as S
 from ..cameras import RtspCamera, Run
@@ -177,18 +180,25 @@ def test_wrong_mqtt_password_exits_4_with_one_line(tmp_path, server_sprites):  #
 
 def test_live_broker_away_and_back_then_sigkill_sends_the_last_will(tmp_path, server_sprites):  # noqa: F811
     clip = tmp_path / "camera.mp4"
-    S.write_scene(clip, S.camera(frames=750))  # 30 s: longer than the test
+    S.write_scene(clip, S.camera(frames=600))  # 24 s: longer than the test
     zones = tmp_path / "zones.yaml"
     zones.write_text("lines:\n  door: {points: [[130, 40], [130, 288]]}\n")
     broker = Broker(tmp_path, persistent=True)
+    web, metrics = free_port(), free_port()
     with RtspCamera(clip) as camera, broker, Subscriber(broker.port, "live/#", persistent=True) as sub:
+        name = f"mqtt mqtt://127.0.0.1:{broker.port}/live"
         run = Run("run", camera.url, "--triton", server_sprites.grpc_url, "--zones", zones,
-                  "--mqtt", f"mqtt://127.0.0.1:{broker.port}/live", "--status-every", "1")
+                  "--mqtt", f"mqtt://127.0.0.1:{broker.port}/live", "--status-every", "1",
+                  "--web", web, "--metrics-port", metrics)
         try:
             run.wait_for("connected", 60)
             sub.wait_for(lambda m: any(x.topic == "live/events" for x in m), 60, "the first event")
+            assert output_state(web, name) == ("connected", 1)
             broker.stop()
-            run.wait_for("retrying", 30)
+            # the status line, /api/state and the metrics say so; the video goes on
+            run.wait_for(f"event outputs: {name} retrying", 30)
+            assert output_state(web, name)[0] == "retrying"
+            assert f'streamer_event_output_up{{output="{name}"}} 0.0' in scrape(metrics)
             since = len(run.err_lines)
             wait_until(lambda: len(moving(run.err_lines[since:])) >= 3, 30,
                        what="status lines of a video going on without the broker")
@@ -198,6 +208,7 @@ def test_live_broker_away_and_back_then_sigkill_sends_the_last_will(tmp_path, se
             sub.wait_for(lambda m: len([x for x in m if x.topic == "live/events"]) >= before + 2, 60,
                          "events after the broker came back")
             sub.wait_for(lambda m: any(x.topic == "live/cam1/door/person" for x in m), 30, "retained counts")
+            wait_until(lambda: output_state(web, name)[0] == "connected", 30, what="connected again")
             os.kill(run.proc.pid, signal.SIGKILL)
             run.finish(30)
             sub.wait_for(lambda m: [x.text for x in m if x.topic == "live/available"][-1:] == ["offline"], 60,
@@ -206,6 +217,19 @@ def test_live_broker_away_and_back_then_sigkill_sends_the_last_will(tmp_path, se
             run.kill()
     events = [json.loads(m.text) for m in sub.snapshot() if m.topic == "live/events"]
     assert events[0]["type"] == "new" and events[0]["after"]["wall_time"] is not None
+
+
+def output_state(web: int, name: str):
+    """(state, up) of the event output `name` in /api/state (up: 1 when connected)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web}/api/state", timeout=5) as response:
+        found = {o["name"]: o for o in json.loads(response.read())["event_outputs"]}
+    state = found[name]["state"]
+    return state, int(state == "connected")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
 
 
 def moving(lines) -> list:
