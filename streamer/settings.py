@@ -484,7 +484,7 @@ def _camera_regions(cam, defaults, path: Path, name: str) -> Optional["Regions"]
     if zones is None and lines is None:
         return None
     try:
-        found = regions(dump(zones), dump(lines), f"cameras.{name}")
+        found = regions(dump(zones), dump(lines), f"cameras.{name}", origin=str(path))
     except RegionsError as err:
         raise SettingsError(f"{path}: {err}") from err
     return found or None
@@ -512,7 +512,7 @@ def load_zones_file(path: Path) -> "Regions":
     except ValidationError as err:
         raise SettingsError(f"{path}: {_pydantic_message(err)}") from err
     try:
-        return regions(dump(parsed.zones), dump(parsed.lines), "")
+        return regions(dump(parsed.zones), dump(parsed.lines), "", origin=str(path))
     except RegionsError as err:
         raise SettingsError(f"{path}: {err}") from err
 

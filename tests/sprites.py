@@ -230,6 +230,7 @@ class Sprite:
     key: str  # which object (the truth's name for it)
     colour: str  # a key of COLOURS
     path: Callable[[int], Optional[Box]]  # frame index -> box (unclipped), None: not drawn
+    flat: bool = False  # one plain colour, no pattern: nothing for optical flow to follow
 
     @property
     def label(self) -> int:
@@ -296,7 +297,8 @@ def render(scene: Scene) -> Tuple[List[np.ndarray], Truth]:
             cx1, cy1, cx2, cy2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
             if cx2 <= cx1 or cy2 <= cy1:
                 continue
-            shade = cv2.resize(_pattern(sprite.colour), (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+            pattern = np.ones((2, 2), np.float32) if sprite.flat else _pattern(sprite.colour)
+            shade = cv2.resize(pattern, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
             shade = shade[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
             rgb = np.array(COLOURS[sprite.colour][0], np.float32)
             img[cy1:cy2, cx1:cx2] = np.clip(shade[..., None] * rgb, 0, 255).astype(np.uint8)
@@ -383,6 +385,43 @@ def cut(frames: int = 50, at: int = 23) -> Scene:
 
 
 SCENES = {s.__name__: s for s in (straight, turning, crossing, leaving, occluded, cut)}
+
+
+def counting(frames: int = 70) -> Scene:
+    """Objects crossing counting lines on known paths (see COUNTING_ZONES, COUNTING_EXPECTED):
+    two persons crossing each other on the door line (red right: out, magenta left: in); a car
+    that goes down through the gate line, turns back up through it and down again (in 2, out 1);
+    a dog crossing the fence line hidden behind a grey bar (in 1); a plain, untextured bicycle
+    moving about 8.5 px a frame on a curve (its box is 40 px: a box-width between inferences at
+    --infer-every 5) through the lane line (out 1) into the yard zone (entered 1)."""
+    def car(i: int) -> Box:
+        bottom = 250 + 6 * i if i <= 16 else 346 - 6 * (i - 16) if i <= 30 else min(358, 262 + 6 * (i - 30))
+        return (120, bottom - 40, 180, bottom)
+
+    return Scene("counting", frames, [
+        Sprite("red", "red", lambda i: _box(100 + 8 * i, 170, 50, 70)),
+        Sprite("magenta", "magenta", lambda i: _box(540 - 8 * i, 190, 50, 70)),
+        Sprite("car", "green", car),
+        Sprite("dog", "blue", lambda i: _box(300 + 8 * i, 396, 56, 48)),
+        Sprite("bicycle", "yellow", lambda i: _box(380 + 8 * i, 75 + 30 * math.sin(0.1 * i), 40, 40), flat=True),
+    ], occluders=[((430, 340, 510, 470), (0, frames))])
+
+
+COUNTING_ZONES = """\
+lines:
+  door: {points: [[320, 40], [320, 260]], classes: [person]}
+  gate: {points: [[40, 300], [300, 300]]}
+  fence: {points: [[470, 470], [470, 300]]}
+  lane: {points: [["78.125%", 40], [500, "50%"]], classes: [bicycle]}
+zones:
+  yard: {points: [[540, 20], [640, 20], [640, 130], [540, 130]]}
+"""
+# What the paths of counting() give (lane is drawn from (500, 40) down to (500, 240): `in` is leftwards).
+COUNTING_EXPECTED = {
+    "lines": {"door": {"in": {"person": 1}, "out": {"person": 1}}, "gate": {"in": {"car": 2}, "out": {"car": 1}},
+              "fence": {"in": {"dog": 1}, "out": {}}, "lane": {"in": {}, "out": {"bicycle": 1}}},
+    "entered": {"yard": {"bicycle": 1}},
+}
 
 
 def camera(frames: int = 450) -> Scene:

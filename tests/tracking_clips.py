@@ -45,6 +45,7 @@ class Scene:
     cuts: Sequence[int] = ()  # frames that start a new shot (the background changes)
     occluders: Sequence[Tuple[Box, Tuple[int, int]]] = ()  # (box, (first, last frame)) drawn over sprites
     flat: bool = False
+    plain: bool = False  # a plain grey background: nothing anywhere for optical flow to follow
 
 
 @dataclass
@@ -104,13 +105,13 @@ def _paint(img: np.ndarray, box: Box, label: int, flat: bool) -> None:
     img[cy1:cy2, cx1:cx2] = np.clip(patch, 0, 255).astype(np.uint8)
 
 
-_RENDERED: Dict[Tuple[str, int, bool], Tuple[List[Frame], Truth]] = {}
+_RENDERED: Dict[Tuple[str, int, bool, bool], Tuple[List[Frame], Truth]] = {}
 
 
 def render(scene: Scene) -> Tuple[List[Frame], Truth]:
     """The scene's frames (25 fps timestamps, wall time = media time) and its truth (kept: the
     tests draw the same scenes many times; frames are immutable)."""
-    key = (scene.name, scene.frames, scene.flat)
+    key = (scene.name, scene.frames, scene.flat, scene.plain)
     if key not in _RENDERED:
         _RENDERED[key] = _render(scene)
     frames, truth = _RENDERED[key]
@@ -123,7 +124,7 @@ def _render(scene: Scene) -> Tuple[List[Frame], Truth]:
     for i in range(scene.frames):
         shot = sum(1 for c in scene.cuts if c <= i)
         if shot not in backgrounds:
-            backgrounds[shot] = background(1000 + shot)
+            backgrounds[shot] = np.full((HEIGHT, WIDTH, 3), 110, np.uint8) if scene.plain else background(1000 + shot)
         img = backgrounds[shot].copy()
         seen: Dict[str, Tuple[int, np.ndarray]] = {}
         for sprite in scene.sprites:

@@ -76,19 +76,21 @@ class LineSpec:
 
 @dataclass(frozen=True)
 class Regions:
-    """A camera's (or a file's) zones and lines. where: how errors name it (`cameras.front`, or
-    the --zones file)."""
+    """A camera's (or a file's) zones and lines. where: how errors name it (`cameras.front`;
+    "" in a --zones file); origin: the file they come from (errors start with it)."""
 
     zones: Tuple[ZoneSpec, ...] = ()
     lines: Tuple[LineSpec, ...] = ()
     where: str = ""
+    origin: str = ""
 
     def __bool__(self) -> bool:
         return bool(self.zones or self.lines)
 
     def field(self, kind: str, name: str, key: str) -> str:
-        """`cameras.front.zones.driveway.points` (the name an error gives)."""
-        return ".".join(p for p in (self.where, kind, name, key) if p)
+        """`cameras.yaml: cameras.front.zones.driveway.points` (the name an error gives)."""
+        dotted = ".".join(p for p in (self.where, kind, name, key) if p)
+        return f"{self.origin}: {dotted}" if self.origin else dotted
 
     def class_names(self):
         """(field, class names) of every zone and line that names classes."""
@@ -172,7 +174,8 @@ def _classes(raw) -> Optional[Tuple[str, ...]]:
     return tuple(str(c).strip() for c in raw if str(c).strip())
 
 
-def regions(zones: Optional[Mapping[str, Mapping]], lines: Optional[Mapping[str, Mapping]], where: str) -> Regions:
+def regions(zones: Optional[Mapping[str, Mapping]], lines: Optional[Mapping[str, Mapping]], where: str,
+            origin: str = "") -> Regions:
     """Regions from a camera's `zones:` and `lines:` (mappings name -> settings, already checked by
     the camera file's schema for keys and types). Raises RegionsError naming the field."""
     found_zones, found_lines = [], []
@@ -183,29 +186,27 @@ def regions(zones: Optional[Mapping[str, Mapping]], lines: Optional[Mapping[str,
                 raise RegionsError(f"{field_where}: the name must be 1-64 letters, digits, '_', '.' or '-' "
                                    "(it becomes a metrics label)")
             out.append(make(str(name), raw, field_where))
-    return Regions(zones=tuple(found_zones), lines=tuple(found_lines), where=where)
+    return Regions(zones=tuple(found_zones), lines=tuple(found_lines), where=where, origin=origin)
 
 
 def schema_models():
     """The pydantic models of a zone and a line (the camera file's and --zones' schema)."""
-    from typing import List, Literal, Union
+    from typing import List, Literal
 
     from pydantic import BaseModel, ConfigDict, Field
 
     class Strict(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=False)
 
-    Number = Union[float, str]
-
     class Zone(Strict):
-        points: List[List[Number]]
+        points: Any  # [[x, y], ...]: checked by zone_spec / line_spec (a number, or "50%"; never `yes`)
         classes: Optional[List[str]] = None
         min_frames: Optional[int] = Field(default=None, ge=1)
         loiter_s: Optional[float] = Field(default=None, gt=0)
         anchor: Optional[Literal["bottom", "center", "top"]] = None
 
     class Line(Strict):
-        points: List[List[Number]]
+        points: Any  # [[x, y], ...]: checked by zone_spec / line_spec (a number, or "50%"; never `yes`)
         classes: Optional[List[str]] = None
         anchor: Optional[Literal["bottom", "center", "top"]] = None
 

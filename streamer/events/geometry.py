@@ -32,22 +32,9 @@ class OutsidePicture(StreamerError):
     exit_code = ExitCode.SOURCE
 
 
-def _cross(o, a, b) -> float:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-
 def _segments_meet(p1, p2, q1, q2) -> bool:
     """Two closed segments share a point."""
-    d1, d2 = _cross(q1, q2, p1), _cross(q1, q2, p2)
-    d3, d4 = _cross(p1, p2, q1), _cross(p1, p2, q2)
-    if ((d1 > EPS and d2 < -EPS) or (d1 < -EPS and d2 > EPS)) and ((d3 > EPS and d4 < -EPS) or (d3 < -EPS and d4 > EPS)):
-        return True
-
-    def on(p, q, r) -> bool:  # r on segment pq, given collinear
-        return min(p[0], q[0]) - EPS <= r[0] <= max(p[0], q[0]) + EPS and min(p[1], q[1]) - EPS <= r[1] <= max(p[1], q[1]) + EPS
-
-    return ((abs(d1) <= EPS and on(q1, q2, p1)) or (abs(d2) <= EPS and on(q1, q2, p2))
-            or (abs(d3) <= EPS and on(p1, p2, q1)) or (abs(d4) <= EPS and on(p1, p2, q2)))
+    return bool(_crosses(*(np.asarray(p, np.float64) for p in (p1, p2, q1, q2))))
 
 
 def polygon_problem(points: Sequence[Tuple[float, float]]) -> Optional[str]:
@@ -92,14 +79,67 @@ class Shape:
     loiter_s: Optional[float] = None
 
 
+ANCHORS = (Anchor.BOTTOM, Anchor.CENTER, Anchor.TOP)
+
+
 @dataclass(frozen=True)
 class Resolved:
-    """A camera's zones and lines for one picture size."""
+    """A camera's zones and lines for one picture size, with every shape's arrays made once so a
+    frame is a few numpy operations over (objects x shapes), whatever the number of shapes."""
 
     width: int
     height: int
     zones: Tuple[Shape, ...]
     lines: Tuple[Shape, ...]
+
+    def __post_init__(self):
+        lines, zones = self.lines, self.zones
+        p1 = np.array([s.points[0] for s in lines], np.float64).reshape(-1, 2)
+        p2 = np.array([s.points[1] for s in lines], np.float64).reshape(-1, 2)
+        edges_from = [s.points for s in zones]
+        edges_to = [np.roll(s.points, -1, axis=0) for s in zones]
+        counts = [len(s.points) for s in zones]
+        set_ = object.__setattr__
+        set_(self, "line_p1", p1)
+        set_(self, "line_p2", p2)
+        set_(self, "line_length", np.hypot(*(p2 - p1).T) if len(lines) else np.zeros(0))
+        set_(self, "line_anchor", np.array([ANCHORS.index(s.anchor) for s in lines], np.int64))
+        set_(self, "edge_from", np.concatenate(edges_from) if zones else np.zeros((0, 2)))
+        set_(self, "edge_to", np.concatenate(edges_to) if zones else np.zeros((0, 2)))
+        set_(self, "edge_zone", np.repeat(np.arange(len(zones)), counts).astype(np.int64))
+        set_(self, "zone_start", np.cumsum([0] + counts[:-1]).astype(np.int64) if zones else np.zeros(0, np.int64))
+        set_(self, "zone_anchor", np.array([ANCHORS.index(s.anchor) for s in zones], np.int64))
+        set_(self, "zone_min_frames", np.array([s.min_frames for s in zones], np.int64))
+        loiter = [np.inf if s.loiter_s is None else s.loiter_s for s in zones]
+        set_(self, "loiter_s", np.array(loiter, np.float64) if np.isfinite(loiter).any() else None)
+        set_(self, "_applies", {})
+
+    def applies(self, name: str) -> Tuple[np.ndarray, np.ndarray]:
+        """(lines, zones): which of them count objects of this class."""
+        found = self._applies.get(name)
+        if found is None:
+            found = self._applies[name] = (
+                np.array([s.classes is None or name in s.classes for s in self.lines], bool),
+                np.array([s.classes is None or name in s.classes for s in self.zones], bool))
+        return found
+
+    def sides(self, points: np.ndarray) -> np.ndarray:
+        """points (N, L, 2), each object's anchor for each line -> (N, L) signed distances (> 0 on
+        the `in` side)."""
+        d = self.line_p2 - self.line_p1
+        rel = points - self.line_p1[None]
+        return (d[None, :, 0] * rel[..., 1] - d[None, :, 1] * rel[..., 0]) / self.line_length[None]
+
+    def crossed(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a, b (N, L, 2): paths a -> b -> (N, L) whether each meets each line's segment."""
+        return _crosses(a, b, self.line_p1[None], self.line_p2[None])
+
+    def inside(self, points: np.ndarray) -> np.ndarray:
+        """points (N, Z, 2), each object's anchor for each zone -> (N, Z) inside or on the border."""
+        if not len(self.zones) or not len(points):
+            return np.zeros((len(points), len(self.zones)), bool)
+        pts = points[:, self.edge_zone]  # (N, E, 2)
+        return _inside_edges(pts, self.edge_from[None], self.edge_to[None], self.zone_start)
 
 
 def _pixels(points: Sequence[Point], width: int, height: int) -> np.ndarray:
@@ -149,21 +189,28 @@ def anchors(boxes: np.ndarray, anchor: Anchor) -> np.ndarray:
 
 def inside(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     """Bool per point: inside the polygon or on its border (even-odd rule)."""
-    points = np.asarray(points, np.float64).reshape(-1, 2)
-    px, py = points[:, 0:1], points[:, 1:2]
-    x1, y1 = polygon[:, 0][None, :], polygon[:, 1][None, :]
-    x2, y2 = np.roll(polygon[:, 0], -1)[None, :], np.roll(polygon[:, 1], -1)[None, :]
+    points = np.asarray(points, np.float64).reshape(-1, 1, 2)
+    polygon = np.asarray(polygon, np.float64)
+    return _inside_edges(np.broadcast_to(points, (len(points), len(polygon), 2)), polygon[None],
+                         np.roll(polygon, -1, axis=0)[None], np.zeros(1, np.int64))[:, 0]
+
+
+def _inside_edges(pts: np.ndarray, start: np.ndarray, end: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """pts (N, E, 2): for each edge the point to test against its polygon; start/end (1, E, 2): the
+    edges, polygons one after another from the indexes `first`. (N, polygons) bools."""
+    px, py = pts[..., 0], pts[..., 1]
+    x1, y1, x2, y2 = start[..., 0], start[..., 1], end[..., 0], end[..., 1]
     straddles = (y1 > py) != (y2 > py)
     with np.errstate(divide="ignore", invalid="ignore"):
         at_x = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
-    result = (np.count_nonzero(straddles & (px < at_x), axis=1) % 2) == 1
+    hits = np.add.reduceat((straddles & (px < at_x)).astype(np.int64), first, axis=1)
     # On an edge counts as inside (so a point exactly on a shared border is never in neither).
     ex, ey = x2 - x1, y2 - y1
     cross = ex * (py - y1) - ey * (px - x1)
     dot = (px - x1) * ex + (py - y1) * ey
     length2 = ex * ex + ey * ey
     on_edge = (np.abs(cross) <= 1e-7 * np.maximum(1.0, np.sqrt(length2))) & (dot >= -EPS) & (dot <= length2 + EPS)
-    return result | on_edge.any(axis=1)
+    return (hits % 2 == 1) | np.logical_or.reduceat(on_edge, first, axis=1)
 
 
 def side(points: np.ndarray, line: np.ndarray) -> np.ndarray:
@@ -180,20 +227,27 @@ def crosses(a: np.ndarray, b: np.ndarray, line: np.ndarray) -> np.ndarray:
     """Bool per row: the path a[i] -> b[i] meets the segment P1-P2 (closed: touching counts)."""
     a = np.asarray(a, np.float64).reshape(-1, 2)
     b = np.asarray(b, np.float64).reshape(-1, 2)
-    p1, p2 = line[0], line[1]
+    return _crosses(a, b, np.asarray(line[0], np.float64), np.asarray(line[1], np.float64))
 
-    def cross(o, u, v):  # (u - o) x (v - o), broadcast over rows
-        return (u[..., 0] - o[..., 0]) * (v[..., 1] - o[..., 1]) - (u[..., 1] - o[..., 1]) * (v[..., 0] - o[..., 0])
 
-    P1, P2 = np.broadcast_to(p1, a.shape), np.broadcast_to(p2, a.shape)
-    d1, d2 = cross(P1, P2, a), cross(P1, P2, b)  # a and b against the line
-    d3, d4 = cross(a, b, P1), cross(a, b, P2)  # the line's ends against the path
-    proper = (np.sign(d1) * np.sign(d2) < 0) & (np.sign(d3) * np.sign(d4) < 0)
+def _cross(o, u, v):
+    """(u - o) x (v - o), broadcast."""
+    return (u[..., 0] - o[..., 0]) * (v[..., 1] - o[..., 1]) - (u[..., 1] - o[..., 1]) * (v[..., 0] - o[..., 0])
 
-    def on(p, q, r):  # r within the box of p-q (collinear cases)
-        return ((np.minimum(p[..., 0], q[..., 0]) - EPS <= r[..., 0]) & (r[..., 0] <= np.maximum(p[..., 0], q[..., 0]) + EPS)
-                & (np.minimum(p[..., 1], q[..., 1]) - EPS <= r[..., 1]) & (r[..., 1] <= np.maximum(p[..., 1], q[..., 1]) + EPS))
 
-    touch = ((np.abs(d1) <= EPS) & on(P1, P2, a)) | ((np.abs(d2) <= EPS) & on(P1, P2, b)) \
-        | ((np.abs(d3) <= EPS) & on(a, b, P1)) | ((np.abs(d4) <= EPS) & on(a, b, P2))
+def _within(p, q, r):
+    """r inside the bounding box of p-q (for the collinear cases)."""
+    return ((np.minimum(p[..., 0], q[..., 0]) - EPS <= r[..., 0]) & (r[..., 0] <= np.maximum(p[..., 0], q[..., 0]) + EPS)
+            & (np.minimum(p[..., 1], q[..., 1]) - EPS <= r[..., 1]) & (r[..., 1] <= np.maximum(p[..., 1], q[..., 1]) + EPS))
+
+
+def _crosses(a, b, p1, p2) -> np.ndarray:
+    """Paths a -> b against segments p1-p2, all broadcast: whether they share a point."""
+    d1, d2 = _cross(p1, p2, a), _cross(p1, p2, b)  # a and b against the line
+    d3, d4 = _cross(a, b, p1), _cross(a, b, p2)  # the line's ends against the path
+    proper = (d1 * d2 < 0) & (d3 * d4 < 0)
+    z1, z2, z3, z4 = (np.abs(d) <= EPS for d in (d1, d2, d3, d4))
+    if not (z1.any() or z2.any() or z3.any() or z4.any()):
+        return proper
+    touch = (z1 & _within(p1, p2, a)) | (z2 & _within(p1, p2, b)) | (z3 & _within(a, b, p1)) | (z4 & _within(a, b, p2))
     return proper | touch

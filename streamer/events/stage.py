@@ -37,8 +37,8 @@ import numpy as np
 
 from ..frames import Detections, Frame
 from ..stages import PassStage, Released
-from .config import Anchor, Regions
-from .geometry import Resolved, anchors, crosses, inside, resolve, side
+from .config import Regions
+from .geometry import ANCHORS, Resolved, anchors, resolve
 from .types import Counts, Crossing, Direction, Event, EventKind, ObjectState, UpdateReason
 
 MAX_OBJECTS = 1024  # objects followed at once; past it the one seen longest ago ends
@@ -310,76 +310,68 @@ class EventStage(PassStage):
             self._end(obj, frame)
 
     def _move(self, geometry: Resolved, objects: List[_Object], boxes: np.ndarray, t: float) -> None:
-        """Zones and lines for the objects on this frame (vectorised over objects)."""
+        """Zones and lines for the objects on this frame: numpy over (objects x lines) and
+        (objects x zones) at once; Python only for what changed."""
         slots = np.fromiter((o.slot for o in objects), np.int64, len(objects))
-        names = [o.name for o in objects]
-        has_prev = self._has_prev[slots]
-        prev = self._prev_box[slots]
-        size = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
-        margin = np.maximum(MIN_MARGIN_PX, MARGIN_FRACTION * size)
-        points: Dict[Anchor, np.ndarray] = {}
-        before: Dict[Anchor, np.ndarray] = {}
-
-        def at(anchor: Anchor) -> Tuple[np.ndarray, np.ndarray]:
-            if anchor not in points:
-                points[anchor] = anchors(boxes, anchor)
-                before[anchor] = anchors(prev, anchor)
-            return points[anchor], before[anchor]
-
-        for li, line in enumerate(geometry.lines):
-            applies = self._applies(line.classes, names)
-            if not applies.any():
-                continue
-            now, then = at(line.anchor)
-            d = side(now, line.points)
-            crossed = has_prev & crosses(then, now, line.points)
-            flag = self._line_crossed[slots, li] | crossed
-            last = self._line_side[slots, li]
-            clear = np.abs(d) >= margin
-            new_side = np.where(d > 0, 1, -1).astype(np.int8)
-            counted = applies & clear & (last != 0) & (new_side != last) & flag
-            self._line_side[slots, li] = np.where(clear, new_side, last)
-            self._line_crossed[slots, li] = np.where(clear, False, flag)
-            for i in np.flatnonzero(counted):
-                direction = Direction.IN if new_side[i] > 0 else Direction.OUT
-                self._note(objects[i], UpdateReason.CROSSED_LINE, Crossing(line.name, direction, objects[i].name))
-        for zi, zone in enumerate(geometry.zones):
-            applies = self._applies(zone.classes, names)
-            now, _ = at(zone.anchor)
-            now_in = applies & inside(now, zone.points)
-            state = self._zone_in[slots, zi]
-            streak = np.where(now_in != state, self._zone_streak[slots, zi] + 1, 0)
-            flip = streak >= zone.min_frames
-            new_state = state ^ flip
-            self._zone_in[slots, zi] = new_state
-            self._zone_streak[slots, zi] = np.where(flip, 0, streak)
-            for i in np.flatnonzero(flip):
-                obj = objects[i]
-                if new_state[i]:
-                    self._zone_since[obj.slot, zi] = t
-                    self._zone_loitered[obj.slot, zi] = False
-                    obj.zones_in.append(zone.name)
-                    if zone.name not in obj.entered:
-                        obj.entered.append(zone.name)
-                    self._note(obj, UpdateReason.ENTERED_ZONE, None, zone.name)
-                else:
-                    if zone.name in obj.zones_in:
-                        obj.zones_in.remove(zone.name)
-                    self._note(obj, UpdateReason.LEFT_ZONE, None, zone.name)
-            if zone.loiter_s is not None:
-                since = self._zone_since[slots, zi]
-                loiter = new_state & ~self._zone_loitered[slots, zi] & (t - since >= zone.loiter_s)
-                for i in np.flatnonzero(loiter):
-                    self._zone_loitered[objects[i].slot, zi] = True
-                    self._note(objects[i], UpdateReason.LOITERING, None, zone.name)
+        applies = [geometry.applies(o.name) for o in objects]
+        now = np.stack([anchors(boxes, a) for a in ANCHORS])  # (3, N, 2): bottom, centre, top
+        if len(geometry.lines):
+            self._cross_lines(geometry, objects, slots, boxes, now, np.array([a[0] for a in applies]))
+        if len(geometry.zones):
+            self._enter_zones(geometry, objects, slots, now, np.array([a[1] for a in applies]), t)
         self._prev_box[slots] = boxes
         self._has_prev[slots] = True
 
-    @staticmethod
-    def _applies(classes: Optional[Tuple[str, ...]], names: List[str]) -> np.ndarray:
-        if classes is None:
-            return np.ones(len(names), bool)
-        return np.fromiter((n in classes for n in names), bool, len(names))
+    def _cross_lines(self, geometry: Resolved, objects: List[_Object], slots: np.ndarray, boxes: np.ndarray,
+                     now: np.ndarray, applies: np.ndarray) -> None:
+        points = now[geometry.line_anchor].transpose(1, 0, 2)  # (N, L, 2): each line's anchor
+        prev = self._prev_box[slots]
+        then = np.stack([anchors(prev, a) for a in ANCHORS])[geometry.line_anchor].transpose(1, 0, 2)
+        size = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
+        margin = np.maximum(MIN_MARGIN_PX, MARGIN_FRACTION * size)[:, None]
+        d = geometry.sides(points)
+        crossed = self._has_prev[slots][:, None] & geometry.crossed(then, points)
+        flag = self._line_crossed[slots] | crossed
+        last = self._line_side[slots]
+        clear = np.abs(d) >= margin
+        new_side = np.where(d > 0, 1, -1).astype(np.int8)
+        counted = applies & clear & (last != 0) & (new_side != last) & flag
+        self._line_side[slots] = np.where(clear, new_side, last)
+        self._line_crossed[slots] = flag & ~clear
+        for i, li in zip(*np.nonzero(counted)):
+            direction = Direction.IN if new_side[i, li] > 0 else Direction.OUT
+            line = geometry.lines[li].name
+            self._note(objects[i], UpdateReason.CROSSED_LINE, Crossing(line, direction, objects[i].name))
+
+    def _enter_zones(self, geometry: Resolved, objects: List[_Object], slots: np.ndarray, now: np.ndarray,
+                     applies: np.ndarray, t: float) -> None:
+        points = now[geometry.zone_anchor].transpose(1, 0, 2)  # (N, Z, 2)
+        now_in = applies & geometry.inside(points)
+        state = self._zone_in[slots]
+        streak = np.where(now_in != state, self._zone_streak[slots] + 1, 0)
+        flip = streak >= geometry.zone_min_frames[None, :]
+        new_state = state ^ flip
+        self._zone_in[slots] = new_state
+        self._zone_streak[slots] = np.where(flip, 0, streak)
+        for i, zi in zip(*np.nonzero(flip)):
+            obj, zone = objects[i], geometry.zones[zi].name
+            if new_state[i, zi]:
+                self._zone_since[obj.slot, zi] = t
+                self._zone_loitered[obj.slot, zi] = False
+                obj.zones_in.append(zone)
+                if zone not in obj.entered:
+                    obj.entered.append(zone)
+                self._note(obj, UpdateReason.ENTERED_ZONE, None, zone)
+            else:
+                if zone in obj.zones_in:
+                    obj.zones_in.remove(zone)
+                self._note(obj, UpdateReason.LEFT_ZONE, None, zone)
+        loiter_s = geometry.loiter_s
+        if loiter_s is not None:
+            due = new_state & ~self._zone_loitered[slots] & (t - self._zone_since[slots] >= loiter_s[None, :])
+            for i, zi in zip(*np.nonzero(due)):
+                self._zone_loitered[objects[i].slot, zi] = True
+                self._note(objects[i], UpdateReason.LOITERING, None, geometry.zones[zi].name)
 
     def _note(self, obj: _Object, reason: UpdateReason, crossing: Optional[Crossing] = None,
               zone: Optional[str] = None) -> None:

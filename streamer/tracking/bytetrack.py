@@ -10,8 +10,10 @@ rule). Matching, in two rounds as ByteTrack does:
    the track was last matched (its estimate is less certain);
    then the high-scored detections and the tracks left over, by **motion-gated distance**: the
    detection's centre within what the time since the track's last match allows (`gate_base` +
-   `max_speed` box sizes a second, at most `max_gate` box sizes, from either estimate's centre)
-   and a similar size (`max_size_ratio`). This finds an object that moved more than its own
+   `max_speed` box sizes a second, at most `max_gate` box sizes, from either estimate's centre;
+   the size is the largest the track's boxes had, as an object going behind something shows a
+   shrinking part of itself) and a similar size: the width or the height within `max_size_ratio`
+   of its last matched box's (a box cut by an obstacle or the picture's edge keeps the other). This finds an object that moved more than its own
    size since it was last matched where IoU sees no overlap: a plain object that optical flow
    cannot follow (a new track has no velocity yet), answers far apart, one that reappears after
    being hidden behind another of its class;
@@ -37,7 +39,7 @@ against (Kalman prediction, optical flow).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -72,6 +74,8 @@ class Track:
     active: bool = True
     hits: int = 1
     missed: int = 0  # updates (answers) since it was last matched
+    size: float = 0.0  # the largest sqrt(w * h) of its matched boxes (a part hidden shrinks a box)
+    matched_box: Optional[np.ndarray] = field(default=None, repr=False)  # its last matched detection's box
 
     def move(self, box: np.ndarray, time: float) -> None:
         """Set the box estimate for `time` (a stage carried the track there)."""
@@ -84,6 +88,11 @@ class Track:
         a = self.kalman.predict(start)
         b = self.kalman.predict(end)
         return shift_box(box, a, b)
+
+
+def box_size(box: np.ndarray) -> float:
+    """sqrt(w * h) of a box (x1 y1 x2 y2), 1e-6 at least."""
+    return float(np.sqrt(max(box[2] - box[0], 1e-6) * max(box[3] - box[1], 1e-6)))
 
 
 def shift_box(box: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -109,7 +118,7 @@ class Tracker:
         track was last matched (a fraction of their size on every side), and at most.
     gate_base, max_speed, max_gate: the distance round's gate, in box sizes (sqrt(w * h) of the
         track's box): gate_base + max_speed per second since its last match, at most max_gate.
-    max_size_ratio: the distance round pairs boxes whose sizes differ by at most this factor.
+    max_size_ratio: the distance round pairs boxes whose widths or heights differ by at most this factor.
     max_misses, max_age_s: a track is forgotten once it missed more than max_misses updates and
         was not matched for more than max_age_s seconds.
     first_id: the first id handed out.
@@ -195,6 +204,8 @@ class Tracker:
                 track.matched_index = index
                 track.hits += 1
                 track.missed = 0
+                track.matched_box = box
+                track.size = max(track.size, box_size(box))
                 ids[row] = track.id
             else:
                 track.missed += 1
@@ -212,7 +223,8 @@ class Tracker:
     def _start(self, box: np.ndarray, label: int, score: float, time: float, index: int) -> Track:
         box = np.asarray(box, np.float64)
         track = Track(id=self.next_id, label=label, score=score, box=box, box_time=time,
-                      kalman=BoxKalman(box, time), matched_time=time, matched_index=index)
+                      kalman=BoxKalman(box, time), matched_time=time, matched_index=index, size=box_size(box),
+                      matched_box=box)
         self.next_id += 1
         return track
 
@@ -226,16 +238,21 @@ class Tracker:
         rows = high[left_high]
         det = boxes[rows].astype(np.float64)
         det_c = np.stack([(det[:, 0] + det[:, 2]) / 2, (det[:, 1] + det[:, 3]) / 2], 1)  # (D, 2)
-        det_size = np.sqrt(np.clip(det[:, 2] - det[:, 0], 1e-6, None) * np.clip(det[:, 3] - det[:, 1], 1e-6, None))
         est = estimates[:, left_tracks]  # (E, T, 4)
         est_c = np.stack([(est[..., 0] + est[..., 2]) / 2, (est[..., 1] + est[..., 3]) / 2], -1)  # (E, T, 2)
         dist = np.min(np.linalg.norm(est_c[:, :, None, :] - det_c[None, None, :, :], axis=-1), axis=0)  # (T, D)
-        last = np.array([pool[r].box for r in left_tracks]).reshape(-1, 4)
-        size = np.sqrt(np.clip(last[:, 2] - last[:, 0], 1e-6, None) * np.clip(last[:, 3] - last[:, 1], 1e-6, None))
+        size = np.array([pool[r].size for r in left_tracks])
         elapsed = np.array([max(0.0, time - pool[r].matched_time) for r in left_tracks])
         gate = size * np.minimum(self.max_gate, self.gate_base + self.max_speed * elapsed)  # (T,)
         cost = dist / gate[:, None]
-        ratio = np.maximum(size[:, None] / det_size[None, :], det_size[None, :] / size[:, None])
+        last = np.array([pool[r].matched_box for r in left_tracks]).reshape(-1, 4)
+
+        def ratio(axis: int) -> np.ndarray:  # (T, D): how far apart the widths (0) or heights (1) are
+            of_track = np.clip(last[:, axis + 2] - last[:, axis], 1e-6, None)[:, None]
+            of_det = np.clip(det[:, axis + 2] - det[:, axis], 1e-6, None)[None, :]
+            return np.maximum(of_track / of_det, of_det / of_track)
+
+        ratio = np.minimum(ratio(0), ratio(1))
         track_labels = np.array([pool[r].label for r in left_tracks])
         cost[(track_labels[:, None] != labels[rows][None, :]) | (ratio > self.max_size_ratio) | (cost > 1.0)] = FORBIDDEN
         pairs, free_tracks, free_dets = assign(cost, 1.0)
