@@ -265,3 +265,31 @@ def test_bad_event_output_flags_fail_before_anything_starts(tmp_path, monkeypatc
     result = CliRunner().invoke(cli, ["run", "v.mp4", "--triton", "127.0.0.1:1", *args])
     assert result.exit_code == code, result.output
     assert message in result.output and "hunter2" not in result.output
+
+
+def test_the_fan_out_stamps_every_event_before_any_output_gets_it(tmp_path):
+    """The snapshot output names its file first; an output earlier in the list gets the path too.
+    An output whose stamp breaks is left out; the others go on."""
+    from streamer.events.outputs import Fanout
+
+    class Keep(QueuedOutput):
+        def __init__(self):
+            super().__init__("keep", 10, lambda m: None)
+            self.got = []
+
+        def publish(self, event):
+            self.got.append(event)
+
+    class BadStamp(Keep):
+        def stamp(self, event):
+            raise ValueError("bug")
+
+    said, keep, bad = [], Keep(), BadStamp()
+    snapshots = SnapshotOutput(SnapshotSettings(tmp_path), lambda m: None)
+    fanout = Fanout([keep, bad, snapshots], said.append)
+    with snapshots:
+        for e in lifecycle(image=image()):
+            fanout.publish(e)
+    assert [Path(e.after.snapshot).parent for e in keep.got] == [tmp_path] * 3
+    assert not bad.got and len(said) == 1 and "event output 2 failed" in said[0]
+    assert fanout.frame_sinks("front", lossless=False) == []
