@@ -202,6 +202,14 @@ def event_outputs(settings, stack: contextlib.ExitStack, say: Callable[[str], No
     return Fanout([stack.enter_context(output) for output in parts.event_outputs(settings, say)], say)
 
 
+@contextlib.contextmanager
+def opened_event_outputs(settings, say: Callable[[str], None]):
+    """The run's event outputs for the length of the run, entered before the Triton session: a
+    broker that refuses the credentials ends the run (exit 4) before a server is started."""
+    with contextlib.ExitStack() as stack:
+        yield event_outputs(settings, stack, say)
+
+
 def label_filter(info: contract.ModelInfo, classes: Optional[Sequence[str]], where: str = "--classes"):
     if not classes:
         return None
@@ -297,7 +305,7 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
 
     say = console.say
     started = time.monotonic()
-    with FileSource(path, audio=settings.audio, log=say) as src, \
+    with FileSource(path, audio=settings.audio, log=say) as src, opened_event_outputs(settings.events, say) as fanout, \
             triton_session(settings.server, say) as (client, info, server):
         say(src.info.describe())
         label_ids = label_filter(info, settings.selection.classes)
@@ -307,7 +315,6 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                                       settings.tracking)
         count0, compute0 = stream.compute_stats()
         with contextlib.ExitStack() as parts_stack:
-            fanout = event_outputs(settings.events, parts_stack, say)
             sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)
                      + fanout.frame_sinks(path.name, lossless=True)]
             events = parts.event_stage(path.name, settings.regions, info.name_of, fanout, False, settings.tracking)
@@ -542,7 +549,8 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     stats_list = []
     report = RunReport(command="watch")
     try:
-        with triton_session(settings.server, say, live=True) as (client, info, server):
+        with opened_event_outputs(settings.events, say) as fanout, \
+                triton_session(settings.server, say, live=True) as (client, info, server):
             label_ids = {}
             for cam in cameras:
                 where = "--classes" if single else f"cameras.{cam.settings.name}.classes"
@@ -551,7 +559,6 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             warn_untrained(info, say)
             stream = inference_for(settings.server, client, server, settings.inference, True, say)
             with contextlib.ExitStack() as stack:
-                fanout = event_outputs(settings.events, stack, say)
                 feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack, fanout, settings.draw_zones)
                          for cam in cameras]
                 title = f"streamer: {cameras[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
@@ -580,7 +587,6 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             for stream_report, feed in zip(report.streams, feeds):
                 counted = counts_of(feed.events)
                 stream_report.counts = None if counted is None else counted.to_json()
-            report.event_outputs = [status.to_json() for status in fanout.statuses()]
     finally:
         for cam in cameras:
             cam.capture.stop()
@@ -593,6 +599,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     for _, path in settings.events.outputs:
         if path.exists():
             notes.append(f"wrote {path}")
+    report.event_outputs = [status.to_json() for status in fanout.statuses()]  # closed by now: final counts
     if report.event_outputs:
         notes.extend(output_notes(fanout.statuses()))
     quit_ = any(s.quit for s in stats_list)

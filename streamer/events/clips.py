@@ -383,7 +383,7 @@ class ClipOutput:
 
     # -- what it says ------------------------------------------------------------------------
     def status(self) -> OutputStatus:
-        found = [r.status() for r in self._recorders.values()]
+        found = [r.status() for r in list(self._recorders.values())]  # read by the metrics thread too
         down = [s for s in found if s.state is OutputState.GIVEN_UP]
         if down:
             state, reason = OutputState.GIVEN_UP, down[0].reason

@@ -6,7 +6,8 @@ A file: one run publishes the file's events and counts to MQTT, POSTs them to a 
 answers 500 twice then 200, writes snapshots and cuts one clip from the file's own frames (a
 person, then a dog within the person's post-capture: one clip). A live camera: the broker goes
 away for a few seconds mid-run and comes back (the video never stalls, queued events arrive),
-then the run is SIGKILLed (the broker sends the last will). A wrong MQTT password: exit 4, one line.
+then the run is SIGKILLed (the broker sends the last will). (A wrong MQTT password:
+tests/integration/test_mqtt_output.py.)
 """
 
 from __future__ import annotations
@@ -161,21 +162,6 @@ def test_a_file_to_mqtt_webhooks_snapshots_and_a_clip(tmp_path, server_sprites):
     assert outputs["mqtt"]["sent"] == len(logged) and outputs["webhook"]["sent"] == len(logged)
     assert outputs["clips"]["sent"] == 1 and outputs["snapshots"]["sent"] == len(news)
     assert all(o["failed"] == 0 and o["dropped"] == 0 and o["state"] == "closed" for o in outputs.values())
-
-
-def test_wrong_mqtt_password_exits_4_with_one_line(tmp_path, server_sprites):  # noqa: F811
-    video = tmp_path / "walk.mp4"
-    S.write_scene(video, S.Scene("short", 5, [], width=320, height=240))
-    secret = tmp_path / "pw"
-    secret.write_text("Pa55-not-this\n")
-    with Broker(tmp_path, users={"cam": "right"}) as broker:
-        result = streamer("run", video, "--triton", server_sprites.grpc_url, "--mqtt",
-                          f"mqtt://cam@127.0.0.1:{broker.port}", "--mqtt-password-file", secret, timeout=120)
-    assert result.returncode == 4, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr
-    assert "refused the connection" in errors[0] and "password" in errors[0]  # mosquitto says: not authorized
-    assert "Pa55-not-this" not in result.stderr
 
 
 def test_live_broker_away_and_back_then_sigkill_sends_the_last_will(tmp_path, server_sprites):  # noqa: F811

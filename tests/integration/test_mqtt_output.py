@@ -195,3 +195,21 @@ def test_mqtts_with_the_ca_that_signed_the_broker(tmp_path):
         with MqttOutput(parse_mqtt_url(url), said.append, connect_wait=3.0) as untrusted:
             status = untrusted.status()
             assert status.state is OutputState.RETRYING and "TLS" in status.reason
+
+
+def test_the_command_with_a_wrong_password_exits_4_with_one_line_before_any_server(tmp_path):
+    """`streamer run` with a password the broker refuses: one line, exit 4, no traceback, the password
+    never printed, and before Triton is asked anything (nothing listens at --triton here)."""
+    from tests.helpers import streamer, write_clip
+
+    video = write_clip(tmp_path / "v.mp4", 3)
+    secret = tmp_path / "pw"
+    secret.write_text("Pa55-not-this\n")
+    with Broker(tmp_path, users={"cam": "right"}) as broker:
+        result = streamer("run", video, "--triton", "127.0.0.1:1", "--mqtt", f"mqtt://cam@127.0.0.1:{broker.port}",
+                          "--mqtt-password-file", secret, timeout=120)
+    assert result.returncode == 4, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "refused the connection" in errors[0] and "password" in errors[0]  # mosquitto says: not authorized
+    assert "Pa55-not-this" not in result.stderr + result.stdout
