@@ -592,7 +592,9 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
     \b
     Camera file keys: triton, dns_refresh, metrics_port, metrics_host, defaults {threshold, classes,
     hold_detections, loop, track, infer_every, zones, lines}, cameras {NAME: {source, record, detections,
-    threshold, classes, hold_detections, loop, track, infer_every, zones, lines}}, web. Exit 3 when a
+    threshold, classes, hold_detections, loop, track, infer_every, zones, lines}}, web, and the event
+    outputs mqtt (a URL, or {url, password_file, ca, discovery}), webhooks, webhook_secret_file,
+    snapshots, snapshot_crop, clips, pre_capture, post_capture (flags win). Exit 3 when a
     camera could not be opened or was given up on (the others still ran), or a zone or line lies
     outside its picture; 2 for a bad camera file.
     """

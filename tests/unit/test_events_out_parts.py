@@ -293,3 +293,16 @@ def test_the_fan_out_stamps_every_event_before_any_output_gets_it(tmp_path):
     assert [Path(e.after.snapshot).parent for e in keep.got] == [tmp_path] * 3
     assert not bad.got and len(said) == 1 and "event output 2 failed" in said[0]
     assert fanout.frame_sinks("front", lossless=False) == []
+
+
+def test_watch_takes_the_camera_files_outputs_and_the_flags_win(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from streamer.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cams.yaml").write_text("clips: from-file\ncameras:\n  front: {source: rtsp://127.0.0.1:1/x}\n")
+    result = CliRunner().invoke(cli, ["watch", "cams.yaml", "--triton", "127.0.0.1:1"])
+    assert result.exit_code == 5 and "--clips from-file: no such folder" in result.output
+    result = CliRunner().invoke(cli, ["watch", "cams.yaml", "--triton", "127.0.0.1:1", "--clips", "from-flag"])
+    assert result.exit_code == 5 and "--clips from-flag: no such folder" in result.output
