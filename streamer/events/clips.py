@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import io
 import os
+from collections import deque
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Deque, Dict, List, Optional, Set
 
 import av
 import cv2
@@ -45,6 +46,7 @@ from .types import Counts, Event, EventKind, OutputState, OutputStatus
 KEYFRAME_S = 1.0  # at most this long between keyframes
 QUEUE = 8  # drawn frames waiting for a camera's encoder (720p: 2.7 MB each)
 GROUP_ROOM = 64  # clip updates queued beside the frames
+FINISHED = 256  # keys of written clips a recorder remembers
 MAX_RING_BYTES = 64 * 1024 * 1024
 CRF = 23
 PRESET = "ultrafast"  # 720p: ~13 ms a frame, ~3-5 MB of ring for 5 s (veryfast: ~22-34 ms, 1.4-3.3 MB)
@@ -136,13 +138,16 @@ class ClipRecorder(QueuedOutput):
         self._last_key: Optional[float] = None
         self._force_key = False
         self._last_pts: Optional[int] = None
+        self.offered_time: Optional[float] = None  # the newest frame handed to the recorder (its time)
         self._clips: Dict[int, _Clip] = {}
+        self._finished: Deque[int] = deque(maxlen=FINISHED)  # keys of clips written (never opened again)
         self._waiting: Dict[int, Group] = {}  # groups waiting for a keyframe at or after their start
         self._durations: Dict[int, int] = {}
         self._times: Dict[int, float] = {}
 
     # -- the video path (a Sink) -------------------------------------------------------------
     def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
+        self.offered_time = self._time_of(frame)  # read by ClipOutput.stamp (the same thread)
         self.offer((frame, image))  # a live camera's frame that does not fit is dropped and counted
 
     def group(self, group: Group) -> None:
@@ -239,6 +244,8 @@ class ClipRecorder(QueuedOutput):
         if clip is not None:
             clip.group = group
             return
+        if group.key in self._finished:  # never rewrite a clip (ClipOutput opens a new one instead)
+            return
         if group.key in self._waiting:
             self._waiting[group.key] = group
             return
@@ -274,6 +281,7 @@ class ClipRecorder(QueuedOutput):
 
     def _finish(self, clip: _Clip) -> None:
         self._clips.pop(clip.group.key, None)
+        self._finished.append(clip.group.key)
         try:
             self.written.append(clip.finish())
         except (av.FFmpegError, OSError, ValueError) as err:
@@ -343,8 +351,7 @@ class ClipOutput:
         t = event.after.source_time if event.after.source_time is not None else 0.0
         current = self._open.get(camera)
         if event.kind is EventKind.NEW and (current is None or key not in current.members):
-            if current is None or (not current.members and current.group.end is not None
-                                   and t > current.group.end + EPSILON):
+            if current is None or self._closed(current, t, self._recorders[camera].offered_time):
                 current = self._open[camera] = _OpenGroup(Group(self._next_key(), self._path(event), t), set())
             current.members.add(key)
             current.group = replace(current.group, end=None)
@@ -355,6 +362,16 @@ class ClipOutput:
             if not current.members:
                 current.group = replace(current.group, end=t + self.settings.post_capture)
         return replace(event, after=replace(event.after, clip=str(current.group.path)))
+
+    @staticmethod
+    def _closed(current: _OpenGroup, t: float, offered: Optional[float]) -> bool:
+        """A clip no object can join any more: its members are gone and its end has passed, by the
+        event's time or by the frames its recorder was handed (a live event can come late, for a
+        frame shown a moment ago; the recorder may already be writing the clip's last packets)."""
+        if current.members or current.group.end is None:
+            return False
+        newest = t if offered is None else max(t, offered)
+        return newest > current.group.end + EPSILON
 
     def _next_key(self) -> int:
         self._keys += 1

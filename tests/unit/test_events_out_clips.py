@@ -113,6 +113,23 @@ def test_overlapping_events_make_one_clip_from_a_keyframe_through_post_capture(t
     assert (status.sent, status.failed, status.dropped, status.state) == (2, 0, 0, OutputState.CLOSED)
 
 
+def test_a_late_live_event_after_a_clip_was_cut_opens_a_new_clip(tmp_path):
+    """Live, an event comes for a frame shown a moment ago. When its time is within a finished
+    group's post-capture but the recorder was already handed the frames past that group's end, the
+    clip is being closed: the event opens a new clip and the first one is never rewritten."""
+    out = ClipOutput(ClipSettings(tmp_path, pre_capture=0.4, post_capture=0.4), lambda m: None)
+    a_new, a_end = obj(1, 10, 20)  # the clip ends at 0.8 + 0.4 s = frame 30
+    late = Event(EventKind.NEW, state("front", 2, 25, 25 / RATE))  # for frame 25, arriving at frame 60
+    with out:
+        stamped = frames_with_events(out, "front", 90, {10: [a_new], 20: [a_end], 60: [late]})
+    first, second = Path(stamped[0].after.clip), Path(stamped[2].after.clip)
+    assert first != second and sorted(out.written) == sorted([first, second])
+    _, codes, _ = read_clip(first)
+    assert codes[0] <= 10 and 30 <= codes[-1] < 60
+    packets, codes, _ = read_clip(second)
+    assert packets[0].is_keyframe and codes[0] >= 25 - 0.4 * RATE  # its own start: at most pre-capture early
+
+
 def test_no_pre_capture_starts_at_the_event_frame(tmp_path):
     out = ClipOutput(ClipSettings(tmp_path, pre_capture=0.0, post_capture=0.4), lambda m: None)
     new, end = obj(1, 37, 50)
