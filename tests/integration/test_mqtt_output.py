@@ -136,6 +136,7 @@ def test_queue_overflow_is_dropped_counted_and_said_once(tmp_path):
     said = []
     broker = Broker(tmp_path)  # never started
     with MqttOutput(settings(broker.port), said.append, capacity=4, connect_wait=0.5) as out:
+        out.drain_s = 0.2  # nothing will drain: no broker
         for event in lifecycle() * 3:  # 9 events, room for 4
             out.publish(event)
         assert out.status().dropped == 5
