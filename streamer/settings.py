@@ -200,6 +200,8 @@ class RunSettings:
     def __post_init__(self):
         if self.regions and not self.tracking.enabled:
             raise SettingsError("--zones counts tracked objects: drop --no-track")
+        if self.events.outputs and not self.tracking.enabled:
+            raise SettingsError("events follow tracked objects: drop --no-track (or --events)")
 
 
 @dataclass(frozen=True)

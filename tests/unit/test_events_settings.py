@@ -94,3 +94,6 @@ def test_run_refuses_a_bad_zones_file_and_zones_without_tracking_before_anything
     good = write(tmp_path, "lines: {d: {points: [[0, 0], [1, 1]]}}\n", "g.yaml")
     result = CliRunner().invoke(cli, ["run", str(clip), "--zones", str(good), "--no-track", "--triton", "127.0.0.1:1"])
     assert result.exit_code == 2 and "--zones counts tracked objects: drop --no-track" in result.output
+    result = CliRunner().invoke(cli, ["run", str(clip), "--events", str(tmp_path / "e.jsonl"), "--no-track",
+                                      "--triton", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "events follow tracked objects" in result.output
