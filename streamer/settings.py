@@ -144,6 +144,11 @@ class EventSettings:
         return [("--events", self.jsonl)] if self.jsonl is not None else []
 
     @property
+    def any(self) -> bool:
+        """Some output is asked for (events are made only then, or with zones and lines)."""
+        return any(v is not None for v in (self.jsonl, self.mqtt, self.webhooks, self.snapshots, self.clips))
+
+    @property
     def folders(self) -> List[Tuple[str, Path]]:
         """(flag, folder) of the outputs that write files into a folder (snapshots, clips)."""
         return [(flag, value.folder) for flag, value in (("--snapshots", self.snapshots), ("--clips", self.clips))
@@ -200,8 +205,9 @@ class RunSettings:
     def __post_init__(self):
         if self.regions and not self.tracking.enabled:
             raise SettingsError("--zones counts tracked objects: drop --no-track")
-        if self.events.outputs and not self.tracking.enabled:
-            raise SettingsError("events follow tracked objects: drop --no-track (or --events)")
+        if self.events.any and not self.tracking.enabled:
+            raise SettingsError("events follow tracked objects: drop --no-track (or the event outputs: --events, "
+                                "--mqtt, --webhook, --snapshots, --clips)")
 
 
 @dataclass(frozen=True)

@@ -250,6 +250,8 @@ def test_a_camera_file_names_the_event_outputs_relative_to_its_folder(tmp_path):
 
 @pytest.mark.parametrize("args,code,message", [
     (["--mqtt", "mqtt://u:hunter2@broker"], 2, "no password in the URL"),
+    (["--mqtt", "mqtt://broker", "--no-track"], 2, "events follow tracked objects: drop --no-track"),
+    (["--clips", ".", "--no-track"], 2, "events follow tracked objects: drop --no-track"),
     (["--pre-capture", "3"], 2, "need --clips"),
     (["--clips", "missing-folder"], 5, "--clips missing-folder: no such folder"),
     (["--snapshots", "missing-folder"], 5, "--snapshots missing-folder: no such folder"),
