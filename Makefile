@@ -11,9 +11,11 @@ BIN      = $(VENV)/bin
 # What the tests drive for real: a virtual display and key presses for the --show window, an
 # RTSP camera (gst-rtsp-server through Debian's python3-gi), docker-compose to parse the compose files,
 # a Prometheus server scraping the metrics endpoints and evaluating deploy/kubernetes' prometheus-adapter rule,
-# Chromium and its driver for the web view (selenium, offline).
+# Chromium and its driver for the web view (selenium, offline), an MQTT broker (mosquitto; openssl makes
+# the certificates of its TLS listener).
 TEST_DEBS = xvfb xdotool python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad docker-compose prometheus libnss-wrapper chromium chromium-driver
+	gstreamer1.0-plugins-bad docker-compose prometheus libnss-wrapper chromium chromium-driver \
+	mosquitto mosquitto-clients openssl
 
 # The suite on several workers (pytest-xdist): tests that wait on real time (cameras at 25 fps,
 # outages, timeouts) overlap with the CPU-bound ones. Each worker starts its own servers when a

@@ -197,6 +197,62 @@ def event_options(fn):
     return fn
 
 
+def event_output_options(fn):
+    """--mqtt, --webhook, --snapshots, --clips and their companions (run and watch), handed to the
+    command as one value, `event_outputs` (a settings.EventSettings without --events)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, mqtt, mqtt_password_file, mqtt_ca, no_mqtt_discovery, webhooks, webhook_secret_file,
+                snapshots, snapshot_crop, clips, pre_capture, post_capture, **kwargs):
+        from .events.destinations import event_settings
+
+        kwargs["event_outputs"] = event_settings(
+            mqtt=mqtt, mqtt_password_file=mqtt_password_file, mqtt_ca=mqtt_ca,
+            mqtt_discovery=False if no_mqtt_discovery else None, webhooks=tuple(webhooks),
+            webhook_secret_file=webhook_secret_file, snapshots=snapshots, snapshot_crop=snapshot_crop or None,
+            clips=clips, pre_capture=pre_capture, post_capture=post_capture)
+        return fn(*args, **kwargs)
+
+    file_ = click.Path(dir_okay=False, path_type=Path)
+    folder = click.Path(file_okay=False, path_type=Path)
+    options = [
+        click.option("--mqtt", default=None, metavar="mqtt://[USER@]HOST[:PORT][/PREFIX]",
+                     help="Publish events (PREFIX/events, QoS 1), retained counts per zone and line, snapshots and "
+                          "availability to an MQTT broker (mqtts:// for TLS; PREFIX: streamer). Home Assistant "
+                          "finds the counts by MQTT discovery. A broker that is down is retried while the run "
+                          "goes on; a wrong password ends the run at start (exit 4). Never put the password "
+                          "here: --mqtt-password-file or $STREAMER_MQTT_PASSWORD."),
+        click.option("--mqtt-password-file", type=file_, default=None,
+                     help="The MQTT password (the file's first line); else $STREAMER_MQTT_PASSWORD."),
+        click.option("--mqtt-ca", type=file_, default=None,
+                     help="mqtts://: the CA certificate that signed the broker's (default: the system's)."),
+        click.option("--no-mqtt-discovery", is_flag=True,
+                     help="Do not publish Home Assistant discovery configs (homeassistant/...)."),
+        click.option("--webhook", "webhooks", multiple=True, metavar="URL",
+                     help="POST each event's JSON to URL (repeatable). Timeouts and 5xx are retried with "
+                          "backoff for 30 s, 4xx are not. Signed with --webhook-secret-file."),
+        click.option("--webhook-secret-file", type=file_, default=None,
+                     help="Sign webhooks: X-Streamer-Signature: sha256=HMAC-SHA256(body) with the file's first "
+                          "line as key (else $STREAMER_WEBHOOK_SECRET)."),
+        click.option("--snapshots", type=folder, default=None, metavar="DIR",
+                     help="One JPEG per tracked object in DIR: its best frame, its box drawn "
+                          "(CAMERA-TIME-LABEL-ID.jpg; the path is in its events)."),
+        click.option("--snapshot-crop", is_flag=True, help="With --snapshots: also a close-up of the box (-crop.jpg)."),
+        click.option("--clips", type=folder, default=None, metavar="DIR",
+                     help="One H.264 mp4 per event in DIR, from --pre-capture before it to --post-capture after "
+                          "its end; overlapping events of a camera share one clip (its path is in the events). "
+                          "Costs one more video encode per camera (see docs/events-out.md)."),
+        click.option("--pre-capture", type=click.FloatRange(0, 60), default=None, metavar="SECONDS",
+                     help="With --clips: video kept before an event (default 5; clips start at a keyframe, at "
+                          "most this much before)."),
+        click.option("--post-capture", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+                     help="With --clips: video kept after the last event of a clip ends (default 5)."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 def summary_option(fn):
     return click.option(
         "--summary", "summary", type=click.Path(dir_okay=False, allow_dash=True), default=None, metavar="FILE",
@@ -428,13 +484,14 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @event_options
 @summary_option
 @command
+@event_output_options
 def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, zones_path,
         hold_detections,
         triton, model_repo, threads, startup_timeout, model, transport, dns_refresh, in_flight, retry_timeout,
         request_timeout,
         rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
         triton_metrics_port, no_track, infer_every, web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
-        events_path, draw_zones, summary):
+        events_path, draw_zones, summary, event_outputs):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
     \b
@@ -453,7 +510,9 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     Credentials in URLs are never printed (rtsp://***@host/path).
     """
     from .runner import run_command
-    from .settings import (EventSettings, InferenceSettings, MetricsSettings, RunSettings, Selection, Tracking,
+    from dataclasses import replace
+
+    from .settings import (InferenceSettings, MetricsSettings, RunSettings, Selection, Tracking,
                            load_zones_file, web_settings)
 
     settings = RunSettings(
@@ -469,7 +528,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
         web=web_settings(web_bind, web_token_file, web_allowed_hosts, web_max_viewers),
         regions=load_zones_file(zones_path) if zones_path is not None else None,
-        events=EventSettings(jsonl=events_path), draw_zones=draw_zones,
+        events=replace(event_outputs, jsonl=events_path), draw_zones=draw_zones,
     )
     return finish(run_command(settings, console()), summary)
 
@@ -507,11 +566,13 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
 @event_options
 @summary_option
 @command
+@event_output_options
 def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections, max_frames, triton, model_repo,
           threads, startup_timeout, model, transport, dns_refresh, in_flight, request_timeout, rtsp_transport, open_timeout,
           stall_timeout,
           status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, no_track, infer_every,
-          web_bind, web_token_file, web_allowed_hosts, web_max_viewers, events_path, draw_zones, summary):
+          web_bind, web_token_file, web_allowed_hosts, web_max_viewers, events_path, draw_zones, summary,
+          event_outputs):
     """Watch several cameras in one run, sharing one Triton server.
 
     \b
@@ -531,12 +592,17 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
     \b
     Camera file keys: triton, dns_refresh, metrics_port, metrics_host, defaults {threshold, classes,
     hold_detections, loop, track, infer_every, zones, lines}, cameras {NAME: {source, record, detections,
-    threshold, classes, hold_detections, loop, track, infer_every, zones, lines}}, web. Exit 3 when a
+    threshold, classes, hold_detections, loop, track, infer_every, zones, lines}}, web, and the event
+    outputs mqtt (a URL, or {url, password_file, ca, discovery}), webhooks, webhook_secret_file,
+    snapshots, snapshot_crop, clips, pre_capture, post_capture (flags win). Exit 3 when a
     camera could not be opened or was given up on (the others still ran), or a zone or line lies
     outside its picture; 2 for a bad camera file.
     """
     from .runner import watch_command
-    from .settings import (EventSettings, InferenceSettings, MetricsSettings, Selection, Tracking, WatchSettings,
+    from dataclasses import replace
+
+    from .events.destinations import over
+    from .settings import (InferenceSettings, MetricsSettings, Selection, Tracking, WatchSettings,
                            dns_refresh_over_file, flags_over_file, watch_cameras, web_settings)
 
     found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
@@ -554,7 +620,7 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
         metrics=MetricsSettings(metrics_port, metrics_host) if metrics_port else None,
         web=web_settings(web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
                          where="--web" if web_bind and not found.web else f"{found.path}: web"),
-        events=EventSettings(jsonl=events_path), draw_zones=draw_zones,
+        events=over(replace(event_outputs, jsonl=events_path), found.events), draw_zones=draw_zones,
     )
     return finish(watch_command(settings, console()), summary)
 

@@ -26,7 +26,8 @@ Exit codes:
   1    internal error (a bug: please report the traceback)
   2    bad command-line usage
   3    input problem (missing, empty, truncated, not a video; a detections log not for this video)
-  4    inference problem (no server, model missing or not matching the contract)
+  4    inference problem (no server, model missing or not matching the contract), or an
+       event output's server refused the run (MQTT: wrong user or password)
   5    output problem (folder missing, not writable, exists without --overwrite)
   6    incomplete run (frames failed inference, or the input ended early)
   7    model export failed (weights unavailable or not matching the arch)
@@ -77,6 +78,13 @@ class ModelNotReady(InferenceError):
 
 class ModelMismatch(InferenceError):
     """The served model's inputs/outputs differ from the contract."""
+
+
+class EventOutputError(StreamerError):
+    """An event output's server refused the run at start (an MQTT broker that rejects the
+    credentials): retrying cannot fix it. Exit 4, as a Triton server that cannot serve."""
+
+    exit_code = ExitCode.INFERENCE
 
 
 class SinkError(StreamerError):

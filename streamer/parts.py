@@ -75,13 +75,32 @@ def camera_stages(camera: CameraSettings, label_ids: Optional[Sequence[int]],
 
 
 def event_outputs(events: EventSettings, say: Say) -> List:
-    """Where events go (run-wide, every camera's): --events FILE. Each is an `events.EventOutput`
-    (a context manager the runner enters; publish() never blocks)."""
+    """Where events go (run-wide, every camera's): --events FILE, --mqtt, --webhook (each URL),
+    --snapshots, --clips. Each is an `events.EventOutput` (a context manager the runner enters;
+    publish() never blocks)."""
     from .events.outputs import JsonlEvents
 
     found: List = []
     if events.jsonl is not None:
         found.append(JsonlEvents(events.jsonl, say))
+    if events.mqtt is not None:
+        from .events.mqtt import MqttOutput
+
+        found.append(MqttOutput(events.mqtt, say))
+    if events.webhooks is not None:
+        from .events.webhook import WebhookOutput
+
+        several = len(events.webhooks.urls) > 1
+        found.extend(WebhookOutput(url, events.webhooks, say, index=i + 1 if several else None)
+                     for i, url in enumerate(events.webhooks.urls))
+    if events.snapshots is not None:
+        from .events.snapshots import SnapshotOutput
+
+        found.append(SnapshotOutput(events.snapshots, say))
+    if events.clips is not None:
+        from .events.clips import ClipOutput
+
+        found.append(ClipOutput(events.clips, say))
     return found
 
 

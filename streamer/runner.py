@@ -187,11 +187,27 @@ def check_region_classes(info: contract.ModelInfo, regions) -> None:
         label_filter(info, names, where)
 
 
+def check_folders(events) -> None:
+    """--snapshots / --clips folders exist and are writable (SinkError, exit 5)."""
+    if events.folders:
+        from .events.destinations import check_folders as check
+
+        check(events)
+
+
 def event_outputs(settings, stack: contextlib.ExitStack, say: Callable[[str], None]):
     """The run's event outputs, entered on `stack`, behind one fan-out (events.outputs.Fanout)."""
     from .events.outputs import Fanout
 
     return Fanout([stack.enter_context(output) for output in parts.event_outputs(settings, say)], say)
+
+
+@contextlib.contextmanager
+def opened_event_outputs(settings, say: Callable[[str], None]):
+    """The run's event outputs for the length of the run, entered before the Triton session: a
+    broker that refuses the credentials ends the run (exit 4) before a server is started."""
+    with contextlib.ExitStack() as stack:
+        yield event_outputs(settings, stack, say)
 
 
 def label_filter(info: contract.ModelInfo, classes: Optional[Sequence[str]], where: str = "--classes"):
@@ -257,6 +273,7 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
         if any(path.resolve() == p.resolve() for p in taken):
             raise SinkError(f"{flag} {path} is also written by --out or --detections; give it its own file")
         check_output_path(path, settings.overwrite, inputs=inputs)
+    check_folders(settings.events)
     if settings.show:
         from .window import Window
 
@@ -288,7 +305,7 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
 
     say = console.say
     started = time.monotonic()
-    with FileSource(path, audio=settings.audio, log=say) as src, \
+    with FileSource(path, audio=settings.audio, log=say) as src, opened_event_outputs(settings.events, say) as fanout, \
             triton_session(settings.server, say) as (client, info, server):
         say(src.info.describe())
         label_ids = label_filter(info, settings.selection.classes)
@@ -298,8 +315,8 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                                       settings.tracking)
         count0, compute0 = stream.compute_stats()
         with contextlib.ExitStack() as parts_stack:
-            sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)]
-            fanout = event_outputs(settings.events, parts_stack, say)
+            sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)
+                     + fanout.frame_sinks(path.name, lossless=True)]
             events = parts.event_stage(path.name, settings.regions, info.name_of, fanout, False, settings.tracking)
             regions = parts.region_annotators(events)
             displays = open_displays(parts.displays(settings.show, f"streamer: {path.name}", paced=True),
@@ -420,6 +437,7 @@ def check_outputs(settings: WatchSettings) -> None:
     """Fail before anything connects: a path used twice, a missing or unwritable folder (exit 5)."""
     from .sinks import VIDEO_SUFFIXES, check_output_path
 
+    check_folders(settings.events)
     seen = {}
     for where, path in settings.outputs:
         key = path.resolve()
@@ -489,7 +507,8 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
     rate = cam.reader.rate
     settings = cam.settings
     sinks = [] if cam.error is not None else \
-        [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)]
+        [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)
+         + (fanout.frame_sinks(settings.name, lossless=False) if fanout is not None else [])]
     outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
     tracker = parts.live_tracker(settings)
     events = parts.event_stage(settings.name, settings.regions, info.name_of, fanout, True, settings.tracking)
@@ -530,7 +549,8 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     stats_list = []
     report = RunReport(command="watch")
     try:
-        with triton_session(settings.server, say, live=True) as (client, info, server):
+        with opened_event_outputs(settings.events, say) as fanout, \
+                triton_session(settings.server, say, live=True) as (client, info, server):
             label_ids = {}
             for cam in cameras:
                 where = "--classes" if single else f"cameras.{cam.settings.name}.classes"
@@ -539,7 +559,6 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             warn_untrained(info, say)
             stream = inference_for(settings.server, client, server, settings.inference, True, say)
             with contextlib.ExitStack() as stack:
-                fanout = event_outputs(settings.events, stack, say)
                 feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack, fanout, settings.draw_zones)
                          for cam in cameras]
                 title = f"streamer: {cameras[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
@@ -568,7 +587,6 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             for stream_report, feed in zip(report.streams, feeds):
                 counted = counts_of(feed.events)
                 stream_report.counts = None if counted is None else counted.to_json()
-            report.event_outputs = [status.to_json() for status in fanout.statuses()]
     finally:
         for cam in cameras:
             cam.capture.stop()
@@ -581,6 +599,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     for _, path in settings.events.outputs:
         if path.exists():
             notes.append(f"wrote {path}")
+    report.event_outputs = [status.to_json() for status in fanout.statuses()]  # closed by now: final counts
     if report.event_outputs:
         notes.extend(output_notes(fanout.statuses()))
     quit_ = any(s.quit for s in stats_list)

@@ -19,6 +19,7 @@ from .states import Transport
 
 if TYPE_CHECKING:
     from .events.config import Regions
+    from .events.destinations import ClipSettings, MqttSettings, SnapshotSettings, WebhookSettings
     from .triton.targets import Target
 
 
@@ -128,14 +129,30 @@ class Tracking:
 @dataclass(frozen=True)
 class EventSettings:
     """Where events go, for the whole run (every camera's events): one field per output, built by
-    `parts.event_outputs`. jsonl: --events FILE (one JSON line per event)."""
+    `parts.event_outputs`. jsonl: --events FILE (one JSON line per event); mqtt, webhooks,
+    snapshots, clips: --mqtt, --webhook, --snapshots, --clips (`events.destinations`)."""
 
     jsonl: Optional[Path] = None
+    mqtt: Optional["MqttSettings"] = None
+    webhooks: Optional["WebhookSettings"] = None
+    snapshots: Optional["SnapshotSettings"] = None
+    clips: Optional["ClipSettings"] = None
 
     @property
     def outputs(self) -> List[Tuple[str, Path]]:
         """(flag, path) of every file the outputs write."""
         return [("--events", self.jsonl)] if self.jsonl is not None else []
+
+    @property
+    def any(self) -> bool:
+        """Some output is asked for (events are made only then, or with zones and lines)."""
+        return any(v is not None for v in (self.jsonl, self.mqtt, self.webhooks, self.snapshots, self.clips))
+
+    @property
+    def folders(self) -> List[Tuple[str, Path]]:
+        """(flag, folder) of the outputs that write files into a folder (snapshots, clips)."""
+        return [(flag, value.folder) for flag, value in (("--snapshots", self.snapshots), ("--clips", self.clips))
+                if value is not None]
 
 
 @dataclass(frozen=True)
@@ -188,8 +205,9 @@ class RunSettings:
     def __post_init__(self):
         if self.regions and not self.tracking.enabled:
             raise SettingsError("--zones counts tracked objects: drop --no-track")
-        if self.events.outputs and not self.tracking.enabled:
-            raise SettingsError("events follow tracked objects: drop --no-track (or --events)")
+        if self.events.any and not self.tracking.enabled:
+            raise SettingsError("events follow tracked objects: drop --no-track (or the event outputs: --events, "
+                                "--mqtt, --webhook, --snapshots, --clips)")
 
 
 @dataclass(frozen=True)
@@ -316,6 +334,12 @@ def _models():
         zones: Optional[Dict[str, Zone]] = None
         lines: Optional[Dict[str, Line]] = None
 
+    class MqttBroker(Strict):
+        url: str = Field(min_length=1)
+        password_file: Optional[str] = None
+        ca: Optional[str] = None
+        discovery: Optional[bool] = None
+
     class Camera(Defaults):
         source: str = Field(min_length=1)
         record: Optional[str] = None
@@ -327,6 +351,15 @@ def _models():
         metrics_port: Optional[int] = Field(default=None, ge=1, le=65535)
         metrics_host: Optional[str] = None
         web: Optional[Union[int, str]] = None
+        # event outputs (events.destinations): the flags of the same names win
+        mqtt: Optional[Union[str, MqttBroker]] = None
+        webhooks: Optional[List[str]] = None
+        webhook_secret_file: Optional[str] = None
+        snapshots: Optional[str] = None
+        snapshot_crop: Optional[bool] = None
+        clips: Optional[str] = None
+        pre_capture: Optional[float] = Field(default=None, ge=0)
+        post_capture: Optional[float] = Field(default=None, ge=0)
         defaults: Defaults = Defaults()
         cameras: Dict[str, Camera] = Field(min_length=1)
 
@@ -344,6 +377,7 @@ class CameraFile:
     metrics_host: Optional[str] = None
     web: Optional[str] = None  # [HOST:]PORT of the browser live view
     path: Optional[Path] = field(default=None, compare=False)
+    events: EventSettings = EventSettings()  # mqtt, webhooks, snapshots, clips (the flags win)
 
 
 def _pydantic_message(err) -> str:
@@ -430,7 +464,22 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
     return CameraFile(cameras=tuple(cameras), triton=triton, dns_refresh=parsed.dns_refresh,
                       metrics_port=parsed.metrics_port,
                       metrics_host=parsed.metrics_host, web=None if parsed.web is None else str(parsed.web),
-                      path=path)
+                      path=path, events=_file_event_outputs(parsed, local, path, env))
+
+
+def _file_event_outputs(parsed, local, path: Path, env: Optional[Mapping[str, str]]) -> EventSettings:
+    """A camera file's event outputs (mqtt, webhooks, snapshots, clips); paths relative to its folder."""
+    from .events.destinations import event_settings
+
+    broker = parsed.mqtt if not isinstance(parsed.mqtt, str) else None
+    return event_settings(
+        mqtt=parsed.mqtt if isinstance(parsed.mqtt, str) else (broker.url if broker else None),
+        mqtt_password_file=local(broker.password_file) if broker else None,
+        mqtt_ca=local(broker.ca) if broker else None, mqtt_discovery=broker.discovery if broker else None,
+        webhooks=tuple(parsed.webhooks or ()), webhook_secret_file=local(parsed.webhook_secret_file),
+        snapshots=local(parsed.snapshots), snapshot_crop=parsed.snapshot_crop, clips=local(parsed.clips),
+        pre_capture=parsed.pre_capture, post_capture=parsed.post_capture,
+        env=os.environ if env is None else env, where=f"{path}: ")
 
 
 def _camera_regions(cam, defaults, path: Path, name: str) -> Optional["Regions"]:

@@ -51,7 +51,21 @@ class Fanout:
                 self.say(f"WARNING: event output {i + 1} failed and is left out from now on ({err!r})")
 
     def publish(self, event: Event) -> None:
+        """Every output names the files it will write for the event first (snapshot, clip), so
+        each output sends the same event, paths included."""
+        for i, output in enumerate(self.outputs):
+            if i not in self._broken:
+                try:
+                    event = output.stamp(event)
+                except Exception as err:  # an output's bug never stops the video
+                    self._broken.add(i)
+                    self.say(f"WARNING: event output {i + 1} failed and is left out from now on ({err!r})")
         self._each(lambda output: output.publish(event))
+
+    def frame_sinks(self, camera: str, lossless: bool) -> List:
+        """The Sinks that take `camera`'s drawn frames for the outputs that need the video (clips)."""
+        found = [output.frame_sink(camera, lossless) for output in self.outputs]
+        return [sink for sink in found if sink is not None]
 
     def counts(self, counts: Counts) -> None:
         self._each(lambda output: output.counts(counts))
@@ -129,8 +143,14 @@ class JsonlEvents:
                 self._warned = True
                 self.say(f"WARNING: {self.path}: events come faster than they are written; some are dropped")
 
+    def stamp(self, event: Event) -> Event:
+        return event  # writes no files of its own
+
     def counts(self, counts: Counts) -> None:
         """Counts are in the run report; the file holds events only."""
+
+    def frame_sink(self, camera: str, lossless: bool) -> None:
+        return None
 
     def status(self) -> OutputStatus:
         return OutputStatus(name=str(self.path), state=self._state, sent=self.sent, dropped=self.dropped,

@@ -12,11 +12,14 @@ needs them; keep the names and meanings of those here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Protocol, Tuple, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 
 from ..states import Word
+
+if TYPE_CHECKING:
+    from ..stages import Sink
 
 Box = Tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the upright picture
 
@@ -169,10 +172,19 @@ class EventOutput(Protocol):
 
     def __exit__(self, *exc) -> None: ...
 
+    def stamp(self, event: Event) -> Event:
+        """Before any output gets `event`: the event with the paths of the files this output will
+        write for it (`after.snapshot`, `after.clip`), so every output's JSON names them; outputs
+        that write no files return it unchanged. On the video path: bookkeeping only."""
+
     def publish(self, event: Event) -> None: ...
 
     def counts(self, counts: Counts) -> None:
         """The camera's counts changed (retained-count topics, the page)."""
+
+    def frame_sink(self, camera: str, lossless: bool) -> Optional["Sink"]:
+        """The Sink that takes `camera`'s drawn frames, for an output that needs the video itself
+        (clips); None for the others. lossless: a file run (the sink may wait; live ones drop)."""
 
     def status(self) -> OutputStatus: ...
 

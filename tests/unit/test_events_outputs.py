@@ -66,6 +66,9 @@ def test_jsonl_gives_up_on_a_write_error_without_raising(tmp_path):
 
 
 class Broken:
+    def stamp(self, event):
+        return event
+
     def publish(self, event):
         raise RuntimeError("boom")
 
@@ -79,6 +82,9 @@ class Broken:
 class Keep:
     def __init__(self):
         self.got = []
+
+    def stamp(self, event):
+        return event
 
     def publish(self, event):
         self.got.append(event)
