@@ -92,6 +92,27 @@ def server_mobilenet(repo_mobilenet):
     yield from serving(repo_mobilenet)
 
 
+def serve_sprites(repo: Path):
+    """Fixture body: the sprite detector (tests/sprites.py) served on one thread."""
+    server = start_on_free_ports(repo, threads=1, startup_timeout=300)
+    yield server
+    server.stop()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def repo_sprites(tmp_path_factory) -> Path:
+    """The sprite detector exported as both models (meaningful boxes without weights), shared by the workers."""
+    from . import sprites
+
+    return shared(tmp_path_factory, "repo_sprites", sprites.export_sprites)
+
+
+@pytest.fixture(scope="session")
+def server_sprites(repo_sprites):
+    yield from serve_sprites(repo_sprites)
+
+
 @pytest.fixture
 def killable_server(repo_mobilenet):
     """A server of its own, for tests that kill it."""

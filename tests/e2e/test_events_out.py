@@ -32,7 +32,6 @@ from ..cameras import RtspCamera, Run
 from ..helpers import read_code, read_jsonl, read_video, streamer, wait_until
 from ..mosquitto import Broker, Subscriber
 from ..webhooks import Receiver
-from .test_tracking_run import repo_sprites, server_sprites  # noqa: F401 (fixtures: the sprite model served)
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +67,7 @@ def edge_difference(drawn: np.ndarray, plain: np.ndarray, box) -> float:
     return float(np.abs(drawn[band].astype(int) - plain[band].astype(int)).mean())
 
 
-def test_a_file_to_mqtt_webhooks_snapshots_and_a_clip(tmp_path, server_sprites):  # noqa: F811
+def test_a_file_to_mqtt_webhooks_snapshots_and_a_clip(tmp_path, server_sprites):
     video = tmp_path / "walk.mp4"
     S.write_scene(video, scene())
     zones = tmp_path / "zones.yaml"
@@ -164,7 +163,7 @@ def test_a_file_to_mqtt_webhooks_snapshots_and_a_clip(tmp_path, server_sprites):
     assert all(o["failed"] == 0 and o["dropped"] == 0 and o["state"] == "closed" for o in outputs.values())
 
 
-def test_live_broker_away_and_back_then_sigkill_sends_the_last_will(tmp_path, server_sprites):  # noqa: F811
+def test_live_broker_away_and_back_then_sigkill_sends_the_last_will(tmp_path, server_sprites):
     clip = tmp_path / "camera.mp4"
     S.write_scene(clip, S.camera(frames=600))  # 24 s: longer than the test
     zones = tmp_path / "zones.yaml"

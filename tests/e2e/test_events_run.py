@@ -24,7 +24,6 @@ from streamer.server import free_port
 from .. import sprites as S
 from ..cameras import RtspCamera, Run
 from ..helpers import read_jsonl, read_video, streamer, wait_until
-from .test_tracking_run import repo_sprites, server_sprites  # noqa: F401 (module fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +52,7 @@ def counted(root: Path, clip: Path, zones: Path, server, *flags: str) -> dict:
 
 
 @pytest.mark.parametrize("flags", [(), ("--infer-every", "5")], ids=["every-frame", "infer-every-5"])
-def test_a_file_counts_what_crosses_as_its_paths_say(counting, server_sprites, flags):  # noqa: F811
+def test_a_file_counts_what_crosses_as_its_paths_say(counting, server_sprites, flags):
     root, scene, clip, truth, zones = counting
     out = root / f"out{len(flags)}.mp4"
     draw = ("--out", out, "--draw-zones") if flags else ("--out", out)
@@ -106,7 +105,7 @@ BAD_ZONES = [
 
 
 @pytest.mark.parametrize("text, code, message", BAD_ZONES, ids=[m.split(":")[0] for _, _, m in BAD_ZONES])
-def test_a_bad_zones_file_is_one_line_naming_the_field(counting, server_sprites, tmp_path, text, code,  # noqa: F811
+def test_a_bad_zones_file_is_one_line_naming_the_field(counting, server_sprites, tmp_path, text, code,
                                                       message):
     _, _, clip, _, _ = counting
     zones = tmp_path / "zones.yaml"
@@ -129,7 +128,7 @@ def fetch(url: str) -> bytes:
         return resp.read()
 
 
-def test_watch_counts_a_live_camera_on_the_page_state_and_the_metrics(tmp_path, server_sprites):  # noqa: F811
+def test_watch_counts_a_live_camera_on_the_page_state_and_the_metrics(tmp_path, server_sprites):
     """A person going round a circle (once every 5 s) across a line: in and out counted live."""
     clip = tmp_path / "camera.mp4"
     S.write_scene(clip, S.camera(LIVE_FRAMES + 10))

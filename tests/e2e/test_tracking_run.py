@@ -23,9 +23,10 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 
-from streamer.server import free_port, start_on_free_ports
+from streamer.server import free_port
 
 from .. import sprites as S
+from ..conftest import serve_sprites
 from ..cameras import RtspCamera, Run
 from ..helpers import inference_count, read_jsonl, read_video, streamer, wait_until
 
@@ -36,27 +37,11 @@ BOX_TOL, SCORE_TOL = 0.5, 2e-3  # the project's parity tolerance (px, score)
 SLOW_DELAY_US = 600_000  # the slow server's model: about 0.6 s an answer, 1/15 of a 25 fps camera
 
 
-def serve(repo: Path):
-    server = start_on_free_ports(repo, threads=1, startup_timeout=300)
-    yield server
-    server.stop()
-    server.cleanup()
-
-
-@pytest.fixture(scope="module")
-def repo_sprites(tmp_path_factory) -> Path:
-    return S.export_sprites(tmp_path_factory.mktemp("repo_sprites"))
-
-
-@pytest.fixture(scope="module")
-def server_sprites(repo_sprites):
-    yield from serve(repo_sprites)
-
-
 @pytest.fixture(scope="module")
 def server_sprites_slow(tmp_path_factory):
     """The sprite model made slow without using CPU: Triton's batcher holds each lone request."""
-    yield from serve(S.export_sprites(tmp_path_factory.mktemp("repo_sprites_slow"), max_queue_delay_us=SLOW_DELAY_US))
+    yield from serve_sprites(S.export_sprites(tmp_path_factory.mktemp("repo_sprites_slow"),
+                                              max_queue_delay_us=SLOW_DELAY_US))
 
 
 @dataclass
