@@ -131,10 +131,21 @@ def read_secret(path: Optional[Path], env_name: str, what: str, env: Mapping[str
     return value or None
 
 
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")  # whitespace and control characters: urllib refuses them
+
+
 def check_webhook_url(url: str, where: str = "--webhook") -> str:
-    parts = urlsplit(url)
+    """An http(s) URL urllib can send; errors show it masked (its path may hold a token)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as err:
+        raise SettingsError(f"{where}: not a valid URL (got {mask_url(url)})") from err
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"{where}: give an http:// or https:// URL (got {mask_url(url)})")
+    if _UNSENDABLE.search(url):
+        raise SettingsError(f"{where}: a URL may not hold spaces or control characters; encode them (%20) "
+                            f"(got {mask_url(url)})")
     return url
 
 
