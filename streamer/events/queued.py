@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any, Callable, Deque, Optional
 
 from .types import OutputState, OutputStatus
@@ -80,7 +81,9 @@ class QueuedOutput:
         return event
 
     def publish(self, event) -> None:
-        self.offer(event)
+        """Queue the event without its picture (a whole frame): an output that sends pictures
+        (snapshots, MQTT) overrides this and keeps them bounded its own way."""
+        self.offer(event if event.image is None else replace(event, image=None))
 
     def counts(self, counts) -> None:
         pass

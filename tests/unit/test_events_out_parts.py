@@ -308,3 +308,43 @@ def test_watch_takes_the_camera_files_outputs_and_the_flags_win(tmp_path, monkey
     assert result.exit_code == 5 and "--clips from-file: no such folder" in result.output
     result = CliRunner().invoke(cli, ["watch", "cams.yaml", "--triton", "127.0.0.1:1", "--clips", "from-flag"])
     assert result.exit_code == 5 and "--clips from-flag: no such folder" in result.output
+
+
+# -- what the queues hold ---------------------------------------------------------------------------
+
+def alive_pictures(publish, count: int = 5, **kw):
+    """Publish `count` new events, each with a picture of its own (as the events stage makes them),
+    to an output that is not started (nothing drains its queue); which pictures are still alive."""
+    import gc
+    import weakref
+
+    refs = []
+    for i in range(count):
+        picture = image()
+        refs.append(weakref.ref(picture))
+        publish(lifecycle(track_id=i + 1, image=picture, **kw)[0])
+        del picture
+    gc.collect()
+    return [i for i, ref in enumerate(refs) if ref() is not None]
+
+
+def test_outputs_that_send_no_picture_queue_events_without_it():
+    """A webhook waiting for its receiver queues up to 1000 events: they must not hold the frames
+    (1000 x 2.7 MB at 720p) of the events that carry a snapshot picture."""
+    from streamer.events.destinations import WebhookSettings
+    from streamer.events.webhook import WebhookOutput
+
+    hook = WebhookOutput("http://127.0.0.1:1/x", WebhookSettings(("http://127.0.0.1:1/x",)), lambda m: None)
+    assert alive_pictures(hook.publish) == []
+    assert hook.status().dropped == 0  # all 5 queued, without their pictures
+
+
+def test_mqtt_keeps_only_the_newest_snapshot_picture_per_camera_and_label():
+    """MQTT's snapshot topic is retained (the newest per camera and label): while the broker is
+    away the output keeps one picture per camera and label, not one per queued event."""
+    from streamer.events.mqtt import MqttOutput
+
+    out = MqttOutput(parse_mqtt_url("mqtt://127.0.0.1:1"), lambda m: None)  # never started: no connection
+    assert alive_pictures(out.publish) == [4]
+    assert alive_pictures(out.publish, label="car") == [4]
+    assert out.status().dropped == 0
