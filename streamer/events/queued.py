@@ -97,6 +97,11 @@ class QueuedOutput:
             self._cond.notify_all()
 
     # -- what the output says ----------------------------------------------------------------
+    def waiting(self) -> int:
+        """Items queued, not taken by the thread yet."""
+        with self._cond:
+            return len(self._items)
+
     def status(self) -> OutputStatus:
         with self._cond:
             return OutputStatus(name=self.name, state=self._state, sent=self._sent, dropped=self._dropped,
@@ -196,7 +201,11 @@ class QueuedOutput:
                     continue
                 if item is None:
                     break
-                self.handle(item)
+                try:
+                    self.handle(item)
+                except Exception:
+                    self.count(failed=1)  # the item it broke on
+                    raise
                 self.idle()
         except Exception as err:  # an output's bug must not end the run: it says so and gives up
             with self._cond:

@@ -151,7 +151,9 @@ def test_an_output_that_breaks_gives_up_and_the_caller_goes_on():
         while out.status().state is not OutputState.GIVEN_UP and time.monotonic() < deadline:
             time.sleep(0.01)
         assert out.offer(2) is False
-    assert out.status().state is OutputState.GIVEN_UP and "KeyError" in out.status().reason
+    status = out.status()
+    assert status.state is OutputState.GIVEN_UP and "KeyError" in status.reason
+    assert (status.sent, status.failed, status.dropped) == (0, 1, 1)  # the item it broke on is failed
     assert any("stopped" in line for line in said)
 
 
