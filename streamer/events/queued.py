@@ -229,15 +229,16 @@ class QueuedOutput:
         return self
 
     def close(self) -> None:
-        """Let the thread finish what is queued (at most `drain_s` seconds), then stop it."""
+        """Let the thread finish what is queued (at most `drain_s` seconds), then stop it. Waits
+        for the thread also when it stopped on its own (an error): its end() may still run."""
         with self._cond:
-            if self._closing:
-                return
-            self._closing = True
-            self._deadline = time.monotonic() + self.drain_s
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(self.drain_s + 10)
+            if not self._closing:
+                self._closing = True
+                self._deadline = time.monotonic() + self.drain_s
+                self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.drain_s + 10)
 
     def __enter__(self):
         return self.start()

@@ -157,6 +157,28 @@ def test_an_output_that_breaks_gives_up_and_the_caller_goes_on():
     assert any("stopped" in line for line in said)
 
 
+def test_close_waits_for_an_output_that_stopped_on_its_own_to_finish():
+    """An output whose thread stopped on an error still runs its end() (closing its file, saying
+    goodbye to its broker): close() returns only once that is done, never leaving it half-way."""
+    ended = threading.Event()
+
+    class Breaks(QueuedOutput):
+        def handle(self, item):
+            raise KeyError("bug")
+
+        def end(self):
+            time.sleep(0.5)  # a slow goodbye (a broker's disconnect, a file's last flush)
+            ended.set()
+
+    out = Breaks("breaks", 4, lambda m: None)
+    with out:
+        out.offer(1)
+        deadline = time.monotonic() + 5
+        while out.status().state is not OutputState.GIVEN_UP and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert ended.is_set()
+
+
 # -- snapshots ----------------------------------------------------------------------------------
 
 def test_snapshot_names_say_camera_time_label_id():
