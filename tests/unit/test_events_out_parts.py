@@ -113,9 +113,8 @@ def test_a_full_queue_drops_counts_and_says_so_once_without_waiting():
     said = []
     out = Slow(3, said)
     with out:
-        started = time.monotonic()
-        results = [out.offer(i) for i in range(20)]
-        assert time.monotonic() - started < 0.5  # never waits for the output's thread
+        results = [out.offer(i) for i in range(20)]  # the thread is held (gate): an offer that waited for
+        # room would get it once the held item timed out, and succeed instead of being dropped
         out.gate.set()
     assert results.count(False) == out.status().dropped >= 16
     assert len([line for line in said if "is full" in line]) == 1
