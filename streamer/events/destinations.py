@@ -52,12 +52,18 @@ class MqttSettings:
 @dataclass(frozen=True)
 class WebhookSettings:
     """--webhook URL (repeatable): each event's JSON POSTed to every URL; signed with HMAC-SHA256
-    when a secret is given. timeout: seconds per attempt; give_up_s: how long one event is retried."""
+    when a secret is given. timeout: seconds per attempt; give_up_s: how long one event is retried.
+    repr masks the URLs and the secret."""
 
-    urls: Tuple[str, ...]
+    urls: Tuple[str, ...]  # a path or query often holds a token: repr shows them masked
     secret: Optional[bytes] = field(default=None, repr=False)
     timeout: float = 5.0
     give_up_s: float = 30.0
+
+    def __repr__(self) -> str:
+        return (f"WebhookSettings(urls={tuple(mask_url(u) for u in self.urls)!r}, "
+                f"secret={'***' if self.secret is not None else None}, timeout={self.timeout!r}, "
+                f"give_up_s={self.give_up_s!r})")
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ def test_secret_from_file_or_environment(tmp_path):
     url = "https://hooks.example/abc"
     found = event_settings(webhooks=(url,), webhook_secret_file=secret_file, env={})
     assert found.webhooks.secret == b"from-file" and "from-file" not in repr(found)
+    assert "abc" not in repr(found) and "hooks.example/***" in repr(found)  # a URL's path may be a token
     assert event_settings(webhooks=(url,), env={"STREAMER_WEBHOOK_SECRET": "env"}).webhooks.secret == b"env"
     assert event_settings(webhooks=(url,), env={}).webhooks.secret is None
     assert replace(found.webhooks, secret=None).urls == (url,)
