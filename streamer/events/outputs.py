@@ -52,14 +52,13 @@ class Fanout:
     def publish(self, event: Event) -> None:
         """Every output names the files it will write for the event first (snapshot, clip), so
         each output sends the same event, paths included."""
-        for i, output in enumerate(self.outputs):
-            if i not in self._broken:
-                try:
-                    event = output.stamp(event)
-                except Exception as err:  # an output's bug never stops the video
-                    self._broken.add(i)
-                    self.say(f"WARNING: event output {i + 1} failed and is left out from now on ({err!r})")
-        self._each(lambda output: output.publish(event))
+        stamped = [event]
+
+        def stamp(output: EventOutput) -> None:
+            stamped[0] = output.stamp(stamped[0])
+
+        self._each(stamp)
+        self._each(lambda output: output.publish(stamped[0]))
 
     def frame_sinks(self, camera: str, lossless: bool) -> List:
         """The Sinks that take `camera`'s drawn frames for the outputs that need the video (clips)."""
