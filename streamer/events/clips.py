@@ -148,7 +148,8 @@ class ClipRecorder(QueuedOutput):
     # -- the video path (a Sink) -------------------------------------------------------------
     def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
         self.offered_time = self._time_of(frame)  # read by ClipOutput.stamp (the same thread)
-        self.offer((frame, image))  # a live camera's frame that does not fit is dropped and counted
+        # the drawn picture is encoded; the frame's own is not held while it waits
+        self.offer((frame.without_image(), image))  # a live camera's frame that does not fit is dropped and counted
 
     def group(self, group: Group) -> None:
         """A clip opened, or its end moved (from ClipOutput, on the video path)."""

@@ -31,7 +31,7 @@ an immutable snapshot replaced on every change).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Set, Tuple
 
 import numpy as np
@@ -47,13 +47,6 @@ RECENT_EVENTS = 20  # kept for the page
 MAX_PENDING = 32  # crossings / zone entries remembered for an object not confirmed yet
 MARGIN_FRACTION = 0.1  # a line's hysteresis margin: this much of the box's size (sqrt(w * h)) ...
 MIN_MARGIN_PX = 2.0  # ... and at least this
-_NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
-
-
-def _light(frame: Frame) -> Frame:
-    """The frame without its picture and audio: what an object keeps of the frame it was last seen
-    on (its `end` event needs the index and times only; a lost object may linger for seconds)."""
-    return replace(frame, image=_NO_IMAGE, audio=())
 
 
 class EventSink(Protocol):
@@ -84,7 +77,8 @@ class _Object:
     box: np.ndarray
     first_seen: float  # stage clock
     last_seen: float
-    last_frame: Optional[Frame] = field(default=None, repr=False)  # without its picture (_light)
+    last_frame: Optional[Frame] = field(default=None, repr=False)  # without its picture (the end needs its times;
+    # a lost object lingers for seconds)
     answers: int = 0
     missed: int = 0
     confirmed: bool = False
@@ -232,7 +226,7 @@ class EventStage(PassStage):
         return self._wall(frame) if self.live else frame.time
 
     def _object(self, track_id: int, label: int, score: float, box: np.ndarray, t: float, frame: Frame) -> _Object:
-        """The object of `track_id`, seen at `t` on `frame` (a _light one: it is kept)."""
+        """The object of `track_id`, seen at `t` on `frame` (one without its image: it is kept)."""
         obj = self._objects.get(track_id)
         if obj is None:
             if len(self._objects) >= MAX_OBJECTS:
@@ -279,7 +273,7 @@ class EventStage(PassStage):
             boxes = detections.boxes[rows].astype(np.float64)
             labels = detections.labels[rows]
             scores = detections.scores[rows]
-            light = _light(frame)
+            light = frame.without_image()
             objects = [self._object(int(detections.track_ids[r]), int(lab), float(s), b, t, light)
                        for r, lab, s, b in zip(rows, labels, scores, boxes)]
             seen = {o.track_id for o in objects}
@@ -305,7 +299,7 @@ class EventStage(PassStage):
                 box, score = detections.boxes[r].astype(np.float64), float(detections.scores[r])
                 obj = self._objects.get(track_id)
                 if obj is None:  # not drawn yet (it will be on the next shown frame)
-                    light = light or _light(frame)
+                    light = light or frame.without_image()
                     obj = self._object(track_id, int(detections.labels[r]), score, box, t, light)
                 obj.top_score = max(obj.top_score, score)
                 obj.answers += 1

@@ -193,3 +193,22 @@ def test_capture_bounds(pre, post):
 
     with pytest.raises(SettingsError):
         ClipSettings(Path("."), pre, post)
+
+
+def test_frames_waiting_for_the_clip_encoder_hold_the_drawn_picture_only(tmp_path):
+    """The recorder encodes the drawn picture; the frame's own (raw) picture is not kept while the
+    frame waits in its queue (8 frames waiting would hold twice the memory the docs state)."""
+    import gc
+    import weakref
+
+    recorder = ClipOutput(ClipSettings(tmp_path), lambda m: None).frame_sink("cam1")  # not started: frames wait
+    raw_refs, drawn_refs = [], []
+    for i in range(3):
+        raw, drawn = frame_image(i), frame_image(i)
+        raw_refs.append(weakref.ref(raw))
+        drawn_refs.append(weakref.ref(drawn))
+        recorder.write(Frame(i, i * STEP, TB, 0.0, raw, duration=STEP), drawn, None)
+        del raw, drawn
+    gc.collect()
+    assert [r() is None for r in raw_refs] == [True] * 3
+    assert [r() is None for r in drawn_refs] == [False] * 3
