@@ -229,8 +229,8 @@ def event_output_options(fn):
         click.option("--no-mqtt-discovery", is_flag=True,
                      help="Do not publish Home Assistant discovery configs (homeassistant/...)."),
         click.option("--webhook", "webhooks", multiple=True, metavar="URL",
-                     help="POST each event's JSON to URL (repeatable). Timeouts and 5xx are retried with "
-                          "backoff for 30 s, 4xx are not. Signed with --webhook-secret-file."),
+                     help="POST each event's JSON to URL (repeatable). Timeouts, 5xx, 408 and 429 are retried "
+                          "with backoff for 30 s, other 4xx are not. Signed with --webhook-secret-file."),
         click.option("--webhook-secret-file", type=file_, default=None,
                      help="Sign webhooks: X-Streamer-Signature: sha256=HMAC-SHA256(body) with the file's first "
                           "line as key (else $STREAMER_WEBHOOK_SECRET)."),

@@ -6,7 +6,7 @@ Images are always RGB, H x W x 3, uint8. The only BGR conversion lives in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Iterable, Mapping, Optional, Tuple
 
@@ -76,6 +76,14 @@ class Frame:
             return None
         return float(self.pts * self.time_base)
 
+    def without_image(self) -> "Frame":
+        """The frame's index, stamps and times without its picture and audio: what a part keeps
+        of a frame it no longer draws (an object's last sighting, a frame queued for an encoder
+        that takes the drawn picture)."""
+        return replace(self, image=_NO_IMAGE, audio=())
+
+
+_NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
 
 BOX_DECIMALS = 2  # what a detections log (JSONL) keeps of a box coordinate (pixels)
 SCORE_DECIMALS = 4  # ... and of a score

@@ -217,8 +217,10 @@ class SampleCollector:
                                labels=["output"])
         events = CounterMetricFamily(OUTPUT_EVENTS, "Events per output: sent, dropped (its queue was full), "
                                      "failed (given up after retries).", labels=["output", "result"])
+        from .events.types import OutputState
+
         for status in outputs:
-            up.add_metric([status.name], 1 if str(status.state) == "connected" else 0)
+            up.add_metric([status.name], 1 if status.state is OutputState.CONNECTED else 0)
             for result in ("sent", "dropped", "failed"):
                 events.add_metric([status.name, result], int(getattr(status, result)))
         yield up

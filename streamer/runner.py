@@ -396,9 +396,11 @@ def file_sample(name: str, pipeline, name_of, events=None):
 
 def output_notes(statuses) -> List[str]:
     """Warnings about event outputs that dropped or failed events, or gave up."""
+    from .events.types import OutputState
+
     notes = []
     for s in statuses:
-        if s.dropped or s.failed or str(s.state) == "given up":
+        if s.dropped or s.failed or s.state is OutputState.GIVEN_UP:
             notes.append(f"WARNING: event output {s.name}: {s.state}, sent {s.sent}, dropped {s.dropped}, "
                          f"failed {s.failed}" + (f" ({s.reason})" if s.reason else ""))
     return notes

@@ -287,6 +287,15 @@ def expand_env(value, where: str, env: Mapping[str, str]):
     return value
 
 
+def _read_yaml(path: Path, what: str):
+    """The YAML document in `path` (`what`: "camera", "zones": how an unreadable file is named)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SettingsError(f"cannot read the {what} file {path} ({err.strerror})") from err
+    return _yaml_load(text, path)
+
+
 def _yaml_load(text: str, path: Path):
     import yaml
 
@@ -401,11 +410,7 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
     from pydantic import ValidationError
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SettingsError(f"cannot read the camera file {path} ({err.strerror})") from err
-    raw = _yaml_load(text, path)
+    raw = _read_yaml(path, "camera")
     if raw is None:
         raise SettingsError(f"{path}: the camera file is empty (it needs a 'cameras:' list)")
     if not isinstance(raw, dict):
@@ -506,11 +511,7 @@ def load_zones_file(path: Path) -> "Regions":
     from .events.config import RegionsError, dump, regions, schema_models
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SettingsError(f"cannot read the zones file {path} ({err.strerror})") from err
-    raw = _yaml_load(text, path)
+    raw = _read_yaml(path, "zones")
     if not isinstance(raw, dict) or not (raw.get("zones") or raw.get("lines")):
         raise SettingsError(f"{path}: a zones file is a mapping with `zones:` and/or `lines:` "
                             "(e.g. `lines: {door: {points: [[330, 0], [330, 480]]}}`)")

@@ -8,10 +8,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, List
 
+GARBAGE = "garbage"
+
 
 class Receiver:
     """An HTTP server that answers each POST with what `answer(n)` says (n: 0-based request number):
-    a status code, or ("sleep", seconds, code)."""
+    a status code, ("sleep", seconds, code), or GARBAGE (a reply that is not HTTP at all)."""
 
     def __init__(self, answer: Callable[[int], object]):
         self.requests: List[dict] = []
@@ -27,6 +29,10 @@ class Receiver:
                     receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
                                               "at": time.monotonic()})
                 reply = receiver.answer(n)
+                if reply == GARBAGE:  # a receiver that is not an HTTP server (or a broken proxy)
+                    self.wfile.write(b"hello there\r\n\r\n")
+                    self.close_connection = True
+                    return
                 if isinstance(reply, tuple):
                     _, seconds, reply = reply
                     time.sleep(seconds)

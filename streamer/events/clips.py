@@ -40,7 +40,7 @@ from ..frames import Detections, Frame
 from .destinations import ClipSettings
 from .queued import QueuedOutput, Say
 from .ring import EPSILON, EncodedPacket, PacketRing
-from .snapshots import safe, time_label
+from .snapshots import UniqueNames, safe, time_label
 from .types import Counts, Event, EventKind, OutputState, OutputStatus
 
 KEYFRAME_S = 1.0  # at most this long between keyframes
@@ -129,7 +129,7 @@ class ClipRecorder(QueuedOutput):
         self.settings = settings
         self.preset = preset
         self.ring = PacketRing(settings.pre_capture, max_ring_bytes)
-        self.written: List[Path] = []
+        self.written: Deque[Path] = deque(maxlen=FINISHED)  # the clips it wrote, newest last (the recent ones)
         self._encoder_box = None  # an in-memory mp4 whose stream is the encoder (its codec data is the clips' template)
         self._stream = None
         self._size = None
@@ -148,7 +148,8 @@ class ClipRecorder(QueuedOutput):
     # -- the video path (a Sink) -------------------------------------------------------------
     def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
         self.offered_time = self._time_of(frame)  # read by ClipOutput.stamp (the same thread)
-        self.offer((frame, image))  # a live camera's frame that does not fit is dropped and counted
+        # the drawn picture is encoded; the frame's own is not held while it waits
+        self.offer((frame.without_image(), image))  # a live camera's frame that does not fit is dropped and counted
 
     def group(self, group: Group) -> None:
         """A clip opened, or its end moved (from ClipOutput, on the video path)."""
@@ -331,7 +332,7 @@ class ClipOutput:
         self._recorders: Dict[str, ClipRecorder] = {}
         self._open: Dict[str, _OpenGroup] = {}  # camera -> its clip being decided
         self._forwarded: Dict[str, Group] = {}  # camera -> the group as its recorder last heard it
-        self._taken: Set[Path] = set()
+        self.names = UniqueNames(FINISHED)  # clip names handed out (the recent ones: bounded)
         self._keys = 0
 
     def frame_sink(self, camera: str, lossless: bool = False) -> ClipRecorder:
@@ -378,13 +379,7 @@ class ClipOutput:
         return self._keys
 
     def _path(self, event: Event) -> Path:
-        base = self.folder / f"{safe(event.camera)}-{time_label(event.after)}.mp4"
-        path, n = base, 2
-        while path in self._taken or path.exists():
-            path = base.with_name(f"{base.stem}-{n}{base.suffix}")
-            n += 1
-        self._taken.add(path)
-        return path
+        return self.names.take(self.folder / f"{safe(event.camera)}-{time_label(event.after)}.mp4")
 
     def publish(self, event: Event) -> None:
         camera = event.camera
@@ -414,6 +409,7 @@ class ClipOutput:
 
     @property
     def written(self) -> List[Path]:
+        """The clips written (each camera's recent ones)."""
         return [path for r in self._recorders.values() for path in r.written]
 
     def __enter__(self) -> "ClipOutput":

@@ -52,12 +52,18 @@ class MqttSettings:
 @dataclass(frozen=True)
 class WebhookSettings:
     """--webhook URL (repeatable): each event's JSON POSTed to every URL; signed with HMAC-SHA256
-    when a secret is given. timeout: seconds per attempt; give_up_s: how long one event is retried."""
+    when a secret is given. timeout: seconds per attempt; give_up_s: how long one event is retried.
+    repr masks the URLs and the secret."""
 
-    urls: Tuple[str, ...]
+    urls: Tuple[str, ...]  # a path or query often holds a token: repr shows them masked
     secret: Optional[bytes] = field(default=None, repr=False)
     timeout: float = 5.0
     give_up_s: float = 30.0
+
+    def __repr__(self) -> str:
+        return (f"WebhookSettings(urls={tuple(mask_url(u) for u in self.urls)!r}, "
+                f"secret={'***' if self.secret is not None else None}, timeout={self.timeout!r}, "
+                f"give_up_s={self.give_up_s!r})")
 
 
 @dataclass(frozen=True)
@@ -131,10 +137,21 @@ def read_secret(path: Optional[Path], env_name: str, what: str, env: Mapping[str
     return value or None
 
 
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")  # whitespace and control characters: urllib refuses them
+
+
 def check_webhook_url(url: str, where: str = "--webhook") -> str:
-    parts = urlsplit(url)
+    """An http(s) URL urllib can send; errors show it masked (its path may hold a token)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as err:
+        raise SettingsError(f"{where}: not a valid URL (got {mask_url(url)})") from err
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"{where}: give an http:// or https:// URL (got {mask_url(url)})")
+    if _UNSENDABLE.search(url):
+        raise SettingsError(f"{where}: a URL may not hold spaces or control characters; encode them (%20) "
+                            f"(got {mask_url(url)})")
     return url
 
 

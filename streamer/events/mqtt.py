@@ -11,7 +11,9 @@ The paho client keeps the connection on its own thread (reconnecting with backof
 at start or gone mid-run is retried while the run goes on); this output's thread publishes from
 its bounded queue only while connected, so what waits for the broker is at most the queue.
 Retained counts are coalesced (the newest per camera) and published again, with availability and
-discovery, at every connect (a restarted broker may have lost them). A broker that refuses the
+discovery, at every connect (a restarted broker may have lost them). Snapshot pictures are kept
+out of the event queue and coalesced too (the newest per camera and label: the retained topic
+shows no other), so a broker that is away holds at most one frame per camera and label. A broker that refuses the
 credentials is final: `EventOutputError` (exit 4) when it happens at start, the output given up
 when it happens later.
 """
@@ -103,6 +105,7 @@ class MqttOutput(QueuedOutput):
         self._final: Optional[str] = None  # why the broker refused us for good
         self._resync = False  # connected again: availability, discovery and counts go out again
         self._counts: Dict[str, Counts] = {}  # the newest counts per camera, not yet published
+        self._snapshots: Dict[Tuple[str, str], Event] = {}  # (camera, label) -> the newest picture, not yet sent
         self._published: Dict[str, str] = {}  # retained count topic -> payload last published
         self._announced: set = set()  # discovery topics published since the last connect
         self._all_counts: Dict[str, Counts] = {}  # the newest counts per camera (for a resync)
@@ -177,6 +180,14 @@ class MqttOutput(QueuedOutput):
             self.say(f"ERROR: {self.name}: {reason}; no more events go to it")
 
     # -- the video path ----------------------------------------------------------------------
+    def publish(self, event: Event) -> None:
+        """The event to the queue without its picture; the picture replaces the camera's and
+        label's previous one not yet sent (the snapshot topic is retained: only the newest counts)."""
+        if event.image is not None:
+            with self._lock:
+                self._snapshots[(event.camera, event.after.label)] = event
+        super().publish(event)
+
     def counts(self, counts: Counts) -> None:
         with self._lock:
             self._counts[counts.camera] = counts
@@ -217,10 +228,6 @@ class MqttOutput(QueuedOutput):
             self.count(failed=1)
             return
         self._event_mids.add(info.mid)
-        jpeg = snapshot_jpeg(event)
-        if jpeg is not None:
-            self._send(f"{self.prefix}/{topic_level(event.camera)}/{topic_level(event.after.label)}/snapshot",
-                       jpeg, retain=True)
 
     def _count_acks(self) -> None:
         with self._ack_lock:
@@ -245,8 +252,12 @@ class MqttOutput(QueuedOutput):
         with self._lock:
             pending, self._counts = self._counts, {}
             self._all_counts.update(pending)
+            snapshots, self._snapshots = self._snapshots, {}
         for counts in pending.values():
             self._publish_counts(counts)
+        for (camera, label), event in snapshots.items():
+            self._send(f"{self.prefix}/{topic_level(camera)}/{topic_level(label)}/snapshot", snapshot_jpeg(event),
+                       retain=True)
 
     def _publish_counts(self, counts: Counts) -> None:
         for kind, name, label, topic, payload in count_topics(self.prefix, counts):

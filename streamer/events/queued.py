@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any, Callable, Deque, Optional
 
 from .types import OutputState, OutputStatus
@@ -80,7 +81,9 @@ class QueuedOutput:
         return event
 
     def publish(self, event) -> None:
-        self.offer(event)
+        """Queue the event without its picture (a whole frame): an output that sends pictures
+        (snapshots, MQTT) overrides this and keeps them bounded its own way."""
+        self.offer(event if event.image is None else replace(event, image=None))
 
     def counts(self, counts) -> None:
         pass
@@ -94,6 +97,11 @@ class QueuedOutput:
             self._cond.notify_all()
 
     # -- what the output says ----------------------------------------------------------------
+    def waiting(self) -> int:
+        """Items queued, not taken by the thread yet."""
+        with self._cond:
+            return len(self._items)
+
     def status(self) -> OutputStatus:
         with self._cond:
             return OutputStatus(name=self.name, state=self._state, sent=self._sent, dropped=self._dropped,
@@ -193,7 +201,11 @@ class QueuedOutput:
                     continue
                 if item is None:
                     break
-                self.handle(item)
+                try:
+                    self.handle(item)
+                except Exception:
+                    self.count(failed=1)  # the item it broke on
+                    raise
                 self.idle()
         except Exception as err:  # an output's bug must not end the run: it says so and gives up
             with self._cond:
@@ -217,15 +229,16 @@ class QueuedOutput:
         return self
 
     def close(self) -> None:
-        """Let the thread finish what is queued (at most `drain_s` seconds), then stop it."""
+        """Let the thread finish what is queued (at most `drain_s` seconds), then stop it. Waits
+        for the thread also when it stopped on its own (an error): its end() may still run."""
         with self._cond:
-            if self._closing:
-                return
-            self._closing = True
-            self._deadline = time.monotonic() + self.drain_s
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(self.drain_s + 10)
+            if not self._closing:
+                self._closing = True
+                self._deadline = time.monotonic() + self.drain_s
+                self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.drain_s + 10)
 
     def __enter__(self):
         return self.start()

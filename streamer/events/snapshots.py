@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Deque, Optional, Set
 
 import cv2
 import numpy as np
@@ -91,6 +91,31 @@ def snapshot_name(state: ObjectState) -> str:
     return f"{safe(state.camera)}-{time_label(state)}-{safe(state.label)}-{state.track_id}.jpg"
 
 
+class UniqueNames:
+    """File names decided on the video path (before the file exists): `base`, else `base-2`,
+    `base-3`... unique among the last `keep` handed out and the files already there. Bounded: the
+    oldest names are forgotten (their files exist by then, and `exists()` sees them)."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self._order: Deque[Path] = deque()
+        self._taken: Set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self._taken)
+
+    def take(self, path: Path) -> Path:
+        candidate, n = path, 2
+        while candidate in self._taken or candidate.exists():
+            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+            n += 1
+        self._taken.add(candidate)
+        self._order.append(candidate)
+        while len(self._order) > self.keep:
+            self._taken.discard(self._order.popleft())
+        return candidate
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temporary name beside `path`, then rename it into place."""
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
@@ -111,6 +136,7 @@ class SnapshotOutput(QueuedOutput):
         self.settings = settings
         self.folder = Path(settings.folder)
         self._names: "OrderedDict[str, Path]" = OrderedDict()  # event id -> its snapshot (video path only)
+        self._unique = UniqueNames(REMEMBERED)
 
     # -- the video path ----------------------------------------------------------------------
     def stamp(self, event: Event) -> Event:
@@ -118,7 +144,7 @@ class SnapshotOutput(QueuedOutput):
         key = event.after.id
         path = self._names.get(key)
         if path is None and event.image is not None:
-            path = self._unique(self.folder / snapshot_name(event.after))
+            path = self._unique.take(self.folder / snapshot_name(event.after))
             self._names[key] = path
             while len(self._names) > REMEMBERED:
                 self._names.popitem(last=False)
@@ -127,14 +153,6 @@ class SnapshotOutput(QueuedOutput):
         if path is None:
             return event
         return replace(event, after=replace(event.after, snapshot=str(path)))
-
-    def _unique(self, path: Path) -> Path:
-        taken = set(self._names.values())
-        candidate, n = path, 2
-        while candidate in taken or candidate.exists():
-            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-            n += 1
-        return candidate
 
     def publish(self, event: Event) -> None:
         if event.image is not None and event.after.snapshot is not None:

@@ -9,8 +9,9 @@ of the model (`answer`), and never changes what it is given. Per tracked object:
   one answer only (a flicker, a false positive) makes no event and is never counted; what it did
   before it was confirmed (entering a zone, crossing a line) is counted and reported when it is.
 - **update**: it entered or left a zone (after the zone's `min_frames` frames inside / outside),
-  crossed a line, stayed in a zone `loiter_s` seconds, or its top score rose by `snapshot_gain`
-  (a better snapshot: at most one such update every `snapshot_every_s` seconds).
+  crossed a line, stayed in a zone `loiter_s` seconds, or it scored `snapshot_gain` more than on
+  its snapshot's frame (a better snapshot: this frame; at most one such update every
+  `snapshot_every_s` seconds).
 - **end**: its track ended: missed by more than `end_misses` answers and not drawn for more than
   `end_s` seconds (the tracker's own rule for forgetting a track), a reconnect or a scene cut
   (`reset`), or the end of the run (`flush`).
@@ -76,7 +77,8 @@ class _Object:
     box: np.ndarray
     first_seen: float  # stage clock
     last_seen: float
-    last_frame: Optional[Frame] = field(default=None, repr=False)
+    last_frame: Optional[Frame] = field(default=None, repr=False)  # without its picture (the end needs its times;
+    # a lost object lingers for seconds)
     answers: int = 0
     missed: int = 0
     confirmed: bool = False
@@ -224,6 +226,7 @@ class EventStage(PassStage):
         return self._wall(frame) if self.live else frame.time
 
     def _object(self, track_id: int, label: int, score: float, box: np.ndarray, t: float, frame: Frame) -> _Object:
+        """The object of `track_id`, seen at `t` on `frame` (one without its image: it is kept)."""
         obj = self._objects.get(track_id)
         if obj is None:
             if len(self._objects) >= MAX_OBJECTS:
@@ -270,7 +273,8 @@ class EventStage(PassStage):
             boxes = detections.boxes[rows].astype(np.float64)
             labels = detections.labels[rows]
             scores = detections.scores[rows]
-            objects = [self._object(int(detections.track_ids[r]), int(lab), float(s), b, t, frame)
+            light = frame.without_image()
+            objects = [self._object(int(detections.track_ids[r]), int(lab), float(s), b, t, light)
                        for r, lab, s, b in zip(rows, labels, scores, boxes)]
             seen = {o.track_id for o in objects}
             if answer:
@@ -284,19 +288,24 @@ class EventStage(PassStage):
             self._count_misses(seen, frame, t)
 
     def _answered(self, frame: Frame, detections: Detections, t: float) -> None:
+        """Live: an answer for a frame shown earlier. What it settles (a `new` event, a better
+        snapshot) shows that frame: the answer's box and score on it, not the newest drawn ones."""
         rows = self._rows(detections)
         seen: Set[int] = set()
         if rows is not None:
+            light = None
             for r in rows:
                 track_id = int(detections.track_ids[r])
+                box, score = detections.boxes[r].astype(np.float64), float(detections.scores[r])
                 obj = self._objects.get(track_id)
                 if obj is None:  # not drawn yet (it will be on the next shown frame)
-                    obj = self._object(track_id, int(detections.labels[r]), float(detections.scores[r]),
-                                       detections.boxes[r].astype(np.float64), t, frame)
+                    light = light or frame.without_image()
+                    obj = self._object(track_id, int(detections.labels[r]), score, box, t, light)
+                obj.top_score = max(obj.top_score, score)
                 obj.answers += 1
                 obj.missed = 0
                 seen.add(track_id)
-                self._settle(obj, frame, t)
+                self._settle(obj, frame, t, (box, score))
         self._count_misses(seen, frame, t)
 
     def _count_misses(self, seen: Set[int], frame: Frame, t: float) -> None:
@@ -378,14 +387,16 @@ class EventStage(PassStage):
         if len(obj.pending) < MAX_PENDING:
             obj.pending.append((reason, crossing, zone))
 
-    def _settle(self, obj: _Object, frame: Frame, t: float) -> None:
-        """Send what happened to `obj` on this frame (once it is confirmed): new, then updates."""
+    def _settle(self, obj: _Object, frame: Frame, t: float, shown: Optional[Tuple[np.ndarray, float]] = None) -> None:
+        """Send what happened to `obj` on this frame (once it is confirmed): new, then updates.
+        shown: its (box, score) on `frame` when that is not the newest drawn (a live answer)."""
+        score = obj.score if shown is None else shown[1]
         if not obj.confirmed:
             if obj.answers < self.confirm_answers:
                 return
             obj.confirmed = True
-            obj.snapshot_score, obj.snapshot_time = obj.top_score, t
-            self._emit(EventKind.NEW, obj, frame, image=frame.image)
+            obj.snapshot_score, obj.snapshot_time = score, t
+            self._emit(EventKind.NEW, obj, frame, image=frame.image, shown=shown)
         reasons: List[UpdateReason] = []
         crossings: List[Crossing] = []
         counted_change = False
@@ -405,28 +416,33 @@ class EventStage(PassStage):
                 counted_change = True
         obj.pending.clear()
         image = None
-        if obj.top_score >= obj.snapshot_score + self.snapshot_gain and t - obj.snapshot_time >= self.snapshot_every_s:
+        # this frame's own score (its picture is the snapshot), never the top score reached on a frame
+        # passed while snapshots were rate-limited: a later, lower-scored frame is no better snapshot
+        if score >= obj.snapshot_score + self.snapshot_gain and t - obj.snapshot_time >= self.snapshot_every_s:
             reasons.append(UpdateReason.BETTER_SNAPSHOT)
-            obj.snapshot_score, obj.snapshot_time = obj.top_score, t
+            obj.snapshot_score, obj.snapshot_time = score, t
             image = frame.image
         if counted_change:
             self._recount()
         if reasons:
-            self._emit(EventKind.UPDATE, obj, frame, reasons=tuple(reasons), crossings=tuple(crossings), image=image)
+            self._emit(EventKind.UPDATE, obj, frame, reasons=tuple(reasons), crossings=tuple(crossings), image=image,
+                       shown=shown)
 
-    def _state(self, obj: _Object, frame: Frame, end: bool = False) -> ObjectState:
+    def _state(self, obj: _Object, frame: Frame, end: bool = False,
+               shown: Optional[Tuple[np.ndarray, float]] = None) -> ObjectState:
         wall = self._wall(frame)
         now = wall if self.live else frame.time
+        box, score = (obj.box, obj.score) if shown is None else shown
         return ObjectState(
-            id=obj.event_id, camera=self.camera, label=obj.name, track_id=obj.track_id, score=obj.score,
-            top_score=obj.top_score, box=tuple(float(v) for v in obj.box),
+            id=obj.event_id, camera=self.camera, label=obj.name, track_id=obj.track_id, score=score,
+            top_score=obj.top_score, box=tuple(float(v) for v in box),
             current_zones=() if end else tuple(obj.zones_in), entered_zones=tuple(obj.entered),
             frame_index=frame.index, source_time=frame.time, wall_time=wall, start_time=obj.start,
             end_time=now if end else None)
 
     def _emit(self, kind: EventKind, obj: _Object, frame: Frame, reasons=(), crossings=(), image=None,
-              end: bool = False) -> None:
-        after = self._state(obj, frame, end)
+              end: bool = False, shown: Optional[Tuple[np.ndarray, float]] = None) -> None:
+        after = self._state(obj, frame, end, shown)
         event = Event(kind=kind, after=after, before=obj.last_state, reasons=tuple(reasons),
                       crossings=tuple(crossings), image=image)
         obj.last_state = after

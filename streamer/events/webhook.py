@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import time
 import urllib.error
@@ -62,6 +63,10 @@ def post(url: str, body: bytes, headers: dict, timeout: float) -> Attempt:
         return Attempt(False, text, True)
     except (TimeoutError, OSError) as err:
         return Attempt(False, "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err)), True)
+    except http.client.HTTPException as err:  # an answer that is not HTTP (BadStatusLine, IncompleteRead...)
+        return Attempt(False, f"not an HTTP answer ({type(err).__name__})", True)
+    except ValueError:  # http.client.InvalidURL: its message quotes the URL's path (a token): never shown
+        return Attempt(False, "the URL cannot be sent (not retried)", False)
 
 
 class WebhookOutput(QueuedOutput):

@@ -105,13 +105,15 @@ def test_broker_down_at_start_then_away_mid_run(tmp_path):
     with out:
         assert out.status().state is OutputState.RETRYING
         assert any("retrying in the background" in line for line in said)
-        first = lifecycle(track_id=1)
+        first = lifecycle(track_id=1, image=image())
         for event in first:
             out.publish(event)
         broker.start()
         try:
             with Subscriber(broker.port, "streamer/#", persistent=True) as sub:
                 sub.wait_for(lambda m: len([x for x in m if x.topic == "streamer/events"]) == 3, 15, "queued events")
+                sub.wait_for(lambda m: any(x.topic == "streamer/front/person/snapshot" for x in m), 10,
+                             "the snapshot kept while the broker was down")
                 broker.stop()
                 wait_until(lambda: out.status().state is OutputState.RETRYING, 10, what="retrying")
                 second = lifecycle(track_id=2)

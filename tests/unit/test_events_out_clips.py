@@ -159,9 +159,56 @@ def test_an_event_for_a_camera_without_frames_gets_no_clip(tmp_path):
     assert out.stamp(new).after.clip is None
 
 
+def test_a_long_run_keeps_a_bounded_record_of_the_clip_names_it_handed_out(tmp_path):
+    """Every clip's name is decided on the video path; the names remembered (to keep two clips of
+    one second apart) are the recent ones only, however many clips a camera makes in a day."""
+    from streamer.events.clips import FINISHED
+
+    out = ClipOutput(ClipSettings(tmp_path, pre_capture=1.0, post_capture=1.0), lambda m: None)
+    out.frame_sink("front")  # the camera has a recorder (not started: only the names are decided here)
+    paths = set()
+    for k in range(2 * FINISHED + 10):
+        new, end = obj(k + 1, 0, 1)
+        new = replace(new, after=replace(new.after, source_time=k * 3.0, start_time=k * 3.0))
+        end = replace(end, after=replace(end.after, source_time=k * 3.0 + 0.5))
+        paths.add(out.stamp(new).after.clip)
+        out.stamp(end)
+    assert len(paths) == 2 * FINISHED + 10  # one clip each, each its own name
+    assert len(out.names) <= FINISHED
+
+
+def test_unique_names_skip_recent_ones_and_files_that_exist(tmp_path):
+    from streamer.events.snapshots import UniqueNames
+
+    names = UniqueNames(keep=3)
+    (tmp_path / "a-2.mp4").write_bytes(b"")
+    taken = [names.take(tmp_path / "a.mp4") for _ in range(3)]
+    assert [p.name for p in taken] == ["a.mp4", "a-3.mp4", "a-4.mp4"] and len(names) == 3
+    assert names.take(tmp_path / "b.mp4").name == "b.mp4" and len(names) == 3  # the oldest is forgotten
+
+
 @pytest.mark.parametrize("pre,post", [(-1, 5), (61, 5), (5, -1)])
 def test_capture_bounds(pre, post):
     from streamer.settings import SettingsError
 
     with pytest.raises(SettingsError):
         ClipSettings(Path("."), pre, post)
+
+
+def test_frames_waiting_for_the_clip_encoder_hold_the_drawn_picture_only(tmp_path):
+    """The recorder encodes the drawn picture; the frame's own (raw) picture is not kept while the
+    frame waits in its queue (8 frames waiting would hold twice the memory the docs state)."""
+    import gc
+    import weakref
+
+    recorder = ClipOutput(ClipSettings(tmp_path), lambda m: None).frame_sink("cam1")  # not started: frames wait
+    raw_refs, drawn_refs = [], []
+    for i in range(3):
+        raw, drawn = frame_image(i), frame_image(i)
+        raw_refs.append(weakref.ref(raw))
+        drawn_refs.append(weakref.ref(drawn))
+        recorder.write(Frame(i, i * STEP, TB, 0.0, raw, duration=STEP), drawn, None)
+        del raw, drawn
+    gc.collect()
+    assert [r() is None for r in raw_refs] == [True] * 3
+    assert [r() is None for r in drawn_refs] == [False] * 3

@@ -148,3 +148,40 @@ def test_output_up_follows_the_state(state, up):
     with MetricsServer(lambda: [sample()], port=0, outputs=lambda: [OutputStatus("o", state)]).start() as server:
         assert value(scrape(server.url), "streamer_event_output_up", output="o") == up
     assert isinstance(sample(), CameraSample)
+
+
+def test_a_jsonl_writer_that_breaks_gives_up_and_the_end_of_the_run_never_waits(tmp_path):
+    """An event its writer cannot encode (a bug: here a numpy integer in the JSON) gives the output
+    up with the reason; events after it are counted, and closing it never blocks on a full queue."""
+    import threading
+    from dataclasses import replace
+
+    said = []
+    out = JsonlEvents(tmp_path / "e.jsonl", say=said.append, queue_size=3)
+    bad = event(1)
+    bad = replace(bad, after=replace(bad.after, frame_index=np.int64(1)))
+
+    def run():
+        with out:
+            out.publish(bad)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and out.status().state is not OutputState.GIVEN_UP:
+                time.sleep(0.02)
+            for n in range(2, 10):
+                out.publish(event(n))
+
+    closing = threading.Thread(target=run, daemon=True)
+    closing.start()
+    closing.join(15)
+    assert not closing.is_alive(), "the events output never closed"
+    status = out.status()
+    assert status.state is OutputState.GIVEN_UP and "TypeError" in status.reason
+    assert status.sent == 0 and status.failed + status.dropped == 9
+    assert any("TypeError" in line for line in said)
+
+
+def test_the_jsonl_queue_holds_events_without_their_pictures(tmp_path):
+    from .test_events_out_parts import alive_pictures
+
+    out = JsonlEvents(tmp_path / "e.jsonl")  # not entered: nothing drains its queue
+    assert alive_pictures(out.publish) == []

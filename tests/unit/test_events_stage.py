@@ -207,3 +207,53 @@ def test_live_answers_confirm_and_ids_only_the_drawn_boxes_move():
     assert sink.events[0].after.wall_time is not None
     stage.reset()  # a reconnect: the track is gone
     assert sink.kinds() == ["new", "update", "end"]
+
+
+def scored(track: int, label: int, b, score: float) -> Detections:
+    return Detections(np.array([b], np.float32), np.array([label], np.int64), np.array([score], np.float32),
+                      track_ids=np.array([track], np.int64))
+
+
+def test_a_better_snapshot_is_a_frame_that_scored_better_never_a_worse_one():
+    """The top score reached while snapshots were rate-limited does not make a later, lower-scored
+    frame the 'better' snapshot: an update's image is a frame whose own score beat the last one."""
+    stage, sink = stage_for(lines=DOOR)
+    scores = {5: 0.95, 40: 0.9}  # 0.95 comes 0.16 s after the first snapshot: too soon for another
+    for i in range(60):
+        list(stage.push(frame(i), scored(3, 1, box(100, 300), scores.get(i, 0.6))))
+    better = [e for e in sink.events if UpdateReason.BETTER_SNAPSHOT in e.reasons]
+    assert [(e.after.frame_index, round(e.after.score, 2)) for e in better] == [(40, 0.9)]
+    assert all(e.image is not None for e in better)
+
+
+def test_live_events_made_by_an_answer_show_the_answers_box_on_its_frame():
+    """Live, an object is confirmed by an answer for a frame shown earlier: its `new` event (and its
+    snapshot's image) is that frame, so its box is the answer's, not the newest drawn one."""
+    stage, sink = stage_for(lines=DOOR, live=True, min_frames=3)
+    for i, x in enumerate(range(100, 200, 10)):
+        list(stage.push(frame(i), dets({4: (1, box(x, 300))}, tracked=True)))
+        if i in (2, 6):  # answers for the frame 2 before: the object was 20 px further back then
+            stage.answer(frame(i - 2), dets({4: (1, box(x - 20, 300))}))
+    new = sink.events[0]
+    assert new.kind is EventKind.NEW and new.after.frame_index == 4
+    assert new.after.box == pytest.approx(box(140, 300))  # where the answer saw it on frame 4 (drawn: 160)
+
+
+def test_an_object_no_longer_seen_does_not_keep_its_last_pictures_alive():
+    """An object missed by a few answers is kept (it may come back), but not the picture it was
+    last seen on: its end event needs that frame's index and times only."""
+    import gc
+    import weakref
+
+    stage = EventStage("cam", regions(None, DOOR, "cam"), NAMES.get)  # no sink keeping events' images
+    pictures = []
+    for i in range(12):
+        image = np.zeros((480, 640, 3), np.uint8)
+        pictures.append(weakref.ref(image))
+        objects = {9: (1, box(100 + i, 300))} if i < 6 else {}
+        list(stage.push(Frame(index=i, pts=i, time_base=Fraction(1, 25), wall_time=i / 25, image=image),
+                        dets(objects)))
+        del image
+    gc.collect()
+    assert [i for i, picture in enumerate(pictures) if picture() is not None] == []
+    list(stage.flush())
