@@ -339,7 +339,7 @@ class Stream:
             views = [c.view for c in self.feed.ordered()]
             if not views:
                 return None
-            tiles = [Tile(v.image, v.name, tuple(self.feed.safe_lines(v.hud)), self.feed.safe(v.banner))
+            tiles = [Tile(v.image, self.feed.safe(v.name), tuple(self.feed.safe_lines(v.hud)), self.feed.safe(v.banner))
                      for v in views]
             header = ws_header("", MOSAIC, None)
 
