@@ -389,9 +389,12 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @click.option("--show", is_flag=True,
               help="Show the annotated video in a window (q or Esc closes it). Files play at their own pace.")
 @click.option("--hold-detections", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Live: how long the newest detections stay drawn on the frames after theirs. "
-                   "Default: until newer ones arrive, but never older than 3 inference times (2 s at least), "
-                   "so boxes vanish while inference is offline. 0: only on the frame they were computed for.")
+              help="Live: how long the newest detections stay drawn on the frames after theirs (carried by the "
+                   "tracker, or held as they are with --no-track). They arrive after their frame was shown, so "
+                   "they are always drawn on the first frame shown after they arrive; then while their frame is at "
+                   "most SECONDS older. Default: until newer ones arrive, but never older than 3 inference times "
+                   "(2 s at least; with tracking 2 s), so boxes vanish while inference is offline. 0: on that "
+                   "first frame only.")
 @triton_options
 @dns_refresh_option
 @click.option("--in-flight", type=click.IntRange(1, 64), default=None,
