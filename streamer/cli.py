@@ -172,7 +172,9 @@ def web_options(fn):
                           "as 'Authorization: Bearer ...'."),
         click.option("--web-allowed-hosts", default=None, metavar="NAMES",
                      help="Host names (comma-separated) the page may be reached by besides loopback names and "
-                          "the bound address (e.g. an ingress name); any other Host header gets 403."),
+                          "the bound address (e.g. an ingress name); any other Host header gets 403. Pages on these "
+                          "hosts may also embed the streams, and for requests to them X-Forwarded-Proto is "
+                          "believed (a TLS proxy in front: the token cookie is Secure)."),
         click.option("--web-max-viewers", type=click.IntRange(1, 256), default=8, show_default=True,
                      help="Pages and MJPEG streams served at once; the next gets 503 (WebSocket: 1013)."),
     ]
