@@ -192,7 +192,9 @@ class HostPolicy:
         if not host:
             return False
         name, port = split_host(host)
-        name = _normal(name)
+        return self._allowed(_normal(name), port)
+
+    def _allowed(self, name: str, port: Optional[str]) -> bool:
         return name in self.allowed_names or (name, port) in self.with_port
 
     def allows_origin(self, origin: Optional[str], scheme: str, host: Optional[str]) -> bool:
@@ -205,7 +207,7 @@ class HostPolicy:
         if other == own:
             return True
         _, name, port = other
-        return name in self.allowed_names or (name, port) in self.with_port
+        return self._allowed(name, port)
 
     def from_own_page(self, headers: Mapping[str, str], scheme: str, host: Optional[str]) -> bool:
         """False when a browser says this request comes from a page of another origin (see the
@@ -235,7 +237,7 @@ class HostPolicy:
         return request_scheme
 
 
-DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 def origin_key(url: Optional[str]) -> Optional[Tuple[str, str, str]]:
