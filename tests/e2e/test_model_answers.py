@@ -1,10 +1,16 @@
-"""A broken model served by a real Triton: every answer carries boxes and scores that are not
-numbers (NaN, inf), exported under the real contracts (tests/sprites.py's configs, both models).
+"""What runs do with a model's answers, against a real Triton serving a scripted model under the
+real contracts (tests/sprites.py's configs, both models): the sprite detector, made slow without
+using CPU (Triton's batcher holds each lone request about 0.3 s, so every answer is late), and
+broken: every answer also carries a box that is NaN and one scored +inf.
 
-`doctor` says the model is broken; a live run with the page open drops those boxes where the
-answers are decoded (counted, logged once, noted at the end), and the page keeps working
-(`--no-track`: the boxes as the model gave them, where nothing else would hide a bad one):
-`/api/state` answers, pages that come and go never use up the viewer slots.
+- `doctor` says the model is broken; a live run with the page open drops those boxes where the
+  answers are decoded (counted, logged once, noted at the end), and the page keeps working:
+  `/api/state` answers, pages that come and go never use up the viewer slots (`--no-track`:
+  the boxes as the model gave them, where nothing else would hide a bad one).
+- `--hold-detections 0`, with the tracker and without it: each answer, which arrives after its
+  own frame was shown, is drawn on the first frame shown after it and on no other. Read back
+  from the recording (compared with the camera's own pictures): frames with boxes drawn on
+  them are there, and never more than there were answers.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -21,12 +29,14 @@ from streamer.server import free_port, start_on_free_ports
 
 from .. import sprites as S
 from ..cameras import RtspCamera, Run, camera_clip
-from ..helpers import read_jsonl, streamer, wait_until
+from ..helpers import read_code, read_jsonl, read_video, streamer, wait_until
 from ..webclient import Socket, get
 
 pytestmark = pytest.mark.slow
 
 NAN, INF = float("nan"), float("inf")
+DELAY_US = 300_000  # about 0.3 s an answer (fasterrcnn_u8, what runs use)
+HOLD_FRAMES = 100  # 4 s of the 25 fps camera
 
 
 def _bad_rows(module: torch.nn.Module) -> None:
@@ -77,7 +87,7 @@ def broken_server(tmp_path_factory):
 
     k = contract.DEFAULT_MAX_DETECTIONS
     modules = (torch.jit.script(NanSeed().eval()), torch.jit.script(NanU8(k).eval()))
-    repo = S.export_sprites(tmp_path_factory.mktemp("repo_broken"), modules=modules)
+    repo = S.export_sprites(tmp_path_factory.mktemp("repo_broken"), max_queue_delay_us=DELAY_US, modules=modules)
     server = start_on_free_ports(repo, threads=1, startup_timeout=300)
     yield server
     server.stop()
@@ -109,7 +119,8 @@ def test_a_live_run_drops_them_once_and_the_page_keeps_every_slot(tmp_path, brok
                     status, _, body = get(port, "/api/state", timeout=2)
                 except OSError:
                     return False
-                return status == 200 and json.loads(body)["cameras"][0]["detections_count"] > 0
+                cameras = json.loads(body)["cameras"] if status == 200 else []
+                return bool(cameras) and cameras[0]["detections_count"] > 0
 
             wait_until(answered, 120, 0.1, "the page to show detections")
             for _ in range(5):  # pages that come and go, more than the slots: none is kept
@@ -128,3 +139,36 @@ def test_a_live_run_drops_them_once_and_the_page_keeps_every_slot(tmp_path, brok
     records = read_jsonl(dets)  # valid JSON: no NaN made it into the log
     assert records and all(r["status"] == "ok" for r in records)
     assert all(math.isfinite(v) for r in records for d in r["detections"] for v in d["box"] + [d["score"]])
+
+
+@pytest.fixture(scope="module")
+def scene_clip(tmp_path_factory):
+    scene = S.camera(HOLD_FRAMES + 20)
+    clip = tmp_path_factory.mktemp("hold_clip") / "camera.mp4"
+    S.write_scene(clip, scene)
+    return clip, S.render(scene)[0]
+
+
+def boxes_drawn(recorded: np.ndarray, source: np.ndarray) -> bool:
+    """The recorded frame differs from the camera's own picture by drawn lines and labels, not only
+    by the two H.264 encodes it went through."""
+    far = np.abs(recorded.astype(int) - source.astype(int)).max(axis=2) > 120
+    return int(far.sum()) > 40
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-track",)], ids=["tracking", "no-track"])
+def test_hold_zero_draws_each_answer_on_one_shown_frame(tmp_path, broken_server, scene_clip, flags):
+    clip, pictures = scene_clip
+    out, summary = tmp_path / "rec.mp4", tmp_path / "summary.json"
+    with RtspCamera(clip) as cam:
+        result = streamer("run", cam.url, "--triton", broken_server.grpc_url, "--max-frames", HOLD_FRAMES,
+                          "--out", out, "--summary", summary, "--hold-detections", "0", *flags, timeout=240)
+    assert result.returncode == 0, result.stderr
+    frames = json.loads(summary.read_text())["streams"][0]["frames"]
+    assert frames["inferred"] >= 2, frames
+    images = read_video(out).images
+    assert len(images) == frames["shown"]
+    # the camera serves its clip from frame 0; each picture carries its index (top left)
+    drawn = [i for i, image in enumerate(images) if boxes_drawn(image, pictures[read_code(image)])]
+    assert drawn, "no shown frame has boxes: --hold-detections 0 drew nothing"
+    assert len(drawn) <= frames["inferred"], (drawn, frames)
