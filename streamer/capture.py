@@ -373,7 +373,8 @@ class LiveCapture:
                 if not self._reconnect(error or SourceError("the stream ended")):
                     return
         except BaseException as err:  # a bug, not a camera problem: end the run with it
-            self.error = SourceError(f"{self.spec.name}: capture failed: {scrub(repr(err))}")
+            self.error = SourceError(f"{self.spec.name}: capture failed: {scrub(repr(err))}",
+                                     reason=f"capture failed ({type(err).__name__}; see the log)")
             self.state = CaptureState.FAILED
         finally:
             self.reader.close()

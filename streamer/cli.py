@@ -172,7 +172,9 @@ def web_options(fn):
                           "as 'Authorization: Bearer ...'."),
         click.option("--web-allowed-hosts", default=None, metavar="NAMES",
                      help="Host names (comma-separated) the page may be reached by besides loopback names and "
-                          "the bound address (e.g. an ingress name); any other Host header gets 403."),
+                          "the bound address (e.g. an ingress name); any other Host header gets 403. Pages on these "
+                          "hosts may also embed the streams, and for requests to them X-Forwarded-Proto is "
+                          "believed (a TLS proxy in front: the token cookie is Secure)."),
         click.option("--web-max-viewers", type=click.IntRange(1, 256), default=8, show_default=True,
                      help="Pages and MJPEG streams served at once; the next gets 503 (WebSocket: 1013)."),
     ]
@@ -466,9 +468,12 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
                    "entering, leaving, loitering and crossing are counted (--summary, the accounting line, "
                    "metrics, the page) and become events (--events). Pixels of the picture, or \"50%\".")
 @click.option("--hold-detections", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Live: how long the newest detections stay drawn on the frames after theirs. "
-                   "Default: until newer ones arrive, but never older than 3 inference times (2 s at least), "
-                   "so boxes vanish while inference is offline. 0: only on the frame they were computed for.")
+              help="Live: how long the newest detections stay drawn on the frames after theirs (carried by the "
+                   "tracker, or held as they are with --no-track). They arrive after their frame was shown, so "
+                   "they are always drawn on the first frame shown after they arrive; then while their frame is at "
+                   "most SECONDS older. Default: until newer ones arrive, but never older than 3 inference times "
+                   "(2 s at least; with tracking 2 s), so boxes vanish while inference is offline. 0: on that "
+                   "first frame only.")
 @triton_options
 @dns_refresh_option
 @click.option("--in-flight", type=click.IntRange(1, 64), default=None,

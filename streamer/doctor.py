@@ -89,8 +89,9 @@ def diagnose(url: str, input_path: Path, threshold: float, echo: Echo, model: Op
 def _diagnose_model(url: str, name: str, transport: str, image: np.ndarray, input_name: str, threshold: float,
                     echo: Echo, shown: set) -> Optional[int]:
     """One model's checks; None when the server does not serve it (and others may be tried)."""
+    from .errors import ModelMismatch
     from .states import Transport
-    from .triton import ModelNotServed, TritonClient
+    from .triton import ModelNotServed, OutputCheck, TritonClient
 
     def ok(what: str, detail: str = "") -> None:
         line = f"[ok]   {what}" + (f": {detail}" if detail else "")
@@ -99,7 +100,8 @@ def _diagnose_model(url: str, name: str, transport: str, image: np.ndarray, inpu
             echo(line)
 
     echo(f"-- model {name}")
-    with TritonClient(url, model=name, transport=Transport(transport), log=lambda m: echo(f"[warn] {m}")) as client:
+    with TritonClient(url, model=name, transport=Transport(transport), log=lambda m: echo(f"[warn] {m}"),
+                      outputs=OutputCheck()) as client:  # boxes that are not numbers: one [FAIL] below
         info = None
         try:
             for what, detail, maybe_info in client.checks():
@@ -138,6 +140,11 @@ def _diagnose_model(url: str, name: str, transport: str, image: np.ndarray, inpu
         if len(top):
             echo("       top scores: " + ", ".join(
                 f"{info.name_of(int(raw.labels[i]))} {raw.scores[i]:.3f}" for i in top))
+        if client.outputs.rows:
+            echo(f"[FAIL] the model is broken: {client.outputs.rows} box(es) in its {len(answers)} answer(s) had "
+                 f"coordinates or scores that are not numbers (NaN or infinite); a run drops them. Re-export "
+                 f"the model (streamer export-model) or check its conversion (fp16 overflow?)")
+            return ModelMismatch.exit_code
         verdict = explain_empty(raw, threshold, info.untrained)
         if len(raw.above(threshold)):
             ok("detections", f"{name}: {verdict}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .masking import scrub
+
 
 class ExitCode:
     OK = 0
@@ -35,11 +37,13 @@ Exit codes:
 
 
 class StreamerError(Exception):
-    """Base class: one-line message, exit code."""
+    """Base class: one-line message, exit code. The message is masked here (`masking.scrub`):
+    whatever URL an error names, no password reaches a log line, a report, the page or metrics."""
 
     exit_code = ExitCode.INTERNAL
 
     def __init__(self, message: str):
+        message = scrub(message)
         super().__init__(message)
         self.message = message
 
@@ -56,7 +60,7 @@ class SourceError(StreamerError):
 
     def __init__(self, message: str, reason: Optional[str] = None):
         super().__init__(message)
-        self.reason = reason or message
+        self.reason = scrub(reason) if reason else self.message
 
 
 class FinalSourceError(SourceError):

@@ -108,31 +108,52 @@ class LiveStats:
             error=None if self.camera_error is None else str(self.camera_error))
 
 
-class Rate:
-    """Events per second over the last `window` seconds (for the HUD)."""
+RATE_MAX_EVENTS = 4096  # a Rate's window holds at most this many events (2048 a second over 2 s)
+INTERVAL_SAMPLES = 2048  # ages a status line's median looks at (the most recent ones of its interval)
 
-    def __init__(self, window: float = 2.0):
+
+class Rate:
+    """Events per second over the last `window` seconds (for the HUD).
+
+    Bounded by construction: each tick drops the events older than the window (whether or not
+    anyone asks for the rate: a headless run never does), and the window holds at most
+    `max_events` (more in a window counts as that many)."""
+
+    def __init__(self, window: float = 2.0, max_events: int = RATE_MAX_EVENTS):
         self.window = window
-        self._times: Deque[float] = deque()
+        self._times: Deque[float] = deque(maxlen=max_events)
+
+    def _prune(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.window:
+            self._times.popleft()
 
     def tick(self, now: float) -> None:
         self._times.append(now)
+        self._prune(now)
 
     def per_second(self, now: float) -> float:
-        while self._times and self._times[0] < now - self.window:
-            self._times.popleft()
+        self._prune(now)
         return len(self._times) / self.window
+
+    def __len__(self) -> int:
+        """Events held now."""
+        return len(self._times)
+
+
+def _samples() -> Deque[float]:
+    return deque(maxlen=INTERVAL_SAMPLES)
 
 
 @dataclass
 class _Interval:
-    """What happened since the last status line."""
+    """What happened since the last status line (the most recent INTERVAL_SAMPLES ages: a run
+    without status lines never starts a new interval)."""
 
     start: float
     shown0: int = 0
     inferred0: int = 0
-    ages: List[float] = field(default_factory=list)
-    result_ages: List[float] = field(default_factory=list)
+    ages: Deque[float] = field(default_factory=_samples)
+    result_ages: Deque[float] = field(default_factory=_samples)
 
 
 class RecordingSink:

@@ -59,7 +59,7 @@ def live_tracker(camera: CameraSettings):
         return None
     from .tracking import LiveTracker
 
-    if camera.hold_detections is not None:  # 0: boxes only on the frame the model saw
+    if camera.hold_detections is not None:  # 0: boxes only on the first frame shown after each answer
         return LiveTracker(threshold=camera.selection.threshold, max_carry_s=camera.hold_detections)
     return LiveTracker(threshold=camera.selection.threshold)
 

@@ -88,6 +88,7 @@ class RunReport:
     servers: List[dict] = field(default_factory=list)  # {"url", "frames"}
     moved: int = 0
     moved_slow: int = 0
+    invalid_boxes: int = 0  # boxes the model answered with coordinates or scores not finite (dropped)
     streams: List[StreamReport] = field(default_factory=list)
     event_outputs: List[dict] = field(default_factory=list)  # events.OutputStatus.to_json() per output
     lines: List[str] = field(default_factory=list)  # printed on stdout: the accounting
@@ -96,7 +97,7 @@ class RunReport:
     def to_json(self) -> dict:
         out = {"command": self.command, "exit_code": int(self.exit_code), "elapsed_s": round(self.elapsed_s, 3),
                "model": self.model, "servers": list(self.servers), "moved": self.moved,
-               "moved_slow": self.moved_slow,
+               "moved_slow": self.moved_slow, "invalid_boxes": self.invalid_boxes,
                "streams": [s.to_json() for s in self.streams]}
         if self.event_outputs:
             out["event_outputs"] = list(self.event_outputs)

@@ -53,12 +53,12 @@ def warn_untrained(info: contract.ModelInfo, say: Callable[[str], None]) -> None
 
 # -- the server session ------------------------------------------------------------------------
 
-def make_client(url: str, server: ServerSettings, say: Callable[[str], None]):
+def make_client(url: str, server: ServerSettings, say: Callable[[str], None], outputs=None):
     """The one place a command's Triton clients are made (the model and transport are
-    settled by the client's check())."""
+    settled by the client's check()). `outputs`: the run's OutputCheck, shared by its clients."""
     from .triton import TritonClient
 
-    return TritonClient(url, model=server.model, transport=server.transport, log=say)
+    return TritonClient(url, model=server.model, transport=server.transport, log=say, outputs=outputs)
 
 
 def describe_client(client) -> str:
@@ -140,7 +140,7 @@ def inference_for(server: ServerSettings, client, embedded, inference, live: boo
     if pooled(server):
         from .triton import ServerPool
 
-        return ServerPool(server.triton, lambda url: make_client(url, server, say),
+        return ServerPool(server.triton, lambda url: make_client(url, server, say, client.outputs),
                           max_in_flight=in_flight, retry_timeout=retry,
                           request_timeout=inference.request_timeout, resend=not live, log=say,
                           refresh=server.dns_refresh)
@@ -361,6 +361,8 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
     report.notes.extend(_file_notes(stats, info, [p for p in (settings.out, settings.detections) if p is not None]
                                     + [p for _, p in settings.events.outputs]))
     report.notes.extend(output_notes(fanout.statuses()))
+    report.notes.extend(note for note in [client.outputs.summary()] if note)
+    report.invalid_boxes = client.outputs.rows
     return report
 
 
@@ -549,6 +551,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
         raise SourceError(f"none of the {len(cameras)} cameras could be opened (see above)")
     status_every = settings.status_every if settings.status_every is not None else (0 if settings.show else 10)
     stats_list = []
+    broken_outputs = None  # the note about boxes the codecs dropped (not finite numbers)
     report = RunReport(command="watch")
     try:
         with opened_event_outputs(settings.events, say) as fanout, \
@@ -589,6 +592,8 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             for stream_report, feed in zip(report.streams, feeds):
                 counted = counts_of(feed.events)
                 stream_report.counts = None if counted is None else counted.to_json()
+            broken_outputs = client.outputs.summary()
+            report.invalid_boxes = client.outputs.rows
     finally:
         for cam in cameras:
             cam.capture.stop()
@@ -614,6 +619,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             notes.append(f"WARNING: {prefix}inference failed on {stats.failed} frame(s) "
                          f"(first error: {stats.first_error})")
     notes.extend(untrained_warning(info))
+    notes.extend(note for note in [broken_outputs] if note)
     lost = [cam for cam in running if cam.capture.error is not None]
     for cam in lost:
         notes.append(f"error: {cam.capture.error}" if single else f"error: camera {cam.settings.name}: {cam.capture.error}")

@@ -50,13 +50,16 @@ class ScoreThreshold(PassStage):
 class HoldDetections(PassStage):
     """Live: each shown frame gets the newest answer while it is recent enough.
 
-    hold: seconds an answer stays on the frames captured after its own (0: only on its own frame;
-    None: 3 x the recent inference latency, at least 2 s — `latency()` gives recent latencies)."""
+    An answer arrives after its own frame was shown, so it is drawn on the first frame shown
+    after it arrived, whatever its age, and then on the frames captured within `hold` seconds of
+    its own (0: on that first frame only; None: 3 x the recent inference latency, at least 2 s —
+    `latency()` gives recent latencies)."""
 
     def __init__(self, hold: Optional[float], latency: Callable[[], Sequence[float]] = lambda: ()):
         self.hold = hold
         self.latency = latency
         self.latest: Optional[tuple] = None  # (frame the answer is for, its detections)
+        self.unshown = False  # the latest answer was not drawn yet
 
     def limit(self) -> float:
         if self.hold is not None:
@@ -75,20 +78,19 @@ class HoldDetections(PassStage):
         latest = self.latest
         if latest is None:
             yield frame, None
-        elif self.hold == 0:
-            yield frame, latest[1] if latest[0].index == frame.index else None
-        elif frame.wall_time - latest[0].wall_time > self.limit():
-            yield frame, None
-        else:
+        elif self.unshown or frame.wall_time - latest[0].wall_time <= self.limit():
+            self.unshown = False
             yield frame, latest[1]
+        else:
+            yield frame, None
 
     def answer(self, frame: Frame, detections: Optional[Detections]) -> Optional[Detections]:
         if detections is not None:
-            self.latest = (frame, detections)
+            self.latest, self.unshown = (frame, detections), True
         return detections
 
     def reset(self) -> None:
-        self.latest = None
+        self.latest, self.unshown = None, False
 
 
 class Chain(PassStage):

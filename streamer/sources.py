@@ -2,7 +2,8 @@
 
 `classify_source` tells a file from a webcam and a network stream (live sources are
 read by `streamer.capture`). Credentials in URLs never leave this module unmasked:
-`mask_url` / `scrub` turn `rtsp://user:pass@host/path` into `rtsp://***@host/path`.
+`mask_url` / `scrub` (from `streamer.masking`) turn `rtsp://user:p@ss@host/path?pwd=x` into
+`rtsp://***@host/path?pwd=***`.
 
 A video file (or file:// URL) is read with PyAV and decoded
 losslessly: every frame, in presentation order, with its own PTS. Decode
@@ -25,24 +26,14 @@ import av
 
 from .states import SourceKind
 from .errors import SourceError
+from .masking import mask_url, scrub  # noqa: F401 (re-exported: the masking lives in streamer.masking)
 from .frames import AudioChunk, Frame, frame_step
 from .media import (ColourTags, Orientation, PictureConverter, PictureFormat, describe_audio, display_matrix,
                     picture_format, plan_audio, probe_first_frame)
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]+@")
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp", "rtp")
 _WEBCAM_PATH = re.compile(r"^/dev/video\d+$")
-
-
-def scrub(text: str) -> str:
-    """Any URL credentials in `text` replaced by ***."""
-    return _USERINFO.sub(r"\1***@", str(text))
-
-
-def mask_url(url: str) -> str:
-    """`rtsp://user:pass@host/path` -> `rtsp://***@host/path`: safe to print, log and record."""
-    return scrub(url)
 
 
 @dataclass(frozen=True)

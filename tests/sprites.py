@@ -162,17 +162,19 @@ def build_modules(max_detections: int = 100) -> Tuple[torch.jit.ScriptModule, to
     return torch.jit.script(SeedSprites().eval()), torch.jit.script(U8Sprites(max_detections).eval())
 
 
-def export_sprites(repo: Path, max_queue_delay_us: Optional[int] = None) -> Path:
+def export_sprites(repo: Path, max_queue_delay_us: Optional[int] = None,
+                   modules: Optional[Tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]] = None) -> Path:
     """Write the sprite detector into `repo` as an export would: fasterrcnn and fasterrcnn_u8, each
     <name>/1/model.pt, <name>/config.pbtxt and <name>/configs/gpu.pbtxt (streamer.contract's text,
     COCO class names from torchvision's weights meta). `max_queue_delay_us`: make fasterrcnn_u8
     slow without using CPU: Triton's dynamic batcher holds a lone request that long waiting for
-    batch mates that never come (a model far slower than a camera)."""
+    batch mates that never come (a model far slower than a camera). `modules`: other scripted
+    (fasterrcnn, fasterrcnn_u8) modules to write under the same configs (a broken model)."""
     from streamer import contract, export
 
     repo = Path(repo)
     k = contract.DEFAULT_MAX_DETECTIONS
-    seed, u8 = build_modules(k)
+    seed, u8 = modules or build_modules(k)
     model_facts = dict(arch="sprites (test detector: colour masks)", weights="none (colour -> label)",
                        untrained=False, class_names=export.class_names(contract.DEFAULT_ARCH), min_size=0,
                        max_size=0, proposals=0, box_score_thresh=SCORE)

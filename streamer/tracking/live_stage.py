@@ -14,7 +14,8 @@ stays bounded when answers stop. Catching up after an answer takes at most `catc
 flow steps (skipping frames when the answer is older than that many frames).
 
 Shown: the tracks matched by the latest answer (a lost track is kept for matching, not drawn),
-for at most `max_carry_s` seconds after their last match. A scene cut or `reset()` (a camera
+on the first frame pushed after the answer arrived whatever its age, then for at most
+`max_carry_s` seconds after their last match (0: on that first frame only). A scene cut or `reset()` (a camera
 reconnects, a looping file camera restarts) ends every track; ids are never reused. An answer
 for a frame captured before the cut or reset still gets ids (fresh ones, for the log) but
 brings no track back. Answers are expected in frame order (the inference's reorder buffer).
@@ -27,7 +28,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -85,6 +86,7 @@ class LiveTracker:
         self.shot_start = float("-inf")  # time of the first frame of the current shot (after a cut / reset)
         self._reset_pending = False  # reset() was called: the next pushed frame starts the shot
         self._how: Dict[int, str] = {}
+        self._unshown: Set[int] = set()  # tracks the latest answer matched, not drawn on a frame yet
         self._lock = threading.Lock()  # push() and answer() may come from different threads
 
     # -- the Stage interface ---------------------------------------------------------------
@@ -107,6 +109,7 @@ class LiveTracker:
         seen = _Seen(frame.index, time, grey, {t.id: (t.box.copy(), self._how.get(t.id, FLOW))
                                                 for t in self._shown(time)})
         self.ring.append(seen)
+        self._unshown = set()
         self._trim()
         return self._made(seen, frame)
 
@@ -127,6 +130,7 @@ class LiveTracker:
             if seen is not None and track.id in seen.boxes:
                 track.move(seen.boxes[track.id][0], time)
         ids = self.tracker.update(detections, time, frame.index)
+        self._unshown = {t.id for t in self.tracker.active() if t.matched_time == time}
         self._how = {}
         self._catch_up(seen, time)
         self.answered = (frame.index, time)
@@ -167,7 +171,7 @@ class LiveTracker:
         self._reset_pending = time is None
 
     def _shown(self, time: float) -> List[Track]:
-        return [t for t in self.tracker.active() if time - t.matched_time <= self.max_carry_s]
+        return [t for t in self.tracker.active() if time - t.matched_time <= self.max_carry_s or t.id in self._unshown]
 
     def _trim(self) -> None:
         newest = self.ring[-1]

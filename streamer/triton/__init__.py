@@ -12,7 +12,7 @@
 
 from ..frames import Outcome
 from .client import Reply, StreamSession, TritonClient
-from .codecs import PaddedCodec, SeedCodec, codec_for, parse_outputs, to_input
+from .codecs import OutputCheck, PaddedCodec, SeedCodec, codec_for, parse_outputs, to_input
 from .errors import (ModelNotServed, RegionAlreadyRegistered, RegionInUse, RequestFailed, ServerUnreachable,
                      ShmRefused, ShmUnavailable, StreamBroken, TritonFailure)
 from .pool import PoolStats, ServerPool, ServerStatus
@@ -21,7 +21,8 @@ from .targets import Target, is_loopback, parse_targets, resolve, split_host_por
 from .transports import GrpcTransport, ShmTransport
 
 __all__ = [
-    "IDLE", "IDLE_WAIT", "GrpcTransport", "InferenceStream", "ModelNotServed", "Outcome", "PaddedCodec", "Phase",
+    "IDLE", "IDLE_WAIT", "GrpcTransport", "InferenceStream", "ModelNotServed", "Outcome", "OutputCheck",
+    "PaddedCodec", "Phase",
     "PoolStats", "RegionAlreadyRegistered", "RegionInUse", "Reply", "ReorderBuffer", "RequestFailed", "SeedCodec",
     "ServerPool", "ServerStatus", "ServerUnreachable", "ShmRefused", "ShmTransport", "ShmUnavailable",
     "StreamBroken", "StreamSession", "Target", "TritonClient", "TritonFailure", "codec_for", "is_loopback",

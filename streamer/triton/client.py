@@ -24,7 +24,7 @@ from ..contract import ModelInfo
 from ..errors import InferenceError, ModelMismatch, ModelNotReady, ServerUnavailable
 from ..frames import Detections
 from ..states import Transport
-from .codecs import SeedCodec, codec_for
+from .codecs import OutputCheck, SeedCodec, codec_for
 from .errors import (Call, ModelNotServed, ShmUnavailable, TritonFailure, mapped, squeeze, translate)
 from .targets import is_loopback
 from .transports import GrpcTransport, ShmTransport
@@ -122,11 +122,13 @@ class TritonClient:
     server has it ready, else the seed's `fasterrcnn`); settled by check(). `transport`:
     auto (shared memory when the server is on this host), grpc or shm; settled by check().
     Until then the client speaks the seed model over gRPC. `raw`: the tritonclient gRPC
-    client to use (made from `url` when None).
+    client to use (made from `url` when None). `outputs`: where the boxes dropped for not being
+    finite numbers are counted (the clients of one run share one; default: this client's own).
     """
 
     def __init__(self, url: str, model: Optional[str] = contract.MODEL_NAME, timeout: float = 10.0,
-                 transport: Transport = Transport.GRPC, log: Log = _stderr, raw=None):
+                 transport: Transport = Transport.GRPC, log: Log = _stderr, raw=None,
+                 outputs: Optional[OutputCheck] = None):
         if not isinstance(transport, Transport):
             raise TypeError(f"transport {transport!r}: expected a streamer.states.Transport")
         self.url = url
@@ -136,6 +138,7 @@ class TritonClient:
         self.timeout = timeout
         self.transport_mode = transport
         self.log = log
+        self.outputs = outputs if outputs is not None else OutputCheck(log)
         self._raw = raw if raw is not None else grpcclient.InferenceServerClient(url)
         self._transport = GrpcTransport()
 
@@ -348,7 +351,7 @@ class TritonClient:
         self._transport.release(key)
 
     def _decode(self, result) -> Detections:
-        return self.codec.decode(result)
+        return self.codec.decode(result, self.outputs)
 
     def infer(self, image: np.ndarray, timeout: float = 300.0) -> Detections:
         """One image, one request (no stream)."""
@@ -364,7 +367,7 @@ class TritonClient:
         finally:
             self._release(key)
         try:
-            return self.codec.decode(result)
+            return self._decode(result)
         except ValueError as err:
             raise ModelMismatch(f"model '{self.model}' answered outside the contract: {err}") from err
 

@@ -3,11 +3,18 @@
 - `SeedCodec`: the seed's `fasterrcnn`, FP32 [3, H, W] in 0..1, outputs of N rows.
 - `PaddedCodec`: the batchable `fasterrcnn_u8`, UINT8 [1, H, W, 3], K padded rows and a count.
 - `codec_for(config)`: the codec a served model's config calls for.
+
+The answers are validated here, once, where they are decoded: a row whose box or score is not a
+finite number (NaN, inf: a broken export, an fp16 overflow) is dropped and counted in the
+`OutputCheck` the caller passes (the first is logged, once), so nothing after this point (the
+tracker, the drawing, the logs, the page's JSON) ever sees one. `streamer doctor` says such a
+model is broken.
 """
 
 from __future__ import annotations
 
-from typing import List
+import threading
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -22,8 +29,52 @@ def to_input(image: np.ndarray) -> np.ndarray:
     return chw
 
 
-def parse_outputs(result) -> Detections:
-    """Detections from a seed-model InferResult; ValueError when the shapes break the contract."""
+class OutputCheck:
+    """What the decoders dropped: rows whose box or score is not a finite number. Shared by the
+    clients of a run (thread-safe: answers are decoded on the stream's threads); the first
+    dropped row is logged through `log`, once."""
+
+    def __init__(self, log: Optional[Callable[[str], None]] = None):
+        self.log = log
+        self.rows = 0  # rows dropped
+        self.answers = 0  # answers that had any
+        self._lock = threading.Lock()
+
+    def dropped(self, rows: int) -> None:
+        with self._lock:
+            first = self.rows == 0
+            self.rows += rows
+            self.answers += 1
+        if first and self.log is not None:
+            self.log(f"WARNING: the model answered {rows} box(es) whose coordinates or score are not numbers "
+                     f"(NaN or infinite); such boxes are dropped and counted. A model that returns them is "
+                     f"broken (re-export it; `streamer doctor` checks it)")
+
+    def summary(self) -> Optional[str]:
+        """The run's note about it (None: nothing was dropped)."""
+        if not self.rows:
+            return None
+        return (f"WARNING: {self.rows} box(es) in {self.answers} answer(s) had coordinates or scores that are "
+                f"not numbers (NaN or infinite) and were dropped: the model is broken (`streamer doctor`)")
+
+
+def finite(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+           check: Optional[OutputCheck] = None) -> Detections:
+    """Detections of the rows whose box and score are finite; the others dropped, counted in `check`."""
+    boxes = boxes.reshape(-1, 4)
+    if len(labels) != len(boxes) or len(scores) != len(boxes):
+        return Detections(boxes, labels, scores)  # the lengths are Detections' own check
+    good = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+    if good.all():
+        return Detections(boxes, labels, scores)
+    if check is not None:
+        check.dropped(int(len(good) - good.sum()))
+    return Detections(boxes[good], labels[good], scores[good])
+
+
+def parse_outputs(result, check: Optional[OutputCheck] = None) -> Detections:
+    """Detections from a seed-model InferResult; ValueError when the shapes break the contract.
+    Rows that are not finite are dropped (`finite`)."""
     boxes = result.as_numpy(contract.OUTPUTS[0].name)
     labels = result.as_numpy(contract.OUTPUTS[1].name)
     scores = result.as_numpy(contract.OUTPUTS[2].name)
@@ -31,7 +82,7 @@ def parse_outputs(result) -> Detections:
         raise ValueError("response lacks one of output__0/1/2")
     if boxes.ndim != 2 or (boxes.size and boxes.shape[1] != 4):
         raise ValueError(f"output__0 has shape {boxes.shape}, expected [N, 4]")
-    return Detections(boxes.reshape(-1, 4), labels, scores)
+    return finite(boxes, labels, scores, check)
 
 
 # -- model codecs: how frames become a model's input and its answer becomes Detections ----------
@@ -66,7 +117,7 @@ class PaddedCodec:
         return np.ascontiguousarray(image, dtype=np.uint8)[None]
 
     @staticmethod
-    def decode(result) -> Detections:
+    def decode(result, check: Optional[OutputCheck] = None) -> Detections:
         boxes, labels, scores, count = (result.as_numpy(name) for name in PaddedCodec.output_names)
         if boxes is None or labels is None or scores is None or count is None:
             raise ValueError(f"response lacks one of {', '.join(PaddedCodec.output_names)}")
@@ -79,7 +130,7 @@ class PaddedCodec:
         n = int(count.reshape(-1)[0])
         if not 0 <= n <= k:
             raise ValueError(f"count__3 is {n}, outside 0..{k}")
-        return Detections(boxes[0, :n].copy(), labels[0, :n].copy(), scores[0, :n].copy())
+        return finite(boxes[0, :n].copy(), labels[0, :n].copy(), scores[0, :n].copy(), check)
 
     @staticmethod
     def problems(config) -> List[str]:

@@ -8,7 +8,12 @@
     GET /mosaic.mjpg          the same for the mosaic of every camera
 
 A WebSocket or an MJPEG response is a viewer; at most `max_viewers` at once (the next one gets
-503, or close code 1013 on a WebSocket, with the reason).
+503, or close code 1013 on a WebSocket, with the reason). A viewer's slot is released in a
+`finally`, whatever fails while it is served.
+
+The guard (security.py): GET only; the Host; requests a browser makes for a page of another
+origin refused on every route that carries pictures or state (`/api/state`, `/ws`, `*.mjpg`);
+the token (header, cookie, or the raw `?token=`).
 """
 
 from __future__ import annotations
@@ -60,13 +65,16 @@ def make_app(feed: Feed, *, port: int, bind_host: str, token: Optional[str] = No
     async def guard(request: web.Request, handler):
         if request.method != "GET":
             raise web.HTTPMethodNotAllowed(request.method, ["GET"], text="only GET is served here\n")
-        if not policy.allows(request.headers.get("Host")):
+        host = request.headers.get("Host")
+        if not policy.allows(host):
             raise web.HTTPForbidden(text="this host name is not served here; add it with --web-allowed-hosts\n")
-        if request.headers.get("Upgrade", "").lower() == "websocket" and \
-                not policy.allows_origin(request.headers.get("Origin")):
-            raise web.HTTPForbidden(text="WebSocket from another origin refused\n")
+        scheme = policy.scheme(request.scheme, host, request.headers.get("X-Forwarded-Proto"))
+        if _carries_pictures(request.path) and not policy.from_own_page(request.headers, scheme, host):
+            raise web.HTTPForbidden(
+                text="pictures and state are served to this page's own origin only; a page elsewhere that "
+                     "embeds them needs its host in --web-allowed-hosts\n")
         if token is not None:
-            query = request.query.get(security.TOKEN_PARAM)
+            query = security.query_token(request.rel_url.raw_query_string)
             accepted = (security.token_matches(security.bearer(request.headers.get("Authorization")), token)
                         or security.token_matches(request.cookies.get(cookie), token))
             by_query = security.token_matches(query, token)
@@ -81,7 +89,7 @@ def make_app(feed: Feed, *, port: int, bind_host: str, token: Optional[str] = No
                 response = web.HTTPSeeOther(location=str(target))
                 if by_query:
                     response.set_cookie(cookie, token, httponly=True, samesite="Strict", path="/",
-                                        secure=request.secure)
+                                        secure=scheme == "https")
                 raise response
         return await handler(request)
 
@@ -100,6 +108,11 @@ def make_app(feed: Feed, *, port: int, bind_host: str, token: Optional[str] = No
     app.router.add_get("/mosaic.mjpg", mosaic_mjpeg, allow_head=False)
     app.router.add_get(r"/camera/{name:.+}.mjpg", camera_mjpeg, allow_head=False)
     return app
+
+
+def _carries_pictures(path: str) -> bool:
+    """The routes with camera pictures or state (the page and its files hold neither)."""
+    return path in ("/api/state", "/ws") or path.endswith(".mjpg")
 
 
 async def page(request: web.Request) -> web.Response:
@@ -122,16 +135,16 @@ async def api_state(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     feed = request.app[_FEED]
     ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, compress=False, max_msg_size=64 * 1024)
-    viewer = feed.admit("ws")
-    if viewer is None:
-        await ws.prepare(request)
-        if feed.ended:
-            await ws.close(code=CLOSE_GOING_AWAY, message=b"the run has ended")
-        else:
-            await ws.close(code=CLOSE_TRY_AGAIN, message=too_many(feed.max_viewers).encode()[:123])
-        return ws
-    writer = None
+    viewer = writer = None
     try:
+        viewer = feed.admit("ws")
+        if viewer is None:
+            await ws.prepare(request)
+            if feed.ended:
+                await ws.close(code=CLOSE_GOING_AWAY, message=b"the run has ended")
+            else:
+                await ws.close(code=CLOSE_TRY_AGAIN, message=too_many(feed.max_viewers).encode()[:123])
+            return ws
         await ws.prepare(request)
         feed.follow(viewer, None)
         writer = asyncio.get_running_loop().create_task(_send(ws, viewer), name="web ws writer")
@@ -139,7 +152,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if msg.type == WSMsgType.TEXT:
                 _command(feed, viewer, msg.data)
     finally:
-        feed.leave(viewer)
+        if viewer is not None:
+            feed.leave(viewer)
         if writer is not None:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
@@ -197,12 +211,13 @@ async def camera_mjpeg(request: web.Request) -> web.StreamResponse:
 
 async def _mjpeg(request: web.Request, key: Tuple[str, str]) -> web.StreamResponse:
     feed = request.app[_FEED]
-    viewer = feed.admit("mjpeg")
-    if viewer is None:
-        if feed.ended:
-            raise web.HTTPServiceUnavailable(text="the run has ended\n")
-        raise web.HTTPServiceUnavailable(text=too_many(feed.max_viewers) + "\n", headers={"Retry-After": "5"})
+    viewer = None
     try:
+        viewer = feed.admit("mjpeg")
+        if viewer is None:
+            if feed.ended:
+                raise web.HTTPServiceUnavailable(text="the run has ended\n")
+            raise web.HTTPServiceUnavailable(text=too_many(feed.max_viewers) + "\n", headers={"Retry-After": "5"})
         response = web.StreamResponse(headers={
             "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
             "Connection": "close",
@@ -220,7 +235,8 @@ async def _mjpeg(request: web.Request, key: Tuple[str, str]) -> web.StreamRespon
     except ConnectionError:  # the player went away mid-write
         return response
     finally:
-        feed.leave(viewer)
+        if viewer is not None:
+            feed.leave(viewer)
 
 
 def part(jpeg: bytes) -> bytes:

@@ -256,6 +256,7 @@ class Stream:
         self.encoder: Optional[LiveH264] = None
         if self.kind in H264_KINDS:
             self.encoder = LiveH264(enc.key_every_s, enc.h264_preset, enc.h264_crf)
+        self.restarts = 0  # H.264: bumped for each new viewer, which needs a keyframe of the picture now
 
     def version(self) -> Tuple[int, int]:
         """What must change for a new picture: the image; for pictures with text drawn in, the state too."""
@@ -266,12 +267,16 @@ class Stream:
             return (-1, -1)
         if self.kind == HUD:
             return (cam.image_seq, cam.look_seq)
-        return (cam.image_seq if cam.image is not None else -1, 0)
+        return (cam.image_seq if cam.image is not None else -1, self.restarts)
 
     def subscribe(self, viewer: Viewer) -> None:
         self.subscribers.add(viewer)
         if self.encoder is not None:
-            self.encoder.want_key()  # the new viewer starts at a keyframe
+            # The new viewer starts at a keyframe of the picture now, also when no newer one comes
+            # (a frozen or offline camera): the same picture is encoded again.
+            self.encoder.want_key()
+            self.restarts += 1
+            self.feed.notify()
         elif self.latest is not None:
             viewer.offer(self.key, self.latest)
         if self.task is None:
@@ -284,6 +289,11 @@ class Stream:
             self.task.cancel()
             self.task = None
             self.latest = None  # a later viewer gets a fresh picture, not this one
+            if self.encoder is not None:  # off the loop: it waits for a picture being encoded now
+                try:
+                    self.feed.executor.submit(self.encoder.close)
+                except RuntimeError:  # the pool is shut down: nothing encodes any more
+                    self.encoder.close()
 
     async def _run(self) -> None:
         """Encode each newer picture at once, within the frame-rate cap.
@@ -339,7 +349,7 @@ class Stream:
             views = [c.view for c in self.feed.ordered()]
             if not views:
                 return None
-            tiles = [Tile(v.image, v.name, tuple(self.feed.safe_lines(v.hud)), self.feed.safe(v.banner))
+            tiles = [Tile(v.image, self.feed.safe(v.name), tuple(self.feed.safe_lines(v.hud)), self.feed.safe(v.banner))
                      for v in views]
             header = ws_header("", MOSAIC, None)
 
@@ -412,6 +422,7 @@ class Feed:
         self.encodes: Counter = Counter()  # pictures encoded, by (camera, kind)
         self.ended = False  # the run is over (the display is closing)
         self._log = log
+        self._logged: Set[str] = set()  # what was logged once already
         self._changed: Optional[asyncio.Event] = None
         self._state_now: Optional[asyncio.Event] = None
         self._state_task: Optional[asyncio.Task] = None
@@ -470,11 +481,12 @@ class Feed:
             for viewer in list(self.viewers):
                 if viewer.kind == "ws":
                     self.follow(viewer, viewer.enlarged)
-        self._notify()
+        self.notify()
         if state_changed and self._state_now is not None:
             self._state_now.set()
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Wake every stream to look at its version again."""
         event, self._changed = self._changed, asyncio.Event()
         if event is not None:
             event.set()
@@ -495,16 +507,18 @@ class Feed:
     # -- viewers -----------------------------------------------------------------------------
 
     def admit(self, kind: str) -> Optional[Viewer]:
-        """A new viewer, or None when `max_viewers` already watch."""
+        """A new viewer, or None when `max_viewers` already watch. What may fail (the first
+        state message) comes before the viewer is counted: a failure holds no slot."""
         if len(self.viewers) >= self.max_viewers or self.ended:
             return None
+        self.refresh()  # the views as they are now, before the first wake-up
+        first = self.state_message() if kind == "ws" else None
         viewer = Viewer(kind)
         self.viewers.add(viewer)
         self._no_viewers.clear()
         self.watched = True
-        self.refresh()  # the views as they are now, before the first wake-up
-        if kind == "ws":
-            viewer.offer(STATE_KEY, self.state_message())
+        if first is not None:
+            viewer.offer(STATE_KEY, first)
             if self._state_task is None:
                 self._state_task = asyncio.get_running_loop().create_task(self._state_loop(), name="web state")
         return viewer
@@ -599,7 +613,11 @@ class Feed:
             except asyncio.TimeoutError:
                 pass
             self._state_now.clear()
-            message = self.state_message()
+            try:
+                message = self.state_message()
+            except Exception as err:  # one bad view must not end the state of every page for good
+                self._log_once("state", f"cannot send the cameras' state: {err!r}")
+                continue
             for viewer in list(self.viewers):
                 if viewer.kind == "ws":
                     viewer.offer(STATE_KEY, message)
@@ -607,3 +625,8 @@ class Feed:
     def log_error(self, text: str) -> None:
         if self._log is not None:
             self._log(self.safe(text))
+
+    def _log_once(self, what: str, text: str) -> None:
+        if what not in self._logged:
+            self._logged.add(what)
+            self.log_error(text)

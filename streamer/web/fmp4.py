@@ -15,6 +15,7 @@ holds each fragment back until the next packet arrives.
 from __future__ import annotations
 
 import struct
+import threading
 from fractions import Fraction
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -127,6 +128,8 @@ class LiveH264:
         self._codec_name: Optional[str] = None
         self._sps: Optional[bytes] = None
         self._pps: Optional[bytes] = None
+        self._lock = threading.Lock()  # encode() runs in a pool thread; close() may come from another
+        self.closed = False
 
     def want_key(self) -> None:
         """The next picture is a keyframe (a new viewer starts there)."""
@@ -149,7 +152,13 @@ class LiveH264:
 
     def encode(self, image: np.ndarray, wall_time: float) -> Optional[Piece]:
         """The picture (RGB) captured at `wall_time` (monotonic seconds) as one media segment;
-        None when the encoder gave nothing back for it."""
+        None when the encoder gave nothing back for it (or it was closed)."""
+        with self._lock:
+            if self.closed:
+                return None
+            return self._encode(image, wall_time)
+
+    def _encode(self, image: np.ndarray, wall_time: float) -> Optional[Piece]:
         height, width = image.shape[0] & ~1, image.shape[1] & ~1
         if (width, height) != self._size:
             self._open(width, height)
@@ -193,4 +202,8 @@ class LiveH264:
         return Piece(fragment, key, self._init if key else None, self._codec_name if key else None, width, height)
 
     def close(self) -> None:
-        self._codec = None
+        """Free the encoder (libx264's buffers), after a picture being encoded now; later
+        pictures give None."""
+        with self._lock:
+            self.closed = True
+            self._codec, self._size = None, (0, 0)

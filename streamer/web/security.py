@@ -8,7 +8,19 @@ A camera page shows what the cameras see, so it is guarded as users of such page
   `?token=TOKEN` on any route and as a cookie named with the port (the page's `?token=` sets it
   and redirects to the URL without the token);
 - the `Host` header (DNS rebinding): loopback names with any port, the bind address and the
-  names the user allows; `Origin` the same way on WebSocket upgrades;
+  names the user allows;
+- the pictures and the state are for the page's own origin: a request that a browser says comes
+  from a page of another origin (another port counts: browsers send SameSite cookies across
+  ports) is refused, whatever its token or cookie (`HostPolicy.from_own_page`):
+  `Origin` (every WebSocket, every CORS request) must equal the request's own scheme and Host,
+  or name a host of `--web-allowed-hosts`; without `Origin`, `Sec-Fetch-Site` must be
+  `same-origin` or `none` (an address typed or a bookmark), or the request a top-level
+  navigation (a link opening a stream in its own tab); where a browser sends neither, a
+  `Referer` must be of the same origin. Clients that are not browsers (VLC, curl, scripts) send
+  none of these and are served;
+- `X-Forwarded-Proto` is believed only for requests whose Host is a name of `--web-allowed-hosts`
+  (the names a TLS-terminating proxy publishes the page under): then the cookie is `Secure` and
+  `https` is the request's own scheme;
 - headers: no caching, no sniffing, no referrer, a CSP that allows only the page's own files and
   forbids framing. GET only.
 
@@ -23,7 +35,7 @@ import os
 import re
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ExitCode, StreamerError
 
@@ -85,6 +97,17 @@ def load_token(path: Optional[os.PathLike] = None, env: Optional[Mapping[str, st
     return check_token(token, TOKEN_ENV) if token else None
 
 
+def query_token(raw_query: str) -> Optional[str]:
+    """The `token` parameter of a raw (undecoded) query string, percent-decoded but with `+`
+    kept as `+` (a token never holds a space, and base64 tokens hold `+`): `?token=a+b/c=`
+    and `?token=a%2Bb%2Fc%3D` both give `a+b/c=`. None when there is none."""
+    for part in raw_query.split("&"):
+        name, eq, value = part.partition("=")
+        if eq and unquote(name) == TOKEN_PARAM:
+            return unquote(value)
+    return None
+
+
 def token_matches(given: Optional[str], token: str) -> bool:
     """Constant-time comparison (the time taken does not tell how much of a guess was right)."""
     if given is None:
@@ -141,6 +164,7 @@ class HostPolicy:
         bind = _normal(bind_host)
         if bind and bind not in ("0.0.0.0", "::"):
             self.names.add(bind)
+        self.allowed_names = set()  # the user's names (--web-allowed-hosts) without a port
         self.with_port = set()
         for entry in allowed:
             entry = entry.strip()
@@ -151,6 +175,7 @@ class HostPolicy:
                 self.with_port.add((_normal(name), port))
             else:
                 self.names.add(_normal(name))
+                self.allowed_names.add(_normal(name))
 
     def allows(self, host: Optional[str]) -> bool:
         """`host` as a Host header gives it (`name:port`)."""
@@ -162,17 +187,75 @@ class HostPolicy:
         name = _normal(name)
         return name in self.names or (name, port) in self.with_port
 
-    def allows_origin(self, origin: Optional[str]) -> bool:
-        """A WebSocket upgrade's `Origin`: absent (not a browser) or an allowed http(s) origin."""
-        if origin is None:
+    def allowed_name(self, host: Optional[str]) -> bool:
+        """`host` (a Host header or an origin's `name[:port]`) is one of `--web-allowed-hosts`."""
+        if not host:
+            return False
+        name, port = split_host(host)
+        return self._allowed(_normal(name), port)
+
+    def _allowed(self, name: str, port: Optional[str]) -> bool:
+        return name in self.allowed_names or (name, port) in self.with_port
+
+    def allows_origin(self, origin: Optional[str], scheme: str, host: Optional[str]) -> bool:
+        """An `Origin` (or a `Referer`'s origin): the request's own `scheme://host`, or an http(s)
+        origin on a name of `--web-allowed-hosts`. Another port is another origin."""
+        other = origin_key(origin)
+        if other is None:
+            return False
+        own = origin_key(f"{scheme}://{host}") if host else None
+        if other == own:
             return True
-        try:
-            parts = urlsplit(origin)
-        except ValueError:
-            return False
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return False
-        return self.allows(parts.netloc)
+        _, name, port = other
+        return self._allowed(name, port)
+
+    def from_own_page(self, headers: Mapping[str, str], scheme: str, host: Optional[str]) -> bool:
+        """False when a browser says this request comes from a page of another origin (see the
+        module's docstring); True for the page's own requests and for clients that are not browsers."""
+        origin = headers.get("Origin")
+        if origin is not None:  # a WebSocket, a CORS request: the browser names the page
+            return self.allows_origin(origin, scheme, host)
+        site = headers.get("Sec-Fetch-Site")
+        if site is not None:
+            if site.lower() in ("same-origin", "none"):
+                return True
+            mode, dest = headers.get("Sec-Fetch-Mode", "").lower(), headers.get("Sec-Fetch-Dest", "").lower()
+            if mode == "navigate" and dest in ("document", ""):
+                return True  # a link that opens the page or a stream in a tab of its own
+        referer = headers.get("Referer")
+        if referer is not None:
+            return self.allows_origin(referer, scheme, host)
+        return site is None  # a browser that says the request is cross-site, and not from where
+
+    def scheme(self, request_scheme: str, host: Optional[str], forwarded_proto: Optional[str]) -> str:
+        """The scheme the browser used: `X-Forwarded-Proto` (its first value) when the Host is a
+        name of `--web-allowed-hosts` (a proxy in front), else the connection's own."""
+        if forwarded_proto and self.allowed_name(host):
+            proto = forwarded_proto.split(",")[0].strip().lower()
+            if proto in ("http", "https"):
+                return proto
+        return request_scheme
+
+
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def origin_key(url: Optional[str]) -> Optional[Tuple[str, str, str]]:
+    """(scheme, host name, port) of an http(s) URL or origin, the port made explicit; None for
+    anything else (`null`, `file://`, garbage)."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        return None
+    name, port = split_host(parts.netloc)
+    if port is not None and not port.isdigit():
+        return None
+    return scheme, _normal(name), str(int(port)) if port else DEFAULT_PORTS[scheme]
 
 
 def is_loopback(host: str) -> bool:

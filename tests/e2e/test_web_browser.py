@@ -219,3 +219,81 @@ def test_h264_through_media_source_extensions(browser):
         advancing_videos(browser, ["a", "b", "c", "d"])
         browser.find_element("id", "h264").click()  # back to JPEG on canvases
         advancing(browser, ["a", "b", "c", "d"])
+
+
+EVIL_PAGE = """<!doctype html><html><body>
+<img id="mosaic" src="http://localhost:{port}/mosaic.mjpg"><img id="camera" src="http://localhost:{port}/camera/a.mjpg">
+<script>
+window.result = {{ws: "pending", received: 0}};
+const ws = new WebSocket("ws://localhost:{port}/ws");
+ws.onopen = () => {{ window.result.ws = "open"; }};
+ws.onmessage = () => {{ window.result.received += 1; }};
+ws.onclose = () => {{ if (window.result.ws === "pending") window.result.ws = "refused"; }};
+for (const img of document.images) {{
+  img.onerror = () => {{ img.dataset.state = "error"; }};
+}}
+</script></body></html>"""
+
+
+@contextlib.contextmanager
+def another_origin(page: str):
+    """A second web app on this machine (another loopback port) serving `page`."""
+    import http.server
+    import threading
+
+    body = page.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_page_of_another_local_origin_gets_no_picture_even_with_the_cookie(browser):
+    """localhost:OTHER and localhost:PORT are the same site: the browser sends the SameSite=Strict
+    token cookie along. The page's WebSocket and its <img> of the MJPEG streams are refused all
+    the same (Origin, Sec-Fetch-Site), and take no viewer slot."""
+    token = "cross-Origin_7"
+    with live(["a", "b"], token=token, max_viewers=2) as (web, _):
+        browser.get(f"http://localhost:{web.port}/?token={token}")  # the user's own page: the cookie
+        advancing(browser, ["a", "b"])
+        with another_origin(EVIL_PAGE.format(port=web.port)) as elsewhere:
+            browser.get(elsewhere)
+
+            def refused() -> bool:
+                state = browser.execute_script(
+                    "return [window.result.ws, window.result.received,"
+                    " Array.from(document.images).map((img) => img.dataset.state || img.naturalWidth)]")
+                assert state[0] != "open" and state[1] == 0, f"another origin reads the cameras: {state}"
+                return state[0] == "refused" and state[2] == ["error", "error"]
+
+            wait_until(refused, 30, 0.2, "the other origin's WebSocket and images refused")
+            counts = web.encode_counts()
+            assert web.viewers == 0 and counts.get(("", "mosaic"), 0) == counts.get(("a", "hud"), 0) == 0
+        browser.get(f"http://localhost:{web.port}/")  # the user's own page still works, cookie and all
+        advancing(browser, ["a", "b"])
+        browser.delete_all_cookies()
+
+
+def test_a_malformed_camera_in_the_address_does_not_blank_the_page(browser):
+    with live(["a", "b"]) as (web, _):
+        browser.get(f"{web.url}#camera=%E0%A4%A")  # not valid percent-encoding: decodeURIComponent throws
+        wait_until(lambda: len(tiles(browser)) == 2, 30, 0.2, "the tiles")
+        advancing(browser, ["a", "b"])
+        assert browser.execute_script(BIG_JS) is None

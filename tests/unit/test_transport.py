@@ -23,7 +23,8 @@ from streamer import contract, facts
 from streamer.triton import shm
 from streamer.errors import ExitCode
 from streamer.states import Transport
-from streamer.triton import (PaddedCodec, SeedCodec, ShmUnavailable, TritonClient, codec_for, is_loopback)
+from streamer.triton import (OutputCheck, PaddedCodec, SeedCodec, ShmUnavailable, TritonClient, codec_for, is_loopback,
+                             parse_outputs)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -206,6 +207,30 @@ def test_padded_outputs_are_sliced_by_count():
         PaddedCodec.decode(result_of([("boxes__0", "FP32", boxes), ("labels__1", "INT64", labels),
                                       ("scores__2", "FP32", scores),
                                       ("count__3", "INT32", np.array([[6]], np.int32))]))
+
+
+def test_rows_that_are_not_finite_numbers_are_dropped_counted_and_logged_once():
+    logged = []
+    check = OutputCheck(logged.append)
+    nan, inf = np.nan, np.inf
+    boxes = np.array([[1, 2, 3, 4], [nan, 2, 3, 4], [1, 2, inf, 4], [5, 6, 7, 8], [1, 1, 2, 2]], np.float32)
+    labels = np.array([1, 2, 3, 4, 5], np.int64)
+    scores = np.array([0.9, 0.9, 0.9, 0.8, nan], np.float32)
+    seed = parse_outputs(result_of([("output__0", "FP32", boxes), ("output__1", "INT64", labels),
+                                    ("output__2", "FP32", scores)]), check)
+    np.testing.assert_array_equal(seed.labels, [1, 4])
+    np.testing.assert_array_equal(seed.boxes, boxes[[0, 3]])
+    padded = PaddedCodec.decode(result_of([("boxes__0", "FP32", boxes[None]), ("labels__1", "INT64", labels[None]),
+                                           ("scores__2", "FP32", -scores[None]),
+                                           ("count__3", "INT32", np.array([[4]], np.int32))]), check)
+    np.testing.assert_array_equal(padded.labels, [1, 4])  # the padding past count is not looked at
+    assert (check.rows, check.answers) == (5, 2)
+    assert len(logged) == 1 and "not numbers" in logged[0] and "streamer doctor" in logged[0]
+    assert "5 box(es) in 2 answer(s)" in check.summary()
+    clean = OutputCheck()
+    parse_outputs(result_of([("output__0", "FP32", boxes[[0, 3]]), ("output__1", "INT64", labels[[0, 3]]),
+                             ("output__2", "FP32", scores[[0, 3]])]), clean)
+    assert clean.rows == 0 and clean.summary() is None
 
 
 def test_uint8_request_is_the_frame_as_decoded():

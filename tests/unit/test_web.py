@@ -8,15 +8,20 @@ encoded while nobody watches.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import socket
 import time
 
+from http.cookies import SimpleCookie
+
+import numpy as np
 import pytest
 import websocket
 
 from streamer.errors import PortInUse
+from streamer.frames import Detections, Frame
 from streamer.stages import View
 from streamer.states import ViewState
 from streamer.web import WebDisplay
@@ -335,12 +340,16 @@ def test_wrong_host_and_origin_are_refused():
                 assert headers["Cache-Control"] == "no-store"
         for host in (f"localhost:{web.port}", "localhost:1234", f"[::1]:{web.port}", "cams.example.org:443"):
             assert get(web.port, "/api/state", {**bearer, "Host": host})[0] == 200, host
-        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-            Socket(web.port, headers=[f"Authorization: Bearer {TOKEN}"], origin="http://evil.example")
-        assert refused.value.status_code == 403
-        with Socket(web.port, headers=[f"Authorization: Bearer {TOKEN}"],
-                    origin=f"http://localhost:{web.port}") as sock:
-            assert sock.until(lambda k, v: k == "text", 10, "state")[0] == "text"
+        # a WebSocket's Origin: the request's own scheme and Host, or an allowed host; another
+        # loopback name or port is another origin (a local web app must not read the cameras)
+        for origin in ("http://evil.example", f"http://localhost:{web.port}", f"http://127.0.0.1:{web.port + 1}",
+                       f"https://127.0.0.1:{web.port}", "null"):
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                Socket(web.port, headers=[f"Authorization: Bearer {TOKEN}"], origin=origin)
+            assert refused.value.status_code == 403, origin
+        for origin in (f"http://127.0.0.1:{web.port}", "https://cams.example.org"):
+            with Socket(web.port, headers=[f"Authorization: Bearer {TOKEN}"], origin=origin) as sock:
+                assert sock.until(lambda k, v: k == "text", 10, "state")[0] == "text"
 
 
 def test_no_source_url_or_password_anywhere():
@@ -391,3 +400,104 @@ def test_tiles_keep_to_their_frame_rate_cap():
         elapsed = time.monotonic() - start
         # a token bucket: at most 1.5 pictures at once, then 15 a second (never the camera's 30)
         assert web.encode_counts()[("a", "tile")] <= 1.5 + 15 * elapsed
+
+
+# -- hardening: origins, tokens with '+', a proxy's TLS, broken views, masked names -------------
+
+def test_pictures_and_state_are_refused_to_pages_of_other_origins_without_taking_a_slot():
+    """What a browser sends for `<img src=".../mosaic.mjpg">` or fetch() on another local port."""
+    with serving(("a",), max_viewers=2) as (web, _):
+        image = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image",
+                 "Referer": "http://localhost:3000/"}
+        for _ in range(3):  # more than the viewer limit: none of them holds a slot
+            for path in ("/mosaic.mjpg", "/camera/a.mjpg"):
+                with Mjpeg(web.port, path, image) as refused:
+                    assert refused.status == 403 and b"own origin" in refused.response.read(), path
+        assert get(web.port, "/api/state", {"Origin": "http://localhost:3000"})[0] == 403
+        assert get(web.port, "/api/state", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"})[0] == 403
+        assert web.viewers == 0 and web.encodes == 0
+        # the page itself, a link to a stream and players that are not browsers are served
+        assert get(web.port, "/", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
+                                   "Sec-Fetch-Dest": "document"})[0] == 200
+        own = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}
+        with Mjpeg(web.port, "/mosaic.mjpg", own) as mine, Mjpeg(web.port, "/camera/a.mjpg") as vlc:
+            assert mine.status == 200 and vlc.status == 200 and mine.images(1) and vlc.images(1)
+
+
+@pytest.mark.parametrize("token", ["a+b/c==", "+/+/0123456789abcdefABCDEF=="])
+def test_a_base64_token_works_in_the_address_raw_or_encoded(token):
+    with serving(("a",), token=token) as (web, _):
+        encoded = token.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+        name = f"streamer_token_{web.port}"
+        for given in (token, encoded):
+            assert get(web.port, f"/api/state?token={given}")[0] == 200, given
+            status, headers, _ = get(web.port, f"/?token={given}")
+            assert status == 303
+            cookie = SimpleCookie(headers["Set-Cookie"])  # quoted: "a+b/c==", as a browser keeps it
+            assert cookie[name].value == token
+            assert get(web.port, "/api/state", {"Cookie": f"{name}={cookie[name].coded_value}"})[0] == 200
+        assert get(web.port, f"/api/state?token={token.replace('+', '%20')}")[0] == 401
+
+
+def test_the_cookie_is_secure_behind_a_tls_proxy_on_an_allowed_host_only():
+    with serving(("a",), token=TOKEN, allowed_hosts=["cams.example.org"]) as (web, _):
+        proxied = {"Host": "cams.example.org", "X-Forwarded-Proto": "https"}
+        status, headers, _ = get(web.port, f"/?token={TOKEN}", proxied)
+        assert status == 303 and "Secure" in headers["Set-Cookie"]
+        # the browser's origin is https://cams.example.org: its WebSocket is the page's own
+        with Socket(web.port, headers=[f"Authorization: Bearer {TOKEN}", "X-Forwarded-Proto: https"],
+                    origin="https://cams.example.org") as sock:
+            assert sock.until(lambda k, v: k == "text", 10, "state")[0] == "text"
+        # nobody in front of a loopback name: the header is not believed
+        status, headers, _ = get(web.port, f"/?token={TOKEN}", {"X-Forwarded-Proto": "https"})
+        assert status == 303 and "Secure" not in headers["Set-Cookie"]
+        status, headers, _ = get(web.port, f"/?token={TOKEN}", {"Host": "cams.example.org"})
+        assert status == 303 and "Secure" not in headers["Set-Cookie"]
+
+
+def nan_view(index: int) -> View:
+    broken = Detections(np.array([[np.nan, 0, 10, 10]], np.float32), np.array([1]), np.array([0.9], np.float32))
+    return dataclasses.replace(good_view(index), detections=broken)
+
+
+def good_view(index: int) -> View:
+    image = coded_image(index, 0)
+    return View("a", image, ViewState.UP, frame=Frame(index, None, None, 0.0, image))
+
+
+def test_a_view_that_cannot_be_sent_holds_no_viewer_slot_and_the_state_recovers(caplog):
+    """A box that is not a number (the codecs drop them; here a view bypasses them) cannot be
+    written as JSON: every page that tries is refused, none keeps a slot, and the state goes on
+    once the views are good again."""
+    with WebDisplay("127.0.0.1", 0, max_viewers=2) as web:
+        web.show([nan_view(0)])
+        for _ in range(4):  # twice the limit: a slot leaked per try would refuse the last ones as too many
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                Socket(web.port, timeout=5)
+            assert refused.value.status_code == 500
+        assert web.viewers == 0
+        web.show([good_view(1)])
+        with Socket(web.port) as sock:
+            sock.until(lambda k, v: k == "text" and v["cameras"][0]["frame"] == 1, 10, "the state")
+            web.show([nan_view(2)])
+            wait_until(lambda: "cannot send the cameras' state" in caplog.text, 10, 0.02, "the state loop to meet it")
+            web.show([good_view(3)])  # the state loop survived the view it could not send
+            sock.until(lambda k, v: k == "text" and v["cameras"][0]["frame"] == 3, 10, "the state again")
+        wait_until(lambda: web.viewers == 0, 10, 0.02, "the viewer to leave")
+
+
+def test_the_mosaic_draws_masked_names():
+    from streamer.mosaic import Tile, compose, tile_size_to_fit
+
+    secret = "rtsp://admin:p@ss@10.0.0.9/s"
+    image = coded_image(3, 0)
+    with WebDisplay("127.0.0.1", 0, mosaic_size=(640, 360)) as web:
+        web.show([View(secret, image, ViewState.UP)])
+        with Mjpeg(web.port, "/mosaic.mjpg") as stream:
+            drawn = stream.images(1)[0].astype(int)
+    size = tile_size_to_fit(1, (640, 360))
+    masked = compose([Tile(image, "rtsp://***@10.0.0.9/s", (), None)], size).astype(int)
+    raw = compose([Tile(image, secret, (), None)], size).astype(int)
+    text = (masked != raw).any(axis=2)  # where the two names differ (the title bar's text)
+    assert text.sum() > 100
+    assert abs(drawn - masked)[text].mean() < abs(drawn - raw)[text].mean() / 2

@@ -8,6 +8,8 @@ import io
 
 import av
 
+from streamer.stages import View
+from streamer.states import ViewState
 from streamer.web import WebDisplay
 from streamer.web.feed import MAX_BACKLOG, Piece, PieceQueue
 from streamer.web.fmp4 import LiveH264, codec_string, nal_units
@@ -114,3 +116,37 @@ def test_the_page_socket_carries_h264_init_then_one_segment_per_picture():
             assert all(img.shape == (720, 1280, 3) for _, img in decode(b"".join(full)))
         counts = web.encode_counts()
         assert counts[("a", "h264-tile")] > 0 and counts[("b", "h264-full")] > 0
+
+
+def h264_pictures(sock: Socket, count: int, timeout: float = 20):
+    """Ask for H.264 and collect the init segment and `count` pictures after it (the frame
+    indexes, decoded from the segments)."""
+    sock.send({"type": "view", "camera": None, "codec": "h264"})
+    segments = []
+
+    def collect(kind, value):
+        if kind == "binary":
+            _, code, _, payload = parse_frame(value)
+            if code == H264_TILE | INIT:
+                segments[:] = [payload[1 + payload[0]:]]
+            elif code == H264_TILE and segments:
+                segments.append(payload)
+        return len(segments) > count
+
+    sock.until(collect, timeout, f"{count} H.264 picture(s)")
+    return [read_index(img) for _, img in decode(b"".join(segments))]
+
+
+def test_a_new_viewer_of_a_frozen_camera_gets_its_last_picture_as_a_keyframe():
+    """The stream encodes only when the picture changes: a camera that froze (or went offline)
+    shows its last picture, and a viewer who comes later must get it too."""
+    with WebDisplay("127.0.0.1", 0) as web:
+        web.show([View("a", coded_image(7, 0, 320, 240), ViewState.UP)])  # one picture, then nothing
+        with Socket(web.port) as first:
+            assert h264_pictures(first, 1) == [7]
+            with Socket(web.port) as second:  # the stream runs already: nothing new to encode
+                assert h264_pictures(second, 1, timeout=10) == [7]
+            encoder = web._on_loop(lambda: web.feed.streams[("a", "h264-tile")].encoder)
+        # the last viewer left: the stream's encoder is closed (libx264's buffers freed)
+        wait_until(lambda: encoder.closed, 10, 0.02, "the encoder to be closed")
+        assert encoder.encode(coded_image(8, 0, 320, 240), 1.0) is None

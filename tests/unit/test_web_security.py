@@ -6,7 +6,7 @@ import pytest
 
 from streamer.errors import ExitCode
 from streamer.web import TOKEN_ENV, TokenError, exposure_warning, load_token, parse_bind
-from streamer.web.security import HostPolicy, bearer, cookie_name, split_host, token_matches
+from streamer.web.security import HostPolicy, bearer, cookie_name, query_token, split_host, token_matches
 
 
 def test_token_from_file_wins_over_the_environment(tmp_path):
@@ -94,14 +94,67 @@ def test_the_bind_address_and_allowed_names():
     assert not HostPolicy("0.0.0.0").allows("0.0.0.0:8080")
 
 
-def test_origin_rules():
-    policy = HostPolicy("127.0.0.1")
-    assert policy.allows_origin(None)  # not a browser
-    assert policy.allows_origin("http://localhost:8080")
-    assert policy.allows_origin("https://127.0.0.1")
-    assert not policy.allows_origin("http://evil.example")
-    assert not policy.allows_origin("null")
-    assert not policy.allows_origin("file://")
+def test_an_origin_must_be_the_requests_own_or_an_allowed_host():
+    policy = HostPolicy("127.0.0.1", ["cams.example.org", "proxy.example.org:443"])
+    own = ("http", "127.0.0.1:8080")
+    assert policy.allows_origin("http://127.0.0.1:8080", *own)
+    assert policy.allows_origin("HTTP://127.0.0.1:8080/", *own)
+    assert policy.allows_origin("http://localhost", "http", "localhost:80")  # the default port made explicit
+    assert policy.allows_origin("http://[::1]:8080", "http", "[::1]:8080")
+    for other in ("http://localhost:8080",  # another name of this machine: another origin
+                  "http://127.0.0.1:3000",  # another port: another origin (cookies would go there)
+                  "https://127.0.0.1:8080", "http://evil.example", "null", "file://", "", "http://u@127.0.0.1:8080",
+                  "http://127.0.0.1:x", "https://proxy.example.org:8443"):
+        assert not policy.allows_origin(other, *own), other
+    assert policy.allows_origin("https://cams.example.org", *own)
+    assert policy.allows_origin("http://cams.example.org:9000", *own)
+    assert policy.allows_origin("https://proxy.example.org", *own)
+
+
+HEADERS = [
+    # (headers a client sends, served?)
+    ({}, True),  # VLC, curl, scripts: not a browser
+    ({"Origin": "http://127.0.0.1:8080"}, True),  # the page's own WebSocket
+    ({"Origin": "http://localhost:3000"}, False),  # another local web app's WebSocket or fetch()
+    ({"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}, True),
+    ({"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, True),  # typed
+    ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}, False),  # <img>
+    ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image",
+      "Referer": "http://localhost:3000/"}, False),
+    ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image",
+      "Referer": "https://cams.example.org/dashboard"}, True),  # an allowed host's page embeds a stream
+    ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, True),  # a link
+    ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}, False),
+    ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}, False),  # fetch()
+    ({"Referer": "http://localhost:3000/"}, False),  # an older browser: the Referer says where from
+    ({"Referer": "http://127.0.0.1:8080/"}, True),
+]
+
+
+@pytest.mark.parametrize("headers, served", HEADERS)
+def test_requests_from_pages_of_other_origins(headers, served):
+    policy = HostPolicy("127.0.0.1", ["cams.example.org"])
+    assert policy.from_own_page(headers, "http", "127.0.0.1:8080") is served
+
+
+def test_forwarded_proto_only_for_the_allowed_hosts():
+    policy = HostPolicy("127.0.0.1", ["cams.example.org"])
+    assert policy.scheme("http", "cams.example.org", "https") == "https"
+    assert policy.scheme("http", "cams.example.org:80", "https, http") == "https"
+    assert policy.scheme("http", "127.0.0.1:8080", "https") == "http"  # loopback: nobody in front
+    assert policy.scheme("http", "cams.example.org", None) == "http"
+    assert policy.scheme("http", "cams.example.org", "gopher") == "http"
+
+
+@pytest.mark.parametrize("raw, token", [
+    ("token=a+b/c=", "a+b/c="),  # as `openssl rand -base64` writes it, pasted into the address
+    ("token=a%2Bb%2Fc%3D", "a+b/c="),  # URL-encoded
+    ("x=1&token=abc&y=2", "abc"),
+    ("tok%65n=abc", "abc"),
+    ("x=token", None), ("", None), ("token", None),
+])
+def test_the_query_token_keeps_plus_signs(raw, token):
+    assert query_token(raw) == token
 
 
 @pytest.mark.parametrize("text, expected", [

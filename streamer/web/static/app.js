@@ -476,7 +476,18 @@
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && enlarged) unenlarge();
   });
-  const hash = location.hash.match(/^#camera=(.+)$/);
-  if (hash) enlarge(decodeURIComponent(hash[1]));
+  // The camera named in the address (#camera=NAME); a malformed one is ignored, never fatal.
+  function hashCamera() {
+    const hash = location.hash.match(/^#camera=(.+)$/);
+    if (!hash) return null;
+    try {
+      return decodeURIComponent(hash[1]);
+    } catch (err) {
+      history.replaceState(null, "", location.pathname + location.search);
+      return null;
+    }
+  }
+  const fromHash = hashCamera();
+  if (fromHash !== null) enlarge(fromHash);
   connect();
 })();
