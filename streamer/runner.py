@@ -230,6 +230,9 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
     from .sources import classify_source
 
     spec = classify_source(settings.source)
+    if settings.rule.draw_motion and not spec.live:
+        raise SettingsError("--draw-motion draws on the live view of a camera, webcam or stream; a file run has "
+                            "none (use --infer-on motion with --detections or --out to see what it infers)")
     inputs = [Path(spec.target)] if not spec.live else []
     if settings.out is not None:
         check_output_path(settings.out, settings.overwrite, inputs=inputs, suffixes=VIDEO_SUFFIXES)
@@ -246,7 +249,7 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
         camera = CameraSettings(name="cam1", source=settings.source, record=settings.out,
                                 detections=settings.detections, selection=settings.selection,
                                 hold_detections=settings.hold_detections, max_frames=settings.max_frames,
-                                tracking=settings.tracking)
+                                tracking=settings.tracking, rule=settings.rule)
         watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
                               capture=settings.capture, show=settings.show, overwrite=settings.overwrite,
                               status_every=settings.status_every, metrics=settings.metrics, web=settings.web)
@@ -271,8 +274,9 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
         say(src.info.describe())
         label_ids = label_filter(info, settings.selection.classes)
         warn_untrained(info, say)
+        policy = parts.infer_policy(settings.rule, settings.tracking, SourceKind.FILE)
         stream = parts.file_inference(inference_for(settings.server, client, server, settings.inference, False, say),
-                                      settings.tracking)
+                                      policy)
         count0, compute0 = stream.compute_stats()
         with contextlib.ExitStack() as parts_stack:
             sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)]
@@ -286,7 +290,7 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                     pipeline = FilePipeline(
                         source=src, inference=stream,
                         stages=parts.file_stages(settings.selection, label_ids,
-                                                 parts.file_tracker(settings.selection, settings.tracking)),
+                                                 parts.file_tracker(settings.selection, settings.tracking, policy)),
                         annotators=parts.annotators(info), sinks=sinks, displays=displays,
                         max_frames=settings.max_frames, on_frame=lambda _stats: advance(), name=path.name,
                         total=total)
@@ -299,6 +303,7 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                     parts_stack.close()
         if count1 > count0:
             stats.server_compute = (compute1 - compute0) / (count1 - count0)
+        stats.motion_frames = policy.moved if policy.detector is not None else None
         if pooled(settings.server):
             stats.servers, stats.moved, stats.moved_slow = tuple(stream.servers()), stream.moved, stream.moved_slow
         shares = stream.servers()
@@ -436,13 +441,14 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
     sinks = [] if cam.error is not None else \
         [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)]
     outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
-    tracker = parts.live_tracker(settings)
+    policy = parts.infer_policy(settings.rule, settings.tracking, cam.spec.kind)
+    tracker = parts.live_tracker(settings, policy)
     return CameraFeed(
         name=settings.name, capture=cam.capture,
         stages=parts.camera_stages(settings, label_ids, lambda: stats.latency.recent()[-5:], tracker),
         annotators=parts.annotators(info), sinks=sinks, max_frames=settings.max_frames,
-        source_rate=float(rate) if rate else None, stats=stats, outputs=outputs,
-        infer_every=settings.tracking.infer_every,
+        source_rate=float(rate) if rate else None, stats=stats, outputs=outputs, policy=policy,
+        motion_drawer=parts.motion_drawer(settings.rule),
         tracks=(lambda: tracker.tracks_active) if tracker is not None else (lambda: 0))
 
 
@@ -545,7 +551,8 @@ def live_sample(feed, stream, name_of):
         camera=feed.name, captured=s.captured, shown=s.shown, inferred=s.inferred, skipped=feed.skipped_now,
         failed=s.failed, reconnects=feed.capture.reconnects, camera_up=feed.capture.state is CaptureState.LIVE,
         inference_up=stream.state is InferenceState.ONLINE, frame_age_seconds=feed.frame_age,
-        detections=by_name(feed.detections_by_class, name_of), latency=s.latency, tracks_active=feed.tracks())
+        detections=by_name(feed.detections_by_class, name_of), latency=s.latency, tracks_active=feed.tracks(),
+        motion=feed.motion, skipped_by_reason=feed.skipped_by_now())
 
 
 def watch_command(settings: WatchSettings, console: Console) -> RunReport:
