@@ -19,8 +19,8 @@ blurred, and compares it with a running background:
    (`Motion.rebaselined`; the inference policy infers that one frame).
 4. Otherwise changed pixels are grouped into regions (a small dilation joins the parts of one
    object); a region covering at least `min_area` of the picture is **motion**.
-5. The background follows the picture with a time constant of `background_s` seconds (a parked
-   car becomes background within a few seconds; so does the place a car left).
+5. The background follows the picture with a time constant of `background_s` seconds (a car
+   that parked becomes background within a second or two; so does the place a car left).
 
 Blurring and averaging down to `width` pixels erase sensor noise and compression flicker (H.264
 re-encoding a static scene); what remains of them stays far below `threshold`.
@@ -50,7 +50,7 @@ MIN_AREA = 0.001  # the smallest region that counts as motion, as a fraction of 
 REBASELINE = 0.5  # more of the picture changed than this: a new background, not motion
 SPREAD, SPREAD_MIN = 0.8, 0.15  # ... or changes in this share of the grid's cells, over this much of the picture
 GRID = (8, 6)  # the coarse grid (cells across, down) that tells spread changes from an object
-BACKGROUND_S = 2.0  # the running background's time constant, seconds
+BACKGROUND_S = 1.0  # the running background's time constant, seconds
 DEFAULT_STEP_S = 0.04  # seconds between two frames without timestamps (25 fps)
 
 

@@ -101,14 +101,16 @@ class InferPolicy:
 
     def _decide(self, frame: Frame, last: bool) -> Optional[SkipReason]:
         time = self.clock(frame)
+        cut = False
+        if self.on is InferOn.MOTION or self.every > 1:
+            cut = self.cuts.update_frame(frame)
         if self.detector is not None:
+            if cut:  # a new shot: its first frame is the background
+                self.detector.reset()
             self.motion = self.detector.detect(frame, time)
             self.moved += self.motion.moving
         if self.on is InferOn.ALWAYS and self.every == 1:
             return None
-        cut = self.cuts.update_frame(frame)
-        if cut and self.detector is not None:
-            self.detector.reset()
         if self._picked is None or last or cut:
             return None
         if self.on is InferOn.ALWAYS:

@@ -78,7 +78,7 @@ def texture(width: int, height: int, seed: int, cell: int = 8) -> np.ndarray:
     coarse = rng.uniform(0, 255, (height // cell + 2, width // cell + 2)).astype(np.float32)
     smooth = cv2.resize(coarse, (width + 2 * cell, height + 2 * cell), interpolation=cv2.INTER_CUBIC)
     smooth = smooth[cell:cell + height, cell:cell + width]
-    return np.clip(smooth * 0.45 + 60 + rng.uniform(-12, 12, (height, width)), 0, 255).astype(np.float32)
+    return np.clip(smooth * 0.7 + 35 + rng.uniform(-12, 12, (height, width)), 0, 255).astype(np.float32)
 
 
 def _pattern(colour: Tuple[int, int, int], w: int, h: int) -> np.ndarray:
@@ -159,15 +159,14 @@ def crossing(start: int, frames: int, speed: float, y: float, size: Tuple[float,
 
 
 def moving_frames(footage: Footage) -> List[int]:
-    """Frames where a thing in view is not where it was on the frame before (it moves, enters or
-    leaves)."""
+    """Frames where a thing in view is not where it was on the frame before (it moves or enters),
+    as the truth sees it (the visible part of each thing, at least 4 px wide). The frame after a
+    thing's last sliver left is not one: nothing is in view there to move."""
     out = []
     for i in range(1, footage.frames):
-        for thing in footage.things:
-            a, b = thing.path(i - 1), thing.path(i)
-            if a != b and (a is not None or b is not None):
-                out.append(i)
-                break
+        before, now = footage.truth(i - 1), footage.truth(i)
+        if any(k not in before or not np.array_equal(before[k][1], now[k][1]) for k in now):
+            out.append(i)
     return out
 
 

@@ -18,7 +18,7 @@ from streamer.cli import cli
 from streamer.frames import Frame
 from streamer.live import CameraFeed
 from streamer.metrics import CameraSample, SampleCollector
-from streamer.settings import InferRule, MotionSettings, Selection, SettingsError, Tracking, load_camera_file
+from streamer.settings import InferRule, MotionSettings, SettingsError, Tracking, load_camera_file
 from streamer.stages import PassStage
 from streamer.states import CaptureState, InferenceState, InferOn, SourceKind
 
