@@ -109,7 +109,7 @@ def busy_footage(frames: int, seed: int):
 def summary_of(cmd, timeout: float) -> dict:
     summary = Path(tempfile.mktemp(suffix=".json"))
     started = time.monotonic()
-    result = subprocess.run([*cmd, "--summary", str(summary)], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([*map(str, cmd), "--summary", str(summary)], capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd[:3]))} failed ({result.returncode}):\n{result.stderr[-2000:]}")
     report = json.loads(summary.read_text())
