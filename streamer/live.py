@@ -344,7 +344,7 @@ class CameraFeed:
         (the recording never has them)."""
         if self.motion_drawer is None:
             return image
-        motion = next((m for index, m in reversed(self._motions) if index == frame.index), None)
+        motion = next((m for index, m in reversed(list(self._motions)) if index == frame.index), None)
         return image if motion is None else self.motion_drawer(image, motion)
 
     @property

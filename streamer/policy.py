@@ -94,7 +94,7 @@ class InferPolicy:
     def held_still(self, index: int) -> bool:
         """Whether the recent frame `index` was kept from the model because nothing moved (a
         tracker carries boxes through such frames as long as it likes: nothing moved)."""
-        for seen, skip in reversed(self._recent):
+        for seen, skip in reversed(list(self._recent)):  # a copy: the capture thread appends meanwhile
             if seen == index:
                 return skip is SkipReason.STILL
         return False
