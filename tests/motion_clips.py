@@ -180,6 +180,12 @@ def exposure(frames: int = 100, at: int = 50) -> Footage:
     return Footage("exposure", frames, noise=4.0, gain=lambda i: 1.0 if i < at else 1.33)
 
 
+def exposure_ramp(frames: int = 100, start: int = 40, length: int = 25) -> Footage:
+    """Nothing moves; auto-exposure brightens the picture by 40 % over `length` frames."""
+    return Footage("exposure_ramp", frames, noise=4.0,
+                   gain=lambda i: 1.0 + 0.4 * min(max(i - start, 0), length) / length)
+
+
 def swaying(frames: int = 100) -> Footage:
     """Nothing moves but a tree swaying in the right third of the picture (mask it)."""
     return Footage("swaying", frames, noise=4.0, sway=((210, 40, 310, 200), 6.0))
@@ -194,4 +200,4 @@ def crossing_object(frames: int = 100, start: int = 30) -> Footage:
                    things=[Thing(RED, crossing(start, 60, 6.0, 150, (26, 44), 320))])
 
 
-SCENES = {f.__name__: f for f in (static, exposure, swaying, crossing_object)}
+SCENES = {f.__name__: f for f in (static, exposure, exposure_ramp, swaying, crossing_object)}
