@@ -159,6 +159,50 @@ def tracking_options(fn):
     return fn
 
 
+def infer_options(fn):
+    """--infer-on, --stationary-interval, the motion detector's settings, --draw-motion (run and watch)."""
+    options = [
+        click.option("--infer-on", type=click.Choice(["always", "motion"]), default=None,
+                     help="Which frames go to the model. motion: only frames where something moves (or a "
+                          "tracked object moves), plus a re-check every --stationary-interval; the tracker keeps "
+                          "the boxes and ids of still objects between. always: every frame (at most every "
+                          "--infer-every N). Default: motion for cameras and webcams, always for files (and "
+                          "always with --no-track). A file with motion: its first, last and each shot's first "
+                          "frame are inferred too."),
+        click.option("--stationary-interval", type=click.FloatRange(min=0, min_open=True), default=10.0,
+                     show_default=True, metavar="SECONDS",
+                     help="With --infer-on motion: infer a frame anyway when nothing moved for this long since "
+                          "the last one (still objects re-confirmed, a still object that appeared found)."),
+        click.option("--motion-threshold", type=click.FloatRange(0, 255, min_open=True, max_open=True),
+                     default=25.0, show_default=True, metavar="LEVELS",
+                     help="Motion: grey levels (0-255) a pixel must change by, after brightness changes are "
+                          "compensated. Higher: less sensitive."),
+        click.option("--motion-min-area", type=click.FloatRange(0, 1, max_open=True), default=0.001,
+                     show_default=True, metavar="FRACTION",
+                     help="Motion: the smallest moving region that counts, as a fraction of the picture."),
+        click.option("--motion-mask", "motion_masks", multiple=True, metavar="'X,Y X,Y X,Y ...'",
+                     help="Motion: a polygon to ignore (a timestamp overlay, a tree), its corners as fractions of "
+                          "the picture's width and height, e.g. '0,0 0.3,0 0.3,0.06 0,0.06'. Repeat for more."),
+        click.option("--draw-motion", is_flag=True,
+                     help="Draw the motion regions (and masks) on the live view (--show, --web), never on a "
+                          "recording: for tuning the motion settings. Live sources only."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def infer_rule(infer_on, stationary_interval, motion_threshold, motion_min_area, motion_masks, draw_motion):
+    from .settings import InferRule, MotionSettings, parse_masks
+    from .states import InferOn
+
+    return InferRule(on=InferOn(infer_on) if infer_on else None, stationary_interval=stationary_interval,
+                     motion=MotionSettings(threshold=motion_threshold, min_area=motion_min_area,
+                                           mask=parse_masks(list(motion_masks), "--motion-mask")
+                                           if motion_masks else ()),
+                     draw_motion=draw_motion)
+
+
 def web_options(fn):
     """--web and its companions (run and watch)."""
     options = [
@@ -485,6 +529,7 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @live_options
 @metrics_options
 @tracking_options
+@infer_options
 @web_options
 @event_options
 @summary_option
@@ -495,7 +540,8 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         triton, model_repo, threads, startup_timeout, model, transport, dns_refresh, in_flight, retry_timeout,
         request_timeout,
         rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
-        triton_metrics_port, no_track, infer_every, web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
+        triton_metrics_port, no_track, infer_every, infer_on, stationary_interval, motion_threshold,
+        motion_min_area, motion_masks, draw_motion, web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
         events_path, draw_zones, summary, event_outputs):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
@@ -513,6 +559,13 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     never grows (the frames it skips are counted). A camera that drops is reconnected with
     backoff; a Triton server that goes away leaves the video running until it is back.
     Credentials in URLs are never printed (rtsp://***@host/path).
+
+    \b
+    Which frames are inferred (--infer-on): cameras and webcams default to motion (only
+    frames where something moves, plus a re-check every --stationary-interval seconds;
+    still objects keep their boxes and ids), files to always (every frame, or every
+    --infer-every N). `run video.mp4 --infer-on motion` infers the moving parts of a long
+    static file and tracks the rest: many times faster, every frame still written.
     """
     from .runner import run_command
     from dataclasses import replace
@@ -524,6 +577,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         source=source, out=out, detections=detections_path, overwrite=overwrite,
         selection=Selection(threshold, _class_names(classes)), max_frames=max_frames, audio=not no_audio,
         show=show, hold_detections=hold_detections, tracking=Tracking(not no_track, infer_every),
+        rule=infer_rule(infer_on, stationary_interval, motion_threshold, motion_min_area, motion_masks, draw_motion),
         server=server_settings(triton, model_repo, threads, startup_timeout, model, transport, triton_metrics_port,
                                dns_refresh),
         inference=InferenceSettings(in_flight=in_flight, retry_timeout=retry_timeout,
@@ -567,6 +621,7 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
 @live_options
 @metrics_options
 @tracking_options
+@infer_options
 @web_options
 @event_options
 @summary_option
@@ -576,6 +631,7 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
           threads, startup_timeout, model, transport, dns_refresh, in_flight, request_timeout, rtsp_transport, open_timeout,
           stall_timeout,
           status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, no_track, infer_every,
+          infer_on, stationary_interval, motion_threshold, motion_min_area, motion_masks, draw_motion,
           web_bind, web_token_file, web_allowed_hosts, web_max_viewers, events_path, draw_zones, summary,
           event_outputs):
     """Watch several cameras in one run, sharing one Triton server.
@@ -596,12 +652,13 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
 
     \b
     Camera file keys: triton, dns_refresh, metrics_port, metrics_host, defaults {threshold, classes,
-    hold_detections, loop, track, infer_every, zones, lines}, cameras {NAME: {source, record, detections,
-    threshold, classes, hold_detections, loop, track, infer_every, zones, lines}}, web, and the event
-    outputs mqtt (a URL, or {url, password_file, ca, discovery}), webhooks, webhook_secret_file,
-    snapshots, snapshot_crop, clips, pre_capture, post_capture (flags win). Exit 3 when a
-    camera could not be opened or was given up on (the others still ran), or a zone or line lies
-    outside its picture; 2 for a bad camera file.
+    hold_detections, loop, track, infer_every, infer_on, stationary_interval, motion {threshold,
+    min_area, mask}, zones, lines}, cameras {NAME: {source, record, detections, and the keys of
+    defaults}}, web, and the event outputs mqtt (a URL, or {url, password_file, ca, discovery}),
+    webhooks, webhook_secret_file, snapshots, snapshot_crop, clips, pre_capture, post_capture (flags
+    win). Cameras infer on motion by default (files listed as cameras: always). Exit 3 when a camera
+    could not be opened or was given up on (the others still ran), or a zone or line lies outside its
+    picture; 2 for a bad camera file.
     """
     from .runner import watch_command
     from dataclasses import replace
@@ -611,7 +668,9 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
                            dns_refresh_over_file, flags_over_file, watch_cameras, web_settings)
 
     found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
-                          max_frames, Tracking(not no_track, infer_every))
+                          max_frames, Tracking(not no_track, infer_every),
+                          infer_rule(infer_on, stationary_interval, motion_threshold, motion_min_area, motion_masks,
+                                     draw_motion))
     cams = found.cameras
     triton, metrics_port, metrics_host, web_bind = flags_over_file(found, triton, metrics_port, metrics_host,
                                                                    web_bind)

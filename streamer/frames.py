@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
+
+from .states import SkipReason
 
 
 def from_bgr(image: np.ndarray) -> np.ndarray:
@@ -59,6 +61,9 @@ class Frame:
     duration: how long the frame shows, in time_base units (None: unknown).
     audio: the audio demuxed since the previous frame, muxed just before this frame.
     audio_end: True on a file's last frame: `audio` holds the rest of the input's audio.
+    derived: small pictures computed from `image` once and shared by whoever needs them (the
+        grey copy that flow, the cut test and the motion detector read: `streamer.grey.grey_of`);
+        not an argument, and not copied by `dataclasses.replace` (a new image gets its own).
     """
 
     index: int
@@ -69,6 +74,7 @@ class Frame:
     duration: Optional[int] = None
     audio: Tuple[AudioChunk, ...] = ()
     audio_end: bool = False
+    derived: Dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def time(self) -> Optional[float]:
@@ -168,13 +174,15 @@ class Detections:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One frame after inference: detections, or None and the error when it failed."""
+    """One frame after inference: detections, or None and the error when it failed; or, not sent
+    to the model at all (`--infer-every`, `--infer-on motion`), None, no error, and `skipped`: why."""
 
     frame: Frame
     detections: Optional[Detections]
     error: Optional[str] = None
     latency: Optional[float] = None  # seconds from sending to the answer (last attempt)
     unavailable: bool = False  # failed because the server was unreachable (not because of the frame)
+    skipped: Optional[SkipReason] = None  # not sent to the model, and why
 
     @property
     def ok(self) -> bool:

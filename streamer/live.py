@@ -6,13 +6,16 @@
                                                   (stages' answer(), sinks of inferred frames)
 
 The picture keeps the camera's pace whatever the model's speed: inference takes the newest
-frame whenever it has a free slot (with --infer-every N, of every Nth frame), so detections
-are never older than one inference; frames it never took are counted as skipped. A display
+frame offered whenever it has a free slot, so detections are never older than one inference;
+frames it never took are counted as skipped. Which frames are offered is the camera's
+`policy.InferPolicy` (--infer-every N, and with --infer-on motion only frames where something
+moves, plus a re-check every --stationary-interval), asked as each frame is captured; a camera
+that offers nothing takes no inference, so the shared server follows the motion. A display
 step shows only the frames waiting when it starts, so a step slower than the camera still ends.
 Accounting holds exactly:
 captured = shown + dropped-for-display (0 unless display falls behind) + the few
 still queued when the run stops, and
-captured = inferred + failed + skipped.
+captured = inferred + failed + skipped, skipped = busy + every + still (by reason).
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from .errors import SourceError
 from .frame_queue import FrameQueue, LatestSlot
 from .frames import Detections, Frame, Outcome
 from .metrics import LatencyHistogram
-from .pipeline import count_labels, draw, overlay, p50_p95
+from .motion import Motion
+from .pipeline import count_labels, draw, overlay, p50_p95, reasons_json
+from .policy import InferPolicy
+from .tracking import capture_time
 from .report import StreamReport, percentiles_ms
 from .stages import Annotator, Display, Inference, Sink, Stage, View
-from .states import CaptureState, InferenceState, StreamKind, ViewState
+from .states import CaptureState, InferenceState, SkipReason, StreamKind, ViewState
 from .triton import IDLE, IDLE_WAIT
 
 RECENT = 50_000  # observations kept for the p50/p95 of a live run's summary
@@ -49,7 +55,9 @@ class LiveStats:
     dropped_display: int = 0  # frames the display/recording could not keep up with
     cut_at_exit: int = 0  # captured while the run was stopping, never shown
     taken: int = 0  # frames inference took (each becomes inferred, failed or aborted at exit)
-    not_offered: int = 0  # frames --infer-every kept from inference (counted as skipped)
+    not_offered: int = 0  # frames the policy kept from inference (counted as skipped): every + still
+    skipped_every: int = 0  # ... because of --infer-every N
+    skipped_still: int = 0  # ... because nothing moved (--infer-on motion)
     inferred: int = 0
     failed: int = 0
     skipped: int = 0  # frames inference never took (it was busy), incl. any cut off at exit
@@ -58,6 +66,9 @@ class LiveStats:
     server_reconnects: int = 0
     # capture -> display, seconds: the most recent ones (memory stays flat for days)
     ages: Deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    # capture of the answered frame behind the drawn boxes -> display, seconds (the most recent ones)
+    detection_ages: Deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    motion_frames: Optional[int] = None  # frames that showed motion (None: no motion detector)
     # send -> answer per inferred frame: Prometheus buckets over the run + recent values for p50
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     started: float = field(default_factory=time.monotonic)
@@ -90,13 +101,27 @@ class LiveStats:
         parts.append(f"reconnects {self.reconnects}, offline {self.offline:.1f} s")
         if self.server_reconnects:
             parts.append(f"server reconnects {self.server_reconnects}")
+        if self.skipped_still:
+            parts.append("skipped " + ", ".join(f"{reason} {n}" for reason, n in self.skipped_by().items()))
         if self.given_up:
             parts.append(self.given_up)
         return " | ".join(parts)
 
 
+    @property
+    def skipped_busy(self) -> int:
+        """Frames offered that inference never took (a newer one went instead, or the run ended)."""
+        return self.skipped - self.skipped_every - self.skipped_still
+
+    def skipped_by(self) -> Dict[SkipReason, int]:
+        return {SkipReason.BUSY: self.skipped_busy, SkipReason.EVERY: self.skipped_every,
+                SkipReason.STILL: self.skipped_still}
+
     def report(self, name: str, detections_by_class: Dict[str, int]) -> StreamReport:
         """This camera's part of the run report."""
+        motion = None
+        if self.motion_frames is not None:
+            motion = {"frames": self.motion_frames, "share": round(self.motion_frames / max(1, self.captured), 4)}
         return StreamReport(
             name=name, kind=StreamKind.LIVE,
             frames={"captured": self.captured, "shown": self.shown, "inferred": self.inferred,
@@ -105,7 +130,9 @@ class LiveStats:
             fps=self.shown / max(self.elapsed, 1e-9), latency_ms=percentiles_ms(self.latency.recent()),
             detections_by_class=dict(detections_by_class), reconnects=self.reconnects,
             frame_age_ms=percentiles_ms(self.ages), camera=str(self.camera_state),
-            error=None if self.camera_error is None else str(self.camera_error))
+            error=None if self.camera_error is None else str(self.camera_error),
+            skipped_by_reason=reasons_json(self.skipped_by(), SkipReason),
+            detection_age_ms=percentiles_ms(self.detection_ages), motion=motion)
 
 
 RATE_MAX_EVENTS = 4096  # a Rate's window holds at most this many events (2048 a second over 2 s)
@@ -198,7 +225,8 @@ class CameraFeed:
                  display_queue: int = 32, wake: Optional[threading.Event] = None, stats: Optional[LiveStats] = None,
                  outputs: Sequence[str] = (), infer_every: int = 1, tracks: Callable[[], int] = lambda: 0,
                  overlays: Sequence[Annotator] = (), events: Optional[object] = None,
-                 event_outputs: Callable[[], Sequence] = lambda: ()):
+                 event_outputs: Callable[[], Sequence] = lambda: (),
+                 policy: Optional[InferPolicy] = None, motion_drawer: Optional[Callable] = None):
         self.name = name
         self.capture = capture
         self.stages = stages
@@ -208,7 +236,11 @@ class CameraFeed:
         self.max_frames = max_frames
         self.source_rate = source_rate
         self.outputs = tuple(outputs)
-        self.infer_every = infer_every  # inference takes at most every Nth captured frame
+        # which captured frames are offered to inference (default: every Nth)
+        self.policy = policy or InferPolicy(every=infer_every, clock=capture_time)
+        self.motion_drawer = motion_drawer  # --draw-motion: (image, Motion) -> the live view's image
+        self._motions: Deque[Tuple[int, Optional[Motion]]] = deque(maxlen=64)  # recent frames' motion
+        self._policy_reconnects = 0
         self.tracks = tracks  # tracks the camera's tracker holds now (0 without one)
         self.overlays = list(overlays)  # drawn on the displays' picture only (zones and lines)
         self.events = events  # the camera's event stage (its counts and recent events; None: none)
@@ -240,12 +272,24 @@ class CameraFeed:
             return
         self.stats.captured += 1
         self._capture_rate.tick(frame.wall_time)
+        if self.capture.reconnects != self._policy_reconnects:  # a new connection: its first frame is offered
+            self._policy_reconnects = self.capture.reconnects
+            self.policy.reset()
+        skip = self.policy.decide(frame)
+        if self.policy.motion is not None:
+            if self.policy.motion.moving:
+                self.stats.motion_frames = (self.stats.motion_frames or 0) + 1
+            self._motions.append((frame.index, self.policy.motion))
         if self.frames.put_latest(frame) is not None:
             self.stats.dropped_display += 1
-        if frame.index % self.infer_every == 0:
+        if skip is None:
             self.slot.put(frame)
         else:
             self.stats.not_offered += 1
+            if skip is SkipReason.STILL:
+                self.stats.skipped_still += 1
+            else:
+                self.stats.skipped_every += 1
         self.wake.set()
 
     # -- the inference thread -----------------------------------------------------------------
@@ -315,14 +359,35 @@ class CameraFeed:
             self.stats.ages.append(self.frame_age)
             self._interval.ages.append(self.frame_age)
             self._display_rate.tick(shown_at)
-            self.last_image, self.last_frame, self.last_detections = image, released, detections
+            self.last_image, self.last_frame, self.last_detections = self._viewed(released, image), released, detections
+            age = self.detection_age(shown_at)
+            if age is not None:
+                self.stats.detection_ages.append(age)
             self._fresh = True
         return image
 
+    def _viewed(self, frame: Frame, image: np.ndarray) -> np.ndarray:
+        """What the displays show of a drawn frame: with --draw-motion, its motion regions too
+        (the recording never has them)."""
+        if self.motion_drawer is None:
+            return image
+        motion = next((m for index, m in reversed(list(self._motions)) if index == frame.index), None)
+        return image if motion is None else self.motion_drawer(image, motion)
+
+    @property
+    def motion(self) -> Optional[bool]:
+        """Whether the camera sees motion now (None: no motion detector)."""
+        return self.policy.sees_motion
+
     @property
     def skipped_now(self) -> int:
-        """Frames inference did not take so far (busy, or kept from it by --infer-every)."""
+        """Frames inference did not take so far (busy, or kept from it by the policy)."""
         return self.slot.skipped + self.stats.not_offered
+
+    def skipped_by_now(self) -> Dict[str, int]:
+        """skipped_now by reason (frames taken and not answered yet are not skipped)."""
+        return reasons_json({SkipReason.BUSY: self.slot.skipped, SkipReason.EVERY: self.stats.skipped_every,
+                             SkipReason.STILL: self.stats.skipped_still}, SkipReason)
 
     def detection_age(self, now: float) -> Optional[float]:
         """Seconds since the frame behind the drawn detections was captured (None: nothing drawn)."""
@@ -336,9 +401,11 @@ class CameraFeed:
         if self.source_rate:
             source += f" (nominal {self.source_rate:.1f})"
         age = self.detection_age(now)
+        motion = self.motion
         return [
             f"display {self._display_rate.per_second(now):.1f} fps | {source}",
-            f"detections {self._result_rate.per_second(now):.2f}/s | skipped for inference {self.skipped_now}",
+            f"detections {self._result_rate.per_second(now):.2f}/s | skipped for inference {self.skipped_now}"
+            + ("" if motion is None else f" ({self.stats.skipped_still} still) | {'MOTION' if motion else 'still'}"),
             f"frame age {self.frame_age * 1000:.0f} ms | detections age "
             + (f"{age * 1000:.0f} ms ({len(self.last_detections)})" if age is not None else "-")
             if self.frame_age is not None else "frame age -",
@@ -377,6 +444,7 @@ class CameraFeed:
             "detection_age_s": age,
             "skipped": float(self.skipped_now),
             "reconnects": float(self.capture.reconnects),
+            "motion": None if self.motion is None else float(self.motion),
         }
         fresh, self._fresh = self._fresh, False
         events = self.events
@@ -419,6 +487,8 @@ class CameraFeed:
             pass
         stats.finished = time.monotonic()
         stats.skipped = self.slot.skipped + stats.not_offered + (stats.taken - stats.inferred - stats.failed)
+        if stats.motion_frames is None and self.motion is not None:
+            stats.motion_frames = 0
         stats.reconnects = self.capture.reconnects
         stats.offline = self.capture.offline_seconds
         stats.camera_state = self.capture.state
@@ -595,7 +665,7 @@ def total_line(stats: Sequence[LiveStats]) -> str:
     total = LiveStats(started=min(s.started for s in stats))
     for s in stats:
         for name in ("captured", "shown", "dropped_display", "cut_at_exit", "taken", "inferred", "failed",
-                     "skipped", "reconnects", "offline", "server_reconnects"):
+                     "skipped", "skipped_every", "skipped_still", "reconnects", "offline", "server_reconnects"):
             setattr(total, name, getattr(total, name) + getattr(s, name))
         total.ages.extend(s.ages)
         for latency in s.latency.recent():

@@ -143,6 +143,8 @@ class CameraSample:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     tracks_active: int = 0  # tracks the camera's tracker follows now (0 with --no-track)
     counts: Optional[object] = None  # events.Counts of its zones and lines (None: none)
+    motion: Optional[bool] = None  # the camera sees motion now (None: no motion detector: no series)
+    skipped_by_reason: Mapping[str, int] = field(default_factory=dict)  # `skipped` by reason (busy, every, still)
 
 
 # (name without _total, documentation, CameraSample attribute)
@@ -159,6 +161,8 @@ _GAUGES = (
     ("streamer_inference_up", "1 while inference answers, 0 while the server is offline.", "inference_up"),
 )
 TRACKS = "streamer_tracks_active"
+MOTION = "streamer_motion"
+SKIPPED_BY_REASON = "streamer_frames_skipped_by_reason"
 FRAME_AGE = "streamer_frame_age_seconds"
 DETECTIONS = "streamer_detections"
 LATENCY = "streamer_inference_latency_seconds"
@@ -239,6 +243,19 @@ class SampleCollector:
             for s in samples:
                 family.add_metric([s.camera], 1 if getattr(s, attr) else 0)
             yield family
+        by_reason = CounterMetricFamily(SKIPPED_BY_REASON, "Frames not sent for inference, by reason: busy (a newer "
+                                        "frame was taken), every (--infer-every), still (nothing moved).",
+                                        labels=["camera", "reason"])
+        for s in samples:
+            for reason, n in sorted(s.skipped_by_reason.items()):
+                by_reason.add_metric([s.camera, reason], int(n))
+        yield by_reason
+        motion = GaugeMetricFamily(MOTION, "1 while the camera's motion detector sees motion, 0 while the "
+                                   "picture is still (cameras with a motion detector only).", labels=["camera"])
+        for s in samples:
+            if s.motion is not None:
+                motion.add_metric([s.camera], 1 if s.motion else 0)
+        yield motion
         tracks = GaugeMetricFamily(TRACKS, "Objects the camera's tracker follows now.", labels=["camera"])
         for s in samples:
             tracks.add_metric([s.camera], int(s.tracks_active))

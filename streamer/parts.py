@@ -14,8 +14,9 @@ from typing import Callable, List, Optional, Sequence
 
 from . import contract
 from .selection import HoldDetections, selection_stages
-from .settings import CameraSettings, EventSettings, RunSettings, Selection, Tracking, WebSettings
+from .settings import CameraSettings, EventSettings, InferRule, RunSettings, Selection, Tracking, WebSettings
 from .stages import Annotator, Display, Inference, Sink, Stage
+from .states import InferOn, SourceKind
 
 Say = Callable[[str], None]
 
@@ -27,12 +28,55 @@ def annotators(info: contract.ModelInfo) -> List[Annotator]:
     return [BoxAnnotator(info.name_of)]
 
 
-def file_tracker(selection: Selection, tracking: Tracking):
-    """The tracker of a file run (None: --no-track)."""
+def infer_policy(rule: InferRule, tracking: Tracking, kind: SourceKind):
+    """Which frames of one file or camera go to the model (policy.InferPolicy): --infer-on,
+    --infer-every, cuts, the motion detector (with motion, or --draw-motion), --stationary-interval."""
+    from .grey import FLOW_WIDTH
+    from .motion import MotionDetector
+    from .policy import InferPolicy
+    from .tracking import capture_time, media_time
+
+    on = rule.resolved(kind, tracking)
+    detector = None
+    if on is InferOn.MOTION or rule.draw_motion:
+        m = rule.motion
+        # with a tracker (or a cut test) the frame's grey copy for flow is made anyway: start from it
+        detector = MotionDetector(threshold=m.threshold, min_area=m.min_area, mask=m.mask,
+                                  source_width=FLOW_WIDTH if tracking.enabled else None)
+    return InferPolicy(on, tracking.infer_every, rule.stationary_interval, detector,
+                       clock=media_time if kind is SourceKind.FILE else capture_time)
+
+
+def motion_drawer(rule: InferRule):
+    """--draw-motion: (image, Motion) -> the live view's image with the motion regions and masks
+    (None when not asked for)."""
+    if not rule.draw_motion:
+        return None
+    from functools import partial
+
+    from .render import draw_motion
+
+    return partial(draw_motion, masks=rule.motion.mask)
+
+
+def still_tracker(threshold: float, stationary_s: float):
+    """The id tracker with motion: between two answers may pass a whole stationary interval (or
+    two, when the server is shared), so a track is kept that long without a match."""
+    from .tracking import Tracker
+
+    return Tracker(threshold=threshold, max_age_s=max(2.0, 2 * stationary_s + 2.0))
+
+
+def file_tracker(selection: Selection, tracking: Tracking, policy=None):
+    """The tracker of a file run (None: --no-track). With motion (`policy`), tracks are carried
+    through every frame not inferred until the next inferred one (nothing moved in them)."""
     if not tracking.enabled:
         return None
     from .tracking import FileTracker
 
+    if policy is not None and policy.on is InferOn.MOTION:
+        return FileTracker(infer_every=tracking.infer_every, threshold=selection.threshold, carry_frames=float("inf"),
+                           sparse=True, tracker=still_tracker(selection.threshold, policy.stationary_s))
     return FileTracker(infer_every=tracking.infer_every, threshold=selection.threshold)
 
 
@@ -43,25 +87,34 @@ def file_stages(selection: Selection, label_ids: Optional[Sequence[int]], tracke
                             [events] if events is not None else [])
 
 
-def file_inference(stream: Inference, tracking: Tracking) -> Inference:
-    """--infer-every N > 1: only the frames the schedule picks go to the model."""
-    if tracking.infer_every == 1:
+def file_inference(stream: Inference, policy) -> Inference:
+    """--infer-every N > 1 or --infer-on motion: only the frames the policy picks go to the model."""
+    if policy.on is InferOn.ALWAYS and policy.every == 1:
         return stream
     from .sparse import SparseInference
-    from .tracking import InferSchedule
 
-    return SparseInference(stream, InferSchedule(tracking.infer_every).wants)
+    return SparseInference(stream, policy.decide)
 
 
-def live_tracker(camera: CameraSettings):
-    """A camera's tracker (None: --no-track). Boxes are carried at most --hold-detections seconds."""
+def live_tracker(camera: CameraSettings, policy=None):
+    """A camera's tracker (None: --no-track). Boxes are carried at most --hold-detections seconds
+    (2 s by default) of frames inference was wanted for; frames the policy kept from the model
+    because nothing moved do not count, so a parked car keeps its box and id until an inference
+    no longer sees it. The policy learns from it whether a tracked object moves."""
     if not camera.tracking.enabled:
         return None
     from .tracking import LiveTracker
+    from .tracking.live_stage import MAX_CARRY_S
 
-    if camera.hold_detections is not None:  # 0: boxes only on the first frame shown after each answer
-        return LiveTracker(threshold=camera.selection.threshold, max_carry_s=camera.hold_detections)
-    return LiveTracker(threshold=camera.selection.threshold)
+    motion = policy is not None and policy.on is InferOn.MOTION
+    tracker = LiveTracker(
+        threshold=camera.selection.threshold,  # hold 0: boxes only on the first frame shown after each answer
+        max_carry_s=camera.hold_detections if camera.hold_detections is not None else MAX_CARRY_S,
+        still=policy.held_still if policy is not None else None,
+        tracker=still_tracker(camera.selection.threshold, policy.stationary_s) if motion else None)
+    if policy is not None:
+        policy.moving_tracks = lambda: tracker.moving
+    return tracker
 
 
 def camera_stages(camera: CameraSettings, label_ids: Optional[Sequence[int]],

@@ -24,7 +24,7 @@ from .metrics import LatencyHistogram
 from .detlog import TRACKED
 from .report import StreamReport, percentiles_ms
 from .stages import Annotator, Display, Inference, ServerShare, Sink, Source, Stage, View
-from .states import StreamKind, ViewState
+from .states import SkipReason, StreamKind, ViewState
 
 
 def p50_p95(seconds: Sequence[float]) -> str:
@@ -43,7 +43,9 @@ class RunStats:
     inferred: int = 0
     written: int = 0
     failed: int = 0
-    tracked: int = 0  # frames the model did not see (--infer-every): boxes carried or interpolated
+    tracked: int = 0  # frames the model did not see (--infer-every, --infer-on motion): boxes carried or interpolated
+    skipped_by: Dict[SkipReason, int] = field(default_factory=dict)  # tracked frames by why the model did not see them
+    motion_frames: Optional[int] = None  # frames that showed motion (None: no motion detector)
     # seconds from send to answer, per inferred frame (the whole run's values for p50/p95)
     latency: LatencyHistogram = field(default_factory=lambda: LatencyHistogram(window=FILE_WINDOW))
     detections_by_class: Dict[int, int] = field(default_factory=dict)  # label id -> detections written
@@ -75,7 +77,7 @@ class RunStats:
     def line(self) -> str:
         counts = f"frames: read {self.read}, inferred {self.inferred}, written {self.written}, failed {self.failed}"
         if self.tracked:
-            counts += f", tracked {self.tracked}"
+            counts += f", tracked {self.tracked}" + skipped_split(self.skipped_by)
         if self.dropped:
             counts += f", dropped {self.dropped} ({'window closed' if self.quit else 'interrupted'})"
         parts = [counts, f"{self.fps:.2f} fps"]
@@ -101,18 +103,36 @@ class RunStats:
             frames={"read": self.read, "inferred": self.inferred, "written": self.written, "failed": self.failed,
                     "dropped": self.dropped, "tracked": self.tracked},
             fps=self.fps, latency_ms=percentiles_ms(self.latency.recent()),
-            detections_by_class=by_name(self.detections_by_class, name_of), reconnects=self.reconnects)
+            detections_by_class=by_name(self.detections_by_class, name_of), reconnects=self.reconnects,
+            skipped_by_reason=reasons_json(self.skipped_by, (SkipReason.EVERY, SkipReason.STILL)),
+            motion=None if self.motion_frames is None else {
+                "frames": self.motion_frames, "share": round(self.motion_frames / max(1, self.read), 4)})
 
     def count(self, outcome: Outcome) -> None:
         if outcome.ok:
             self.inferred += 1
             if outcome.latency is not None:
                 self.latency.observe(outcome.latency)
-        elif outcome.error is None:  # not sent to the model (--infer-every)
+        elif outcome.error is None:  # not sent to the model (--infer-every, --infer-on motion)
             self.tracked += 1
+            reason = outcome.skipped or SkipReason.EVERY
+            self.skipped_by[reason] = self.skipped_by.get(reason, 0) + 1
         else:
             self.failed += 1
             self.first_error = self.first_error or outcome.error
+
+
+def skipped_split(counts: Dict[SkipReason, int]) -> str:
+    """" (still 450, every 10)": the reasons frames were not inferred, once motion kept some from the
+    model (the line stays as it was otherwise)."""
+    if not counts.get(SkipReason.STILL):
+        return ""
+    return " (" + ", ".join(f"{reason} {counts[reason]}" for reason in SkipReason if counts.get(reason)) + ")"
+
+
+def reasons_json(counts: Dict[SkipReason, int], reasons) -> Dict[str, int]:
+    """The report's `skipped_by_reason`: every reason the run can have, 0 where none."""
+    return {str(reason): int(counts.get(reason, 0)) for reason in reasons}
 
 
 def by_name(counts: Dict[int, int], name_of: Callable[[int], str]) -> Dict[str, int]:

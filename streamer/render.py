@@ -112,3 +112,31 @@ class BoxAnnotator:
 
     def annotate(self, image: np.ndarray, detections: Detections) -> np.ndarray:
         return draw_detections(image, detections, self.name_of)
+
+
+MOTION_COLOR: Color = (255, 0, 255)  # magenta: no class colour is as loud
+MASK_COLOR: Color = (40, 40, 40)
+
+
+def draw_motion(image: np.ndarray, motion, masks: Sequence[Sequence[Tuple[float, float]]] = ()) -> np.ndarray:
+    """A copy of `image` with the motion detector's view (--draw-motion): masked areas darkened
+    and outlined, each moving region boxed in magenta, and `motion N.N %` (the changed share of
+    the picture; `rebaselined` after a change of the whole picture) in the bottom-left corner.
+    `motion`: a `streamer.motion.Motion`; masks: polygons as fractions of the picture."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    thickness = max(1, round(min(h, w) / 360))
+    for polygon in masks:
+        pts = np.array([[round(x * w), round(y * h)] for x, y in polygon], np.int32)
+        shaded = out.copy()
+        cv2.fillPoly(shaded, [pts], MASK_COLOR)
+        out = cv2.addWeighted(shaded, 0.5, out, 0.5, 0)
+        cv2.polylines(out, [pts], True, (200, 200, 200), thickness, cv2.LINE_AA)
+    for x1, y1, x2, y2 in np.asarray(motion.regions).reshape(-1, 4):
+        cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), MOTION_COLOR, thickness)
+    text = "rebaselined" if motion.rebaselined else f"motion {motion.changed * 100:.1f} %"
+    scale = max(0.4, min(h, w) / 800)
+    cv2.putText(out, text, (6, h - 8), FONT, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(out, text, (6, h - 8), FONT, scale, MOTION_COLOR if motion.moving else (255, 255, 255),
+                thickness, cv2.LINE_AA)
+    return out

@@ -20,6 +20,12 @@ A stream with zones or counting lines also carries their counts (events.Counts):
 Live streams also carry "camera": how the camera ended ("stopped"; "failed": given up) and
 "error": why it was given up (null when it was not).
 
+Every stream carries "skipped_by_reason": the frames not inferred, by why (files: {"every",
+"still"}, whose sum is `tracked`; live: {"busy", "every", "still"}, whose sum is `skipped`).
+Live streams carry "detection_age_ms" {"p50", "p95"}: how old the answer behind the drawn boxes
+was on each shown frame. A stream with a motion detector (`--infer-on motion`) carries "motion":
+{"frames": frames that showed motion, "share": their fraction of the frames looked at}.
+
 `moved`: frames a pool took back from a server that broke and gave to another; `moved_slow`:
 frames a slow server held past the deadline, resent to another server (files: the first answer is
 kept) or given up as failed (live: stale by then).
@@ -65,6 +71,9 @@ class StreamReport:
     camera: Optional[str] = None  # live: the capture's state at the end ("stopped", "failed")
     error: Optional[str] = None  # live: why the camera was given up
     counts: Optional[dict] = None  # zones and lines: events.Counts.to_json() (None: none configured)
+    skipped_by_reason: Optional[Dict[str, int]] = None  # frames not inferred, by why (busy, every, still)
+    detection_age_ms: Optional[Dict[str, Optional[float]]] = None  # live: age of the answer behind shown boxes
+    motion: Optional[Dict[str, float]] = None  # frames with motion, and the share of frames (None: no detector)
 
     def to_json(self) -> dict:
         out = {"name": self.name, "kind": str(self.kind), "frames": dict(self.frames), "fps": round(self.fps, 3),
@@ -76,6 +85,12 @@ class StreamReport:
             out["camera"], out["error"] = self.camera, self.error
         if self.counts is not None:
             out["lines"], out["zones"] = self.counts["lines"], self.counts["zones"]
+        if self.skipped_by_reason is not None:
+            out["skipped_by_reason"] = dict(self.skipped_by_reason)
+        if self.detection_age_ms is not None:
+            out["detection_age_ms"] = dict(self.detection_age_ms)
+        if self.motion is not None:
+            out["motion"] = dict(self.motion)
         return out
 
 

@@ -262,6 +262,9 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
     from .sources import classify_source
 
     spec = classify_source(settings.source)
+    if settings.rule.draw_motion and not spec.live:
+        raise SettingsError("--draw-motion draws on the live view of a camera, webcam or stream; a file run has "
+                            "none (use --infer-on motion with --detections or --out to see what it infers)")
     inputs = [Path(spec.target)] if not spec.live else []
     if settings.out is not None:
         check_output_path(settings.out, settings.overwrite, inputs=inputs, suffixes=VIDEO_SUFFIXES)
@@ -284,7 +287,7 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
         camera = CameraSettings(name="cam1", source=settings.source, record=settings.out,
                                 detections=settings.detections, selection=settings.selection,
                                 hold_detections=settings.hold_detections, max_frames=settings.max_frames,
-                                tracking=settings.tracking, regions=settings.regions)
+                                tracking=settings.tracking, regions=settings.regions, rule=settings.rule)
         watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
                               capture=settings.capture, show=settings.show, overwrite=settings.overwrite,
                               status_every=settings.status_every, metrics=settings.metrics, web=settings.web,
@@ -311,8 +314,9 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
         label_ids = label_filter(info, settings.selection.classes)
         check_region_classes(info, settings.regions)
         warn_untrained(info, say)
+        policy = parts.infer_policy(settings.rule, settings.tracking, SourceKind.FILE)
         stream = parts.file_inference(inference_for(settings.server, client, server, settings.inference, False, say),
-                                      settings.tracking)
+                                      policy)
         count0, compute0 = stream.compute_stats()
         with contextlib.ExitStack() as parts_stack:
             sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)
@@ -329,7 +333,7 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                     pipeline = FilePipeline(
                         source=src, inference=stream,
                         stages=parts.file_stages(settings.selection, label_ids,
-                                                 parts.file_tracker(settings.selection, settings.tracking), events),
+                                                 parts.file_tracker(settings.selection, settings.tracking, policy), events),
                         annotators=parts.annotators(info) + (regions if settings.draw_zones else []), sinks=sinks,
                         displays=displays, max_frames=settings.max_frames, on_frame=lambda _stats: advance(),
                         name=path.name, total=total, overlays=[] if settings.draw_zones else regions,
@@ -343,6 +347,7 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                     parts_stack.close()
         if count1 > count0:
             stats.server_compute = (compute1 - compute0) / (count1 - count0)
+        stats.motion_frames = policy.moved if policy.detector is not None else None
         if pooled(settings.server):
             stats.servers, stats.moved, stats.moved_slow = tuple(stream.servers()), stream.moved, stream.moved_slow
         shares = stream.servers()
@@ -514,7 +519,8 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
         [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)
          + (fanout.frame_sinks(settings.name, lossless=False) if fanout is not None else [])]
     outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
-    tracker = parts.live_tracker(settings)
+    policy = parts.infer_policy(settings.rule, settings.tracking, cam.spec.kind)
+    tracker = parts.live_tracker(settings, policy)
     events = parts.event_stage(settings.name, settings.regions, info.name_of, fanout, True, settings.tracking)
     regions = parts.region_annotators(events)
     return CameraFeed(
@@ -522,7 +528,7 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
         stages=parts.camera_stages(settings, label_ids, lambda: stats.latency.recent()[-5:], tracker, events),
         annotators=parts.annotators(info) + (regions if draw_zones else []), sinks=sinks,
         max_frames=settings.max_frames, source_rate=float(rate) if rate else None, stats=stats, outputs=outputs,
-        infer_every=settings.tracking.infer_every,
+        policy=policy, motion_drawer=parts.motion_drawer(settings.rule),
         tracks=(lambda: tracker.tracks_active) if tracker is not None else (lambda: 0),
         overlays=[] if draw_zones else regions, events=events,
         event_outputs=fanout.statuses if fanout is not None else (lambda: ()))
@@ -645,7 +651,7 @@ def live_sample(feed, stream, name_of):
         failed=s.failed, reconnects=feed.capture.reconnects, camera_up=feed.capture.state is CaptureState.LIVE,
         inference_up=stream.state is InferenceState.ONLINE, frame_age_seconds=feed.frame_age,
         detections=by_name(feed.detections_by_class, name_of), latency=s.latency, tracks_active=feed.tracks(),
-        counts=counts_of(feed.events))
+        counts=counts_of(feed.events), motion=feed.motion, skipped_by_reason=feed.skipped_by_now())
 
 
 def watch_command(settings: WatchSettings, console: Console) -> RunReport:

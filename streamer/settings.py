@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ExitCode, StreamerError
-from .states import Transport
+from .states import InferOn, SourceKind, Transport
 
 if TYPE_CHECKING:
     from .events.config import Regions
@@ -126,6 +126,68 @@ class Tracking:
                                 "drop --no-track (or `track: false`)")
 
 
+Polygon = Tuple[Tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    """The motion detector (`streamer.motion`): threshold in grey levels, min_area and mask
+    polygons as fractions of the picture."""
+
+    threshold: float = 25.0
+    min_area: float = 0.001
+    mask: Tuple[Polygon, ...] = ()
+
+    def __post_init__(self):
+        if not 0 < self.threshold < 255:
+            raise SettingsError(f"motion threshold must be between 0 and 255 grey levels (got {self.threshold:g})")
+        if not 0 <= self.min_area < 1:
+            raise SettingsError(f"motion min_area is a fraction of the picture, 0 to 1 (got {self.min_area:g})")
+
+
+def parse_masks(texts, where: str) -> Tuple[Polygon, ...]:
+    """Mask polygons given as 'x,y x,y x,y ...' (fractions of the picture): one per text."""
+    from .motion import parse_polygon
+
+    if isinstance(texts, str):
+        texts = [texts]
+    try:
+        return tuple(parse_polygon(str(text), f"{where}[{i}]" if len(texts) > 1 else where)
+                     for i, text in enumerate(texts))
+    except ValueError as err:
+        raise SettingsError(str(err)) from err
+
+
+@dataclass(frozen=True)
+class InferRule:
+    """Which frames go to the model (`streamer.policy.InferPolicy`; --infer-every is in Tracking).
+
+    on: always or motion (None: motion for cameras and webcams, always for files and without
+    tracking); stationary_interval: with motion, seconds after which a still camera's frame is
+    inferred anyway; motion: the detector's settings; draw_motion: draw the motion regions and
+    masks on the live view (window, web page), never on a recording."""
+
+    on: Optional[InferOn] = None
+    stationary_interval: float = 10.0
+    motion: MotionSettings = MotionSettings()
+    draw_motion: bool = False
+
+    def __post_init__(self):
+        if not self.stationary_interval > 0:
+            raise SettingsError(f"--stationary-interval must be more than 0 seconds (got {self.stationary_interval:g})")
+
+    def resolved(self, kind: SourceKind, tracking: "Tracking") -> InferOn:
+        """`on`, or the default for this kind of source."""
+        if self.on is not None:
+            return self.on
+        return InferOn.MOTION if kind is not SourceKind.FILE and tracking.enabled else InferOn.ALWAYS
+
+    def check(self, tracking: "Tracking") -> None:
+        if self.on is InferOn.MOTION and not tracking.enabled:
+            raise SettingsError("--infer-on motion needs tracking to carry the boxes through the frames not "
+                                "inferred; drop --no-track (or `track: false`)")
+
+
 @dataclass(frozen=True)
 class EventSettings:
     """Where events go, for the whole run (every camera's events): one field per output, built by
@@ -176,6 +238,10 @@ class CameraSettings:
     max_frames: Optional[int] = None
     tracking: Tracking = Tracking()
     regions: Optional["Regions"] = None  # its zones and counting lines (None: none)
+    rule: InferRule = InferRule()
+
+    def __post_init__(self):
+        self.rule.check(self.tracking)
 
 
 @dataclass(frozen=True)
@@ -192,6 +258,7 @@ class RunSettings:
     show: bool = False
     hold_detections: Optional[float] = None
     tracking: Tracking = Tracking()
+    rule: InferRule = InferRule()
     server: ServerSettings = ServerSettings()
     inference: InferenceSettings = InferenceSettings()
     capture: CaptureSettings = CaptureSettings()
@@ -208,6 +275,7 @@ class RunSettings:
         if self.events.any and not self.tracking.enabled:
             raise SettingsError("events follow tracked objects: drop --no-track (or the event outputs: --events, "
                                 "--mqtt, --webhook, --snapshots, --clips)")
+        self.rule.check(self.tracking)
 
 
 @dataclass(frozen=True)
@@ -251,14 +319,14 @@ def check_camera_name(name: str, where: str) -> str:
 
 def quick_cameras(sources: List[str], out_dir: Optional[Path], selection: Selection,
                   hold: Optional[float], max_frames: Optional[int],
-                  tracking: Tracking = Tracking()) -> Tuple[CameraSettings, ...]:
+                  tracking: Tracking = Tracking(), rule: InferRule = InferRule()) -> Tuple[CameraSettings, ...]:
     """`streamer watch SRC SRC ...`: cameras cam1, cam2, ..., recorded into out_dir when given."""
     cameras = []
     for i, source in enumerate(sources, start=1):
         name = f"cam{i}"
         cameras.append(CameraSettings(
             name=name, source=source, selection=selection, hold_detections=hold, max_frames=max_frames,
-            tracking=tracking, record=out_dir / f"{name}.mp4" if out_dir else None,
+            tracking=tracking, rule=rule, record=out_dir / f"{name}.mp4" if out_dir else None,
             detections=out_dir / f"{name}.jsonl" if out_dir else None))
     return tuple(cameras)
 
@@ -323,6 +391,8 @@ def _yaml_load(text: str, path: Path):
 
 def _models():
     """The camera file's schema (pydantic, imported on use)."""
+    from typing import Literal
+
     from pydantic import BaseModel, ConfigDict, Field
 
     class Strict(BaseModel):
@@ -333,6 +403,11 @@ def _models():
 
     Zone, Line, _ = schema_models()
 
+    class Motion(Strict):
+        threshold: Optional[float] = Field(default=None, gt=0, lt=255)
+        min_area: Optional[float] = Field(default=None, ge=0, lt=1)
+        mask: Optional[Union[str, List[str]]] = None
+
     class Defaults(Strict):
         threshold: Threshold = Field(default=None, ge=0, le=1)
         classes: Optional[List[str]] = None
@@ -342,6 +417,10 @@ def _models():
         infer_every: Optional[int] = Field(default=None, ge=1)
         zones: Optional[Dict[str, Zone]] = None
         lines: Optional[Dict[str, Line]] = None
+
+        infer_on: Optional[Literal["always", "motion"]] = None
+        stationary_interval: Optional[float] = Field(default=None, gt=0)
+        motion: Optional[Motion] = None
 
     class MqttBroker(Strict):
         url: str = Field(min_length=1)
@@ -405,7 +484,8 @@ def _pydantic_message(err) -> str:
 
 
 def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
-                     base: Selection = Selection(), tracking: Tracking = Tracking()) -> CameraFile:
+                     base: Selection = Selection(), tracking: Tracking = Tracking(),
+                     rule: InferRule = InferRule()) -> CameraFile:
     """Read and validate a camera file. Raises SettingsError naming the camera and the field."""
     from pydantic import ValidationError
 
@@ -449,8 +529,8 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
         classes = cam.classes if cam.classes is not None else d.classes
         threshold = next(v for v in (cam.threshold, d.threshold, base.threshold) if v is not None)
         camera_regions = _camera_regions(cam, d, path, str(name))
-        camera_tracking = _camera_tracking(cam, d, tracking, f"{path}: cameras.{name}")
-        if camera_regions and not camera_tracking.enabled:
+        cam_tracking = _camera_tracking(cam, d, tracking, f"{path}: cameras.{name}")
+        if camera_regions and not cam_tracking.enabled:
             raise SettingsError(f"{path}: cameras.{name}: zones and lines count tracked objects; "
                                 "drop `track: false` (or --no-track) for this camera")
         cameras.append(CameraSettings(
@@ -458,7 +538,8 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
             selection=Selection(threshold, tuple(classes) if classes is not None else base.classes),
             hold_detections=cam.hold_detections if cam.hold_detections is not None else d.hold_detections,
             loop=bool(cam.loop if cam.loop is not None else (d.loop or False)),
-            tracking=camera_tracking, regions=camera_regions,
+            tracking=cam_tracking, regions=camera_regions,
+            rule=_camera_rule(cam, d, rule, cam_tracking, path, str(name)),
         ))
     triton = None
     if parsed.triton is not None:
@@ -536,6 +617,34 @@ def _camera_tracking(cam, defaults, base: Tracking, where: str) -> Tracking:
         raise SettingsError(f"{where}: {err}") from err
 
 
+def _camera_rule(cam, defaults, base: InferRule, tracking: Tracking, path: Path, name: str) -> InferRule:
+    """A camera's inference rule: its own keys, else the file's defaults, else the flags (`base`)."""
+    def first(*values):
+        return next((v for v in values if v is not None), None)
+
+    where = f"{path}: cameras.{name}"
+    own, shared = cam.motion, defaults.motion
+    mask = base.motion.mask
+    if own is not None and own.mask is not None:
+        mask = parse_masks(own.mask, f"{where}.motion.mask")
+    elif shared is not None and shared.mask is not None:
+        mask = parse_masks(shared.mask, f"{path}: defaults.motion.mask")
+    on = first(cam.infer_on, defaults.infer_on)
+    try:
+        rule = InferRule(
+            on=InferOn(on) if on is not None else base.on,
+            stationary_interval=first(cam.stationary_interval, defaults.stationary_interval, base.stationary_interval),
+            motion=MotionSettings(
+                threshold=first(own and own.threshold, shared and shared.threshold, base.motion.threshold),
+                min_area=first(own and own.min_area, shared and shared.min_area, base.motion.min_area),
+                mask=mask),
+            draw_motion=base.draw_motion)
+        rule.check(tracking)
+    except SettingsError as err:
+        raise SettingsError(f"{where}: {err}") from err
+    return rule
+
+
 DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
@@ -554,7 +663,7 @@ def dns_refresh_over_file(found: CameraFile, dns_refresh: Optional[float]) -> fl
 
 
 def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hold: Optional[float],
-                  max_frames: Optional[int], tracking: Tracking = Tracking()) -> CameraFile:
+                  max_frames: Optional[int], tracking: Tracking = Tracking(), rule: InferRule = InferRule()) -> CameraFile:
     """The cameras of `streamer watch ARGS`: one camera file (.yaml/.yml), or a list of sources
     named cam1, cam2, ... (recorded into `out_dir` when given). `base` and `hold` apply where the
     file leaves them unset; `max_frames` applies to every camera. Raises SettingsError."""
@@ -564,14 +673,14 @@ def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hol
             from .errors import SinkError
 
             raise SinkError(f"--out-dir {out_dir} does not exist (create it first)")
-        return CameraFile(cameras=quick_cameras(list(args), out_dir, base, hold, max_frames, tracking))
+        return CameraFile(cameras=quick_cameras(list(args), out_dir, base, hold, max_frames, tracking, rule))
     if len(args) > 1:
         raise SettingsError("give either one camera file or a list of sources, not both")
     if out_dir is not None:
         raise SettingsError("--out-dir is for a list of sources; a camera file names each `record:` itself")
     if not first.is_file():
         raise SettingsError(f"no camera file at {first}")
-    loaded = load_camera_file(first, base=base, tracking=tracking)
+    loaded = load_camera_file(first, base=base, tracking=tracking, rule=rule)
     cameras = tuple(
         replace(c, max_frames=max_frames if max_frames is not None else c.max_frames,
                 hold_detections=c.hold_detections if c.hold_detections is not None else hold)

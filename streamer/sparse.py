@@ -1,9 +1,10 @@
-"""`--infer-every N` for files: only the frames a schedule picks go to the model.
+"""`--infer-every N` and `--infer-on motion` for files: only the frames the policy picks go to the model.
 
 `SparseInference` wraps an `Inference` and yields one Outcome per frame, in frame order: the
-inferred frames' own outcomes, and for the others `Outcome(frame, None)` with no error (not
-inferred, not failed), which the tracker stage then fills. The schedule sees every frame in order
-and is told which frame is the last (one frame is read ahead), so the last frame is inferred too.
+inferred frames' own outcomes, and for the others `Outcome(frame, None, skipped=REASON)` with no
+error (not inferred, not failed; the reason the policy gave), which the tracker stage then fills.
+The policy (`policy.InferPolicy.decide`) sees every frame in order and is told which frame is the
+last (one frame is read ahead), so the last frame is inferred too.
 Frames the model does not need are released as soon as every earlier frame is, so the tracker
 stage (which holds frames until the next inferred one, under its own memory cap) sees them at once.
 """
@@ -17,10 +18,10 @@ from typing import Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
 from .frames import Frame, Outcome
 from .stages import Inference, ServerShare
-from .states import InferenceState
+from .states import InferenceState, SkipReason
 from .triton import IDLE, IDLE_WAIT
 
-Wants = Callable[[Frame, Optional[bool]], bool]  # (frame, is it the last) -> infer it
+Decide = Callable[[Frame, Optional[bool]], Optional[SkipReason]]  # (frame, is it the last) -> None: infer it
 DEFAULT_MEMORY_CAP = 256 * 1024 * 1024  # bytes of frames read ahead of the model's answers
 _END = object()
 
@@ -37,11 +38,11 @@ def with_last(frames: Iterable[Frame]) -> Iterator[Tuple[Frame, bool]]:
 
 
 class SparseInference:
-    """An Inference that sends only the frames `wants` picks and passes the others through."""
+    """An Inference that sends only the frames `decide` picks and passes the others through."""
 
-    def __init__(self, inner: Inference, wants: Wants, ahead: int = 4, memory_cap: int = DEFAULT_MEMORY_CAP):
+    def __init__(self, inner: Inference, decide: Decide, ahead: int = 4, memory_cap: int = DEFAULT_MEMORY_CAP):
         self.inner = inner
-        self.wants = wants
+        self.decide = decide
         self.ahead = ahead  # frames sent and not yet answered, at most (the stream's own window is smaller)
         self.memory_cap = memory_cap
         self.skipped = 0  # frames passed through without inference
@@ -104,15 +105,15 @@ class SparseInference:
 
         worker = threading.Thread(target=run, name="sparse-inference", daemon=True)
         worker.start()
-        pending: Deque[Tuple[Frame, bool]] = deque()  # frame order: (frame, sent to the model)
+        pending: Deque[Tuple[Frame, Optional[SkipReason]]] = deque()  # frame order: (frame, None: sent, or why not)
         held = [0, 0]  # frames sent and not answered, bytes in pending
 
         def settle(wait: Callable[[], bool]) -> Iterator[Outcome]:
             """Release the head of `pending` while it is settled (a frame not sent, or answered);
             wait for an answer while `wait()` says so."""
             while pending:
-                frame, sent = pending[0]
-                if sent:
+                frame, skipped = pending[0]
+                if skipped is None:
                     try:
                         item = answers.get(timeout=None if wait() else 0)
                     except queue.Empty:
@@ -125,17 +126,17 @@ class SparseInference:
                     outcome = item
                 else:
                     self.skipped += 1
-                    outcome = Outcome(frame, None)
+                    outcome = Outcome(frame, None, skipped=skipped)
                 pending.popleft()
                 held[1] -= frame.image.nbytes
                 yield outcome
 
         try:
             for frame, last in with_last(frames):
-                sent = self.wants(frame, last)
-                pending.append((frame, sent))
+                skipped = self.decide(frame, last)
+                pending.append((frame, skipped))
                 held[1] += frame.image.nbytes
-                if sent:
+                if skipped is None:
                     held[0] += 1
                     todo.put(frame)
                 yield from settle(lambda: held[0] > self.ahead or held[1] > self.memory_cap)

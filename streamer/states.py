@@ -64,3 +64,18 @@ class StreamKind(Word):
 
     FILE = "file"
     LIVE = "live"
+
+
+class InferOn(Word):
+    """`--infer-on`: which frames are offered to the model."""
+
+    ALWAYS = "always"  # every frame (at most every Nth with --infer-every N)
+    MOTION = "motion"  # frames with motion, moving tracks, and a stationary re-check
+
+
+class SkipReason(Word):
+    """Why a frame did not go to the model (the split of `skipped` in reports and metrics)."""
+
+    BUSY = "busy"  # live: inference was busy and took a newer frame (or the run ended first)
+    EVERY = "every"  # --infer-every N kept it from the model
+    STILL = "still"  # --infer-on motion: nothing moved and no re-check was due

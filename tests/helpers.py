@@ -65,8 +65,10 @@ def write_clip(
     time_base: Optional[Fraction] = None,
     faststart: bool = True,
     image_fn=frame_image,
+    options: Optional[dict] = None,
 ) -> Path:
-    """An H.264 mp4 of `count` index-coded frames. `pts` (in `time_base`) makes it VFR."""
+    """An H.264 mp4 of `count` index-coded frames. `pts` (in `time_base`) makes it VFR; `options`:
+    more libx264 options (e.g. {"crf": "30", "g": "25"}: coarser, a keyframe every 25 frames)."""
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), mode="w", options=options) as container:
         stream = container.add_stream("libx264", rate=rate)
@@ -74,7 +76,7 @@ def write_clip(
         tb = time_base or 1 / rate
         stream.time_base = tb
         stream.codec_context.time_base = tb
-        stream.options = {"crf": "18", "preset": "ultrafast"}
+        stream.options = {"crf": "18", "preset": "ultrafast", **(options or {})}
         for i in range(count):
             img = image_fn(i, width, height)
             if width % 2 or height % 2:

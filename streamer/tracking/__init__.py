@@ -2,7 +2,9 @@
 
     FileTracker   the Stage of a file run with --infer-every N (holds frames, interpolates)
     LiveTracker   the Stage of a live run (carries boxes onto every displayed frame)
-    InferSchedule which frames a file run infers (0, N, 2N, ..., each shot's first, the last)
+
+Which frames the model sees is decided before inference, by `streamer.policy.InferPolicy`
+(--infer-every, cuts, motion); these stages fill the frames it did not see.
 
 The parts, one job each: `bytetrack` (ids: two-round ByteTrack matching, ageing in seconds),
 `kalman` (constant-velocity box model in seconds), `assign` (IoU, optimal assignment), `flow`
@@ -19,10 +21,9 @@ from .cuts import CutDetector
 from .file_stage import DEFAULT_MEMORY_CAP, FileTracker, media_time
 from .flow import Flow, prepare
 from .live_stage import LiveTracker, capture_time
-from .schedule import InferSchedule
 
 __all__ = [
     "AGE", "CutDetector", "DEFAULT_MEMORY_CAP", "ESTIMATE", "FLOW", "FileTracker", "Flow", "INTERPOLATED",
-    "InferSchedule", "LiveTracker", "NO_ID", "PREDICTED", "TRACKED", "Track", "Tracker", "capture_time",
+    "LiveTracker", "NO_ID", "PREDICTED", "TRACKED", "Track", "Tracker", "capture_time",
     "is_tracked", "media_time", "prepare",
 ]

@@ -32,6 +32,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from ..frames import Frame
+from ..grey import FLOW_WIDTH, Grey, grey_of
+
 THUMB = (64, 48)  # width, height of the thumbnail compared
 SHIFT = 2  # thumbnail pixels searched each way for a pan
 FLAT_STD = 2.0  # a thumbnail with less contrast than this (grey levels) is flat
@@ -46,6 +49,11 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
         image = cv2.resize(image, (4 * w, 4 * h), interpolation=cv2.INTER_NEAREST)
     small = cv2.resize(image, THUMB, interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def grey_thumbnail(grey: Grey) -> np.ndarray:
+    """A THUMB-sized thumbnail (float32) of a frame's shared grey copy (`streamer.grey`)."""
+    return cv2.resize(grey.image, THUMB, interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def similarity(a: np.ndarray, b: np.ndarray, shift: int = SHIFT) -> float:
@@ -82,9 +90,16 @@ class CutDetector:
 
     def update(self, image: np.ndarray) -> bool:
         """True when `image` (RGB) starts a new shot; call once per frame, in order."""
-        thumb = thumbnail(image)
+        return self._update(thumbnail(image), image.shape[:2])
+
+    def update_frame(self, frame: Frame, width: int = FLOW_WIDTH) -> bool:
+        """`update` from the frame's shared grey copy (`streamer.grey.grey_of`): the full-size
+        picture is not read again. Detectors fed the same frames this way agree."""
+        return self._update(grey_thumbnail(grey_of(frame, width)), frame.image.shape[:2])
+
+    def _update(self, thumb: np.ndarray, size: tuple) -> bool:
         previous, self.previous = self.previous, thumb
-        size, self.size = self.size, image.shape[:2]
+        size, self.size = self.size, size
         if previous is None:
             return False
         if size != self.size:  # the stream changed size (a camera's new mode): a new shot

@@ -15,7 +15,7 @@ On A and B themselves the released detections are the model's own, with `track_i
 (never moved, dropped or invented: the fidelity rule). A scene cut ends every track: frames before
 it are released with their carried boxes, nothing is interpolated across it, and the frames
 after it get boxes only from the next inferred frame on (the schedule infers the first frame of
-each shot, see `schedule.InferSchedule`).
+each shot, see `streamer.policy.InferPolicy`).
 
 Memory: held frames are counted in bytes (their pictures; their grey copies for flow are not
 kept); past `memory_cap` bytes the oldest are released early with their flow-carried boxes (a 4K
@@ -44,7 +44,8 @@ from .carry import carry_tracks, visible
 from .assign import iou_matrix
 from .columns import FLOW, INTERPOLATED, Made, tracked_detections
 from .cuts import CutDetector
-from .flow import Flow, Grey, prepare
+from .flow import Flow, Grey
+from ..grey import grey_of
 
 DEFAULT_MEMORY_CAP = 256 * 1024 * 1024
 FALLBACK_FPS = 30.0
@@ -82,23 +83,28 @@ class FileTracker:
     """A `Stage` for file runs (see the module docstring).
 
     infer_every: N, the run's `--infer-every` (carry_frames defaults to it).
+    carry_frames: a track not matched at the next inferred frame is carried this many frames
+        after the last one it was seen on (float("inf"): until that next inferred frame, as with
+        `--infer-on motion`, where the frames between are still ones).
+    sparse: the model does not see every frame, so flow runs (None: infer_every > 1).
     threshold: the run's score threshold (the tracker's high/low split, see `Tracker`).
     memory_cap: bytes of held frames beyond which the oldest are released early.
     tracker, flow, cuts: the parts, for tests and tuning (defaults: Tracker(threshold), Flow(),
-        CutDetector() - the same cut settings as the run's InferSchedule).
+        CutDetector() - the same cut settings as the run's InferPolicy).
     flow_width: flow runs on grey frames at most this wide.
     follow_flow: interpolate along the flow's path where flow held all the way (else linearly).
     clock: a frame's time in seconds (media time).
     """
 
     def __init__(self, infer_every: int, threshold: float = 0.5, memory_cap: int = DEFAULT_MEMORY_CAP,
-                 carry_frames: Optional[int] = None, tracker: Optional[Tracker] = None, flow: Optional[Flow] = None,
+                 carry_frames: Optional[float] = None, tracker: Optional[Tracker] = None, flow: Optional[Flow] = None,
                  cuts: Optional[CutDetector] = None, flow_width: int = 640, follow_flow: bool = True,
-                 clock: Callable[[Frame], float] = media_time):
+                 clock: Callable[[Frame], float] = media_time, sparse: Optional[bool] = None):
         if infer_every < 1:
             raise ValueError(f"infer_every must be >= 1, got {infer_every}")
         self.infer_every = infer_every
         self.carry_frames = infer_every if carry_frames is None else carry_frames
+        self.sparse = infer_every > 1 if sparse is None else sparse
         self.memory_cap = memory_cap
         self.tracker = tracker or Tracker(threshold=threshold)
         self.flow = flow or Flow()
@@ -119,10 +125,10 @@ class FileTracker:
     def push(self, frame: Frame, detections: Optional[Detections]) -> Iterator[Released]:
         time = self.clock(frame)
         # With every frame inferred, a box is carried only over a failed inference: the Kalman
-        # model does it and the flow's grey copies are not made.
-        grey = prepare(frame.image, self.flow_width) if self.infer_every > 1 else None
+        # model does it and the flow's grey copies are not made (the cut test reads the frame).
+        grey = grey_of(frame, self.flow_width) if self.sparse else None
         released: List[Released] = []
-        if self.cuts.update(frame.image):
+        if self.cuts.update_frame(frame, self.flow_width) if self.sparse else self.cuts.update(frame.image):
             released += self._release_held()
             self.tracker.clear()
             self.anchor = None

@@ -7,8 +7,9 @@ where they started (forward-backward check), their median displacement (the box'
 median ratio of their pairwise distances (its scale). A box with too few such points, or whose
 points disagree, is reported as failed (the stage then uses the Kalman prediction).
 
-Flow runs on a grey copy scaled down to at most `max_width` pixels wide (`prepare`): cheaper,
-and the same cost for every input size; boxes are given and returned in frame pixels.
+Flow runs on a grey copy scaled down to at most `max_width` pixels wide (`streamer.grey`: the
+copy the cut test and the motion detector share): cheaper, and the same cost for every input
+size; boxes are given and returned in frame pixels.
 
 Everything here is an estimate: it follows texture, so it drifts on flat or repetitive
 surfaces, and a box whose grid sees mostly background follows the background.
@@ -16,37 +17,14 @@ surfaces, and a box whose grid sees mostly background follows the background.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Tuple
 
 import cv2
 import numpy as np
 
+from ..grey import Grey, prepare
 
-@dataclass(frozen=True)
-class Grey:
-    """A frame prepared for flow: grey uint8, scaled by `scale` (flow pixels per frame pixel)."""
-
-    image: np.ndarray
-    scale: float
-
-    @property
-    def nbytes(self) -> int:
-        return self.image.nbytes
-
-
-def prepare(image: np.ndarray, max_width: int = 640) -> Grey:
-    """An RGB frame -> its grey copy at most `max_width` wide (sampled down to twice that size
-    by nearest pixels first when it is more than twice as wide, then averaged)."""
-    h, w = image.shape[:2]
-    scale = min(1.0, max_width / float(w))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        if scale < 0.5:  # sample down to twice the size first: the cost stays flat up to 4K
-            image = cv2.resize(image, (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_NEAREST)
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        scale = size[0] / float(w)
-    return Grey(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), scale)
+__all__ = ["Flow", "Grey", "prepare"]
 
 
 class Flow:

@@ -14,9 +14,17 @@ stays bounded when answers stop. Catching up after an answer takes at most `catc
 flow steps (skipping frames when the answer is older than that many frames).
 
 Shown: the tracks matched by the latest answer (a lost track is kept for matching, not drawn),
-on the first frame pushed after the answer arrived whatever its age, then for at most
-`max_carry_s` seconds after their last match (0: on that first frame only). A scene cut or `reset()` (a camera
-reconnects, a looping file camera restarts) ends every track; ids are never reused. An answer
+for at most `max_carry_s` seconds after their last match (and on the first frame pushed after the
+answer arrived, whatever its age: 0 shows each answer on that one frame), not counting the frames
+the camera's inference policy kept from the model because nothing moved (`still`): with
+`--infer-on motion` a parked car keeps its box and id for as long as the scene stays still, and
+until an inference no longer sees it; boxes still vanish `max_carry_s` after inference was wanted
+and did not answer (the server is down). A scene cut or `reset()` (a camera reconnects, a looping
+file camera restarts) ends every track; ids are never reused.
+
+Moving: whether a shown track's box, carried by optical flow, moves faster than `MOVING_SPEED`
+box sizes a second (smoothed over about half a second): the inference policy offers frames
+while a tracked object moves, even where the motion detector sees nothing (a masked region). An answer
 for a frame captured before the cut or reset still gets ids (fresh ones, for the log) but
 brings no track back. Answers are expected in frame order (the inference's reorder buffer).
 
@@ -25,6 +33,7 @@ Exact: the ids on the answered frame's own boxes. Estimated: every displayed box
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,7 +47,13 @@ from .bytetrack import NO_ID, Track, Tracker
 from .carry import carry_tracks, visible
 from .columns import FLOW, PREDICTED, Made, tracked_detections
 from .cuts import CutDetector
-from .flow import Flow, Grey, prepare
+from .flow import Flow, Grey
+from ..grey import grey_of
+
+
+MAX_CARRY_S = 2.0  # seconds a box is carried past its last match (frames kept still aside)
+MOVING_SPEED = 0.25  # box sizes a second: a tracked object moving faster is moving
+MOVING_SMOOTH_S = 0.5  # the time constant its speed is smoothed with
 
 
 def capture_time(frame: Frame) -> float:
@@ -48,19 +63,23 @@ def capture_time(frame: Frame) -> float:
 
 @dataclass
 class _Seen:
-    """A recent frame: its index, time, grey copy and each shown track's box and how it got there."""
+    """A recent frame: its index, time, grey copy, each shown track's box and how it got there, and
+    the seconds of still frames (kept from the model: nothing moved) pushed up to it."""
 
     index: int
     time: float
     grey: Grey
     boxes: Dict[int, Tuple[np.ndarray, str]] = field(default_factory=dict)
+    still_s: float = 0.0
 
 
 class LiveTracker:
     """A `Stage` for live runs (see the module docstring).
 
     threshold: the run's score threshold (the tracker's high/low split, see `Tracker`).
-    max_carry_s: a track's box is shown at most this long after its last match.
+    max_carry_s: a track's box is shown at most this long after its last match (still frames aside).
+    still: whether the frame of this index was kept from the model because nothing moved (the
+        camera's `policy.InferPolicy.held_still`; None: no frame was).
     ring_s, ring_bytes: the most recent frames kept for late answers (time, bytes).
     catchup_steps: the most flow steps an answer's catch-up takes.
     tracker, flow, cuts: the parts (defaults: Tracker(threshold), Flow(), CutDetector()).
@@ -68,11 +87,12 @@ class LiveTracker:
     clock: a frame's time in seconds (capture time).
     """
 
-    def __init__(self, threshold: float = 0.5, max_carry_s: float = 2.0, ring_s: float = 3.0,
+    def __init__(self, threshold: float = 0.5, max_carry_s: float = MAX_CARRY_S, ring_s: float = 3.0,
                  ring_bytes: int = 48 * 1024 * 1024, catchup_steps: int = 8, tracker: Optional[Tracker] = None,
                  flow: Optional[Flow] = None, cuts: Optional[CutDetector] = None, flow_width: int = 640,
-                 clock: Callable[[Frame], float] = capture_time):
+                 clock: Callable[[Frame], float] = capture_time, still: Optional[Callable[[int], bool]] = None):
         self.max_carry_s = max_carry_s
+        self.still = still
         self.ring_s = ring_s
         self.ring_bytes = ring_bytes
         self.catchup_steps = max(1, catchup_steps)
@@ -87,6 +107,10 @@ class LiveTracker:
         self._reset_pending = False  # reset() was called: the next pushed frame starts the shot
         self._how: Dict[int, str] = {}
         self._unshown: Set[int] = set()  # tracks the latest answer matched, not drawn on a frame yet
+        self._still_s = 0.0  # seconds of still frames pushed so far
+        self._answered_still_s = 0.0  # ... up to the latest answered frame
+        self._speeds: Dict[int, float] = {}  # shown track id -> smoothed speed (box sizes a second)
+        self.moving = False  # a shown track moves (read from other threads: a plain bool)
         self._lock = threading.Lock()  # push() and answer() may come from different threads
 
     # -- the Stage interface ---------------------------------------------------------------
@@ -100,14 +124,18 @@ class LiveTracker:
     def _pushed(self, frame: Frame) -> Detections:
         """Carry the shown tracks onto `frame`, keep it in the ring, and return its boxes."""
         time = self.clock(frame)
-        grey = prepare(frame.image, self.flow_width)
-        if self.cuts.update(frame.image):
+        grey = grey_of(frame, self.flow_width)
+        if self.ring and self.still is not None and self.still(frame.index):
+            self._still_s += max(0.0, time - self.ring[-1].time)
+        if self.cuts.update_frame(frame, self.flow_width):
             self._end_tracks(time)
         elif self.ring:
             last = self.ring[-1]
-            self._how = carry_tracks(self.flow, self._shown(last.time), last.grey, grey, last.time, time, self._how)
+            carried = self._shown(last.time, last.still_s)
+            self._how = carry_tracks(self.flow, carried, last.grey, grey, last.time, time, self._how)
+            self._measure_speeds(carried, last, time)
         seen = _Seen(frame.index, time, grey, {t.id: (t.box.copy(), self._how.get(t.id, FLOW))
-                                                for t in self._shown(time)})
+                                                for t in self._shown(time, self._still_s)}, self._still_s)
         self.ring.append(seen)
         self._unshown = set()
         self._trim()
@@ -134,6 +162,9 @@ class LiveTracker:
         self._how = {}
         self._catch_up(seen, time)
         self.answered = (frame.index, time)
+        # still seconds up to the answered frame (its frame gone from the ring: from the oldest kept)
+        self._answered_still_s = seen.still_s if seen is not None else (
+            self.ring[0].still_s if self.ring else self._still_s)
         while len(self.ring) > 1 and self.ring[0].time < time:  # answers come in frame order
             self.ring.popleft()
         return detections.replace(track_ids=ids)
@@ -167,11 +198,37 @@ class LiveTracker:
         self.ring.clear()
         self._how = {}
         self.answered = None
+        self._speeds, self.moving = {}, False
         self.shot_start = time if time is not None else float("inf")
         self._reset_pending = time is None
 
-    def _shown(self, time: float) -> List[Track]:
-        return [t for t in self.tracker.active() if time - t.matched_time <= self.max_carry_s or t.id in self._unshown]
+    def _shown(self, time: float, still_s: float) -> List[Track]:
+        """The active tracks whose box is shown on a frame at `time` (`still_s`: the still seconds
+        pushed up to it): at most max_carry_s after their match, still frames not counted, and those
+        the latest answer matched that no frame has shown yet."""
+        still = still_s - self._answered_still_s
+        return [t for t in self.tracker.active()
+                if time - t.matched_time - still <= self.max_carry_s or t.id in self._unshown]
+
+    def _measure_speeds(self, tracks: List[Track], last: _Seen, time: float) -> None:
+        """Each carried track's speed from `last` to this frame (box sizes a second), smoothed;
+        only boxes optical flow follows count (a Kalman-carried box moves by its model)."""
+        step = time - last.time
+        if step <= 0:
+            return
+        weight = 1.0 - math.exp(-step / MOVING_SMOOTH_S)
+        speeds = {}
+        for track in tracks:
+            before = last.boxes.get(track.id)
+            if before is None or self._how.get(track.id) != FLOW:
+                continue
+            a, b = before[0], track.box
+            size = math.sqrt(max(1.0, (a[2] - a[0]) * (a[3] - a[1])))
+            shift = math.hypot((b[0] + b[2] - a[0] - a[2]) / 2, (b[1] + b[3] - a[1] - a[3]) / 2)
+            old = self._speeds.get(track.id, 0.0)
+            speeds[track.id] = old + (shift / size / step - old) * weight
+        self._speeds = speeds
+        self.moving = any(v > MOVING_SPEED for v in speeds.values())
 
     def _trim(self) -> None:
         newest = self.ring[-1]

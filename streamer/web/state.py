@@ -72,6 +72,7 @@ def camera_state(view: View, name_of: Optional[Callable[[int], str]] = None) -> 
         "detections_per_s": figures.get("detections_per_s"),
         "detection_age_s": figures.get("detection_age_s"),
         "frame_age_s": figures.get("frame_age_s"),
+        "motion": None if figures.get("motion") is None else bool(figures["motion"]),
         "frame": None if view.frame is None else int(view.frame.index),
         "size": size,
         "tracking": view.detections is not None and view.detections.track_ids is not None,

@@ -1,4 +1,4 @@
-"""Optical flow for boxes, the scene-cut detector and the inference schedule, on synthetic
+"""Optical flow for boxes, the scene-cut detector and the inference policy's `--infer-every`, on synthetic
 pictures and on the bundled sample (pans and zooms over photos, a hard cut every 12 frames),
 whose true motion is known from samples/make_sample.py."""
 
@@ -12,7 +12,8 @@ import pytest
 
 from streamer.tracking.cuts import CutDetector, thumbnail
 from streamer.tracking.flow import Flow, prepare
-from streamer.tracking.schedule import InferSchedule
+from streamer.policy import InferPolicy
+from streamer.states import SkipReason
 
 from ..tracking_clips import (SAMPLE_SHOT, background, iou, render, sample_frames, sample_photo_box,
                               sample_truth, straight, turning, crossing, cut)
@@ -119,22 +120,37 @@ def test_thumbnail_costs_the_same_for_any_size():
     assert thumbnail(big).shape == (48, 64) and thumbnail(big[:10, :10]).shape == (48, 64)
 
 
-def test_schedule_infers_every_nth_each_shot_start_and_the_last_frame(sample):
-    schedule = InferSchedule(5)
-    wanted = [f.index for f in sample if schedule.wants(f, last=f.index == len(sample) - 1)]
-    assert wanted == [0, 5, 10, 12, 15, 20, 24, 25, 30, 35, 36, 40, 45, 47]
+def test_policy_infers_every_nth_each_shot_start_and_the_last_frame(sample):
+    policy = InferPolicy(every=5)
+    decided = [policy.decide(f, last=f.index == len(sample) - 1) for f in sample]
+    assert [i for i, skip in enumerate(decided) if skip is None] == [0, 5, 10, 12, 15, 20, 24, 25, 30, 35, 36, 40,
+                                                                     45, 47]
+    assert {skip for skip in decided if skip is not None} == {SkipReason.EVERY}
 
 
-def test_schedule_reads_the_file_sources_last_frame_mark():
+def test_policy_reads_the_file_sources_last_frame_mark():
     from dataclasses import replace
 
     frames, _ = render(straight(13))
-    schedule = InferSchedule(5)
+    policy = InferPolicy(every=5)
     frames[-1] = replace(frames[-1], audio_end=True)
-    assert [f.index for f in frames if schedule.wants(f)] == [0, 5, 10, 12]
-    assert all(InferSchedule(1).wants(f) for f in frames)
+    assert [f.index for f in frames if policy.decide(f) is None] == [0, 5, 10, 12]
+    every = InferPolicy(every=1)
+    assert all(every.decide(f) is None for f in frames)
     with pytest.raises(ValueError):
-        InferSchedule(0)
+        InferPolicy(every=0)
+
+
+def test_cuts_from_the_shared_grey_copy_are_the_same(sample):
+    """The tracker stages and the policy test cuts on the frame's shared grey copy (streamer.grey):
+    the same cuts as from the frame itself."""
+    from dataclasses import replace as copy
+
+    detector = CutDetector()
+    assert [f.index for f in sample if detector.update_frame(copy(f))] == [12, 24, 36]
+    frames, _ = render(cut())
+    detector = CutDetector()
+    assert [f.index for f in frames if detector.update_frame(copy(f))] == list(cut().cuts)
 
 
 def test_a_change_of_frame_size_is_a_cut():

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from streamer.frames import Detections
-from streamer.tracking import FileTracker, InferSchedule, LiveTracker, is_tracked
+from streamer.policy import InferPolicy
+from streamer.tracking import FileTracker, LiveTracker, is_tracked
 
 from ..tracking_clips import SAMPLE_SHOT, iou, sample_frames, sample_photo_box, sample_truth
 
@@ -33,11 +34,11 @@ def truth(index: int) -> Detections:
 
 
 def test_file_tracker_follows_photo_fixed_boxes_and_nothing_crosses_a_cut(sample):
-    schedule = InferSchedule(5)
+    policy = InferPolicy(every=5)
     stage = FileTracker(5)
     released, inferred = [], []
     for frame in sample:
-        wanted = schedule.wants(frame, last=frame.index == len(sample) - 1)
+        wanted = policy.decide(frame, last=frame.index == len(sample) - 1) is None
         if wanted:
             inferred.append(frame.index)
         released += list(stage.push(frame, truth(frame.index) if wanted else None))

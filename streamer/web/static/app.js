@@ -257,6 +257,8 @@
       "detection age " + fmt(cam.detection_age_s, 1, " s"),
     ];
     if (cam.detections_count) parts.push(cam.detections_count + " shown");
+    if (cam.motion === true) parts.push("motion");
+    else if (cam.motion === false) parts.push("still");
     return parts.join(" · ");
   }
 
