@@ -260,3 +260,15 @@ def registered(url: str) -> List[str]:
 
 def owned_by(names, pid: int) -> List[str]:
     return [n for n in names if n.startswith("streamer-shm-") and n.split("-")[3] == str(pid)]
+
+
+def recorded_in_order(name: str, count: dict, recorded: list, wrap: int = 1 << 30) -> None:
+    """A live recording holds every shown frame, in order; a frame missing from it is one the run
+    counted as dropped for display (a main thread starved for over a second on a loaded 2-core box
+    drops the oldest queued frames, and says so), never one lost silently. Frames dropped before
+    the first recorded one are among the codes before it (the camera's stream may also start a
+    frame or two in). `count`: the stream's frame counts (report); codes count modulo `wrap`."""
+    assert len(recorded) == count["shown"], (name, count)
+    gaps = sum((b - a - 1) % wrap for a, b in zip(recorded, recorded[1:]))
+    assert gaps <= count["dropped"] and count["dropped"] - gaps <= recorded[0], (name, count, recorded)
+    assert count["captured"] >= count["shown"] + count["dropped"], (name, count)

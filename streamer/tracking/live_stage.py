@@ -204,9 +204,10 @@ class LiveTracker:
 
     def _shown(self, time: float, still_s: float) -> List[Track]:
         """The active tracks whose box is shown on a frame at `time` (`still_s`: the still seconds
-        pushed up to it): at most max_carry_s after their match, still frames not counted, and those
-        the latest answer matched that no frame has shown yet."""
-        still = still_s - self._answered_still_s
+        pushed up to it): at most max_carry_s after their match, still frames not counted (but with
+        max_carry_s 0, --hold-detections 0: each answer on one frame), and those the latest answer
+        matched that no frame has shown yet."""
+        still = still_s - self._answered_still_s if self.max_carry_s > 0 else 0.0  # 0: each answer once
         return [t for t in self.tracker.active()
                 if time - t.matched_time - still <= self.max_carry_s or t.id in self._unshown]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ..cameras import CODE_BITS, RtspCamera, Run, camera_clip, read_bottom_code
-from ..helpers import inference_count, read_jsonl, read_video, streamer, wait_until
+from ..helpers import recorded_in_order as in_order, inference_count, read_jsonl, read_video, streamer, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +41,7 @@ def codes(path: Path):
 
 
 def recorded_in_order(name: str, count: dict, recorded: list) -> None:
-    """Every shown frame recorded, in order; a frame missing from the recording is one the run
-    counted as dropped for display (a main thread starved for over a second on a loaded 2-core box
-    drops the oldest queued frames, and says so), never one lost silently. Frames dropped before
-    the first recorded one are among the codes before it (the camera's stream may also start a
-    frame or two in)."""
-    assert len(recorded) == count["shown"], (name, count)
-    gaps = sum((b - a - 1) % WRAP for a, b in zip(recorded, recorded[1:]))
-    assert gaps <= count["dropped"] and count["dropped"] - gaps <= recorded[0], (name, count, recorded)
-    assert count["captured"] >= count["shown"] + count["dropped"], (name, count)
+    in_order(name, count, recorded, WRAP)
 
 
 @pytest.fixture(scope="module")
