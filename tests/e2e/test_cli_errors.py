@@ -5,13 +5,16 @@ Flags are checked with click's CliRunner; the real command runs in a subprocess.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import zipfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from streamer import facts
 from streamer.cli import cli
 from streamer.server import free_port
 
@@ -130,7 +133,15 @@ def test_embedded_server_with_a_corrupt_model(clip, tmp_path, repo_mobilenet):
     model_dir = tmp_path / "repo" / "fasterrcnn"
     (model_dir / "1").mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text((repo_mobilenet / "fasterrcnn" / "config.pbtxt").read_text())
-    (model_dir / "1" / "model.pt").write_text("not a TorchScript file")
+    model = model_dir / "1" / "model.pt"
+    # not even an archive: refused before any server starts, naming the file
+    model.write_text("not a TorchScript file")
+    one_line_error(streamer("run", clip, "--model-repo", tmp_path / "repo"), 4,
+                   f"{model} is not a TorchScript file", "streamer export-model")
+    # an archive with the export's facts but no model in it: the server fails to load it
+    with zipfile.ZipFile(model, "w") as archive:
+        archive.writestr(f"model/extra/{facts.EXTRA_FILE}",
+                         json.dumps(facts.read(repo_mobilenet / "fasterrcnn" / "1" / "model.pt")))
     one_line_error(streamer("run", clip, "--model-repo", tmp_path / "repo"), 4,
                    "failed to load 'fasterrcnn'", "streamer export-model", "full log:")
 
