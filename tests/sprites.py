@@ -157,25 +157,57 @@ class U8Sprites(torch.nn.Module):
         return boxes, labels, scores, count
 
 
+class SeedEmpty(torch.nn.Module):
+    """The seed's contract answering every frame with no detection, at almost no cost: for tests
+    of the plumbing (order, timing, faults, outputs), where the boxes do not matter."""
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (torch.zeros((0, 4), dtype=torch.float32), torch.zeros((0,), dtype=torch.int64),
+                torch.zeros((0,), dtype=torch.float32))
+
+
+class U8Empty(torch.nn.Module):
+    """The u8 contract answering every frame with no detection (K zero rows, count 0)."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = images.size(0)
+        return (torch.zeros((n, self.k, 4), dtype=torch.float32), torch.zeros((n, self.k), dtype=torch.int64),
+                torch.zeros((n, self.k), dtype=torch.float32), torch.zeros((n, 1), dtype=torch.int32))
+
+
+def export_empty(repo: Path) -> Path:
+    """The empty detector (SeedEmpty, U8Empty) written as an export would write a model."""
+    from streamer import contract
+
+    modules = (torch.jit.script(SeedEmpty().eval()), torch.jit.script(U8Empty(contract.DEFAULT_MAX_DETECTIONS).eval()))
+    return export_sprites(repo, modules=modules, arch="empty (test detector: never detects)")
+
+
 def build_modules(max_detections: int = 100) -> Tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
     """The scripted (fasterrcnn, fasterrcnn_u8) modules."""
     return torch.jit.script(SeedSprites().eval()), torch.jit.script(U8Sprites(max_detections).eval())
 
 
 def export_sprites(repo: Path, max_queue_delay_us: Optional[int] = None,
-                   modules: Optional[Tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]] = None) -> Path:
+                   modules: Optional[Tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]] = None,
+                   arch: str = "sprites (test detector: colour masks)") -> Path:
     """Write the sprite detector into `repo` as an export would: fasterrcnn and fasterrcnn_u8, each
     <name>/1/model.pt, <name>/config.pbtxt and <name>/configs/gpu.pbtxt (streamer.contract's text,
     COCO class names from torchvision's weights meta). `max_queue_delay_us`: make fasterrcnn_u8
     slow without using CPU: Triton's dynamic batcher holds a lone request that long waiting for
     batch mates that never come (a model far slower than a camera). `modules`: other scripted
-    (fasterrcnn, fasterrcnn_u8) modules to write under the same configs (a broken model)."""
+    (fasterrcnn, fasterrcnn_u8) modules to write under the same configs (a broken model, the empty
+    one), `arch` what the model's facts call them."""
     from streamer import contract, export
 
     repo = Path(repo)
     k = contract.DEFAULT_MAX_DETECTIONS
     seed, u8 = modules or build_modules(k)
-    model_facts = dict(arch="sprites (test detector: colour masks)", weights="none (colour -> label)",
+    model_facts = dict(arch=arch, weights="none (colour -> label)",
                        untrained=False, class_names=export.class_names(contract.DEFAULT_ARCH), min_size=0,
                        max_size=0, proposals=0, box_score_thresh=SCORE)
     for served, module in ((contract.SEED, seed), (contract.U8, u8)):

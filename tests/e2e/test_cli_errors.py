@@ -129,10 +129,10 @@ def test_embedded_server_without_an_exported_model(clip, tmp_path):
 
 
 @pytest.mark.slow  # tritonserver starts (and fails to load the model)
-def test_embedded_server_with_a_corrupt_model(clip, tmp_path, repo_mobilenet):
+def test_embedded_server_with_a_corrupt_model(clip, tmp_path, repo_empty):
     model_dir = tmp_path / "repo" / "fasterrcnn"
     (model_dir / "1").mkdir(parents=True)
-    (model_dir / "config.pbtxt").write_text((repo_mobilenet / "fasterrcnn" / "config.pbtxt").read_text())
+    (model_dir / "config.pbtxt").write_text((repo_empty / "fasterrcnn" / "config.pbtxt").read_text())
     model = model_dir / "1" / "model.pt"
     # not even an archive: refused before any server starts, naming the file
     model.write_text("not a TorchScript file")
@@ -141,7 +141,7 @@ def test_embedded_server_with_a_corrupt_model(clip, tmp_path, repo_mobilenet):
     # an archive with the export's facts but no model in it: the server fails to load it
     with zipfile.ZipFile(model, "w") as archive:
         archive.writestr(f"model/extra/{facts.EXTRA_FILE}",
-                         json.dumps(facts.read(repo_mobilenet / "fasterrcnn" / "1" / "model.pt")))
+                         json.dumps(facts.read(repo_empty / "fasterrcnn" / "1" / "model.pt")))
     one_line_error(streamer("run", clip, "--model-repo", tmp_path / "repo"), 4,
                    "failed to load 'fasterrcnn'", "streamer export-model", "full log:")
 

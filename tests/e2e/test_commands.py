@@ -154,9 +154,9 @@ def test_exported_model_is_scripted_and_follows_the_contract(repo_v2):
 # -- serve ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_serve_runs_until_signalled_then_leaves_nothing(sig, repo_mobilenet):
+def test_serve_runs_until_signalled_then_leaves_nothing(sig, repo_empty):
     http, grpc, metrics = free_port(), free_port(), free_port()
-    proc = subprocess.Popen(STREAMER + ["serve", "--model-repo", str(repo_mobilenet), "--http-port", str(http),
+    proc = subprocess.Popen(STREAMER + ["serve", "--model-repo", str(repo_empty), "--http-port", str(http),
                                         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
@@ -253,13 +253,13 @@ def test_client_modules_do_not_import_torch():
     assert result.returncode == 0, result.stderr
 
 
-def test_a_whole_run_works_where_torch_cannot_be_imported(tmp_path, server_mobilenet):
+def test_a_whole_run_works_where_torch_cannot_be_imported(tmp_path, server_empty):
     poison = tmp_path / "poison"
     for name in ("torch", "torchvision"):
         (poison / name).mkdir(parents=True)
         (poison / name / "__init__.py").write_text(f"raise ImportError('the client imported {name}')\n")
     clip = write_clip(tmp_path / "in.mp4", 5)
     env = dict(os.environ, PYTHONPATH=f"{poison}:{os.environ.get('PYTHONPATH', '')}")
-    result = streamer("run", clip, "--out", tmp_path / "o.mp4", "--triton", server_mobilenet.grpc_url, env=env)
+    result = streamer("run", clip, "--out", tmp_path / "o.mp4", "--triton", server_empty.grpc_url, env=env)
     assert result.returncode == 0, result.stderr
     assert "written 5" in result.stdout

@@ -48,10 +48,10 @@ def clip(tmp_path_factory) -> Path:
     return camera_clip(tmp_path_factory.mktemp("camera") / "camera.mp4", 500)
 
 
-def test_live_run_records_every_captured_frame_and_never_prints_the_password(tmp_path, clip, server_mobilenet):
+def test_live_run_records_every_captured_frame_and_never_prints_the_password(tmp_path, clip, server_empty):
     out, dets = tmp_path / "rec.mp4", tmp_path / "d.jsonl"
     with RtspCamera(clip, user="viewer", password="s3cr3t-pw") as cam:
-        result = streamer("run", cam.url, "--triton", server_mobilenet.grpc_url, "--max-frames", 100,
+        result = streamer("run", cam.url, "--triton", server_empty.grpc_url, "--max-frames", 100,
                           "--out", out, "--detections", dets, timeout=180)
     assert result.returncode == 0, result.stderr
     counts = live_counts(result.stdout)
@@ -70,14 +70,14 @@ def test_live_run_records_every_captured_frame_and_never_prints_the_password(tmp
     assert f"rtsp://***@127.0.0.1:{cam.port}/cam" in result.stderr
 
 
-def test_camera_restarted_mid_run_is_reconnected(tmp_path, clip, server_mobilenet):
+def test_camera_restarted_mid_run_is_reconnected(tmp_path, clip, server_empty):
     out = tmp_path / "rec.mp4"
-    before = inference_count(server_mobilenet.http_url)
+    before = inference_count(server_empty.http_url)
     cam = RtspCamera(clip).start()
     try:
-        run = Run("run", cam.url, "--triton", server_mobilenet.grpc_url, "--max-frames", 200, "--out", out)
+        run = Run("run", cam.url, "--triton", server_empty.grpc_url, "--max-frames", 200, "--out", out)
         run.wait_for(": live,")
-        wait_until(lambda: inference_count(server_mobilenet.http_url) >= before + 5, 120, what="5 frames inferred")
+        wait_until(lambda: inference_count(server_empty.http_url) >= before + 5, 120, what="5 frames inferred")
         cam.stop()
         run.wait_for("dropped", timeout=60)
         cam.start()
@@ -100,13 +100,13 @@ def test_camera_restarted_mid_run_is_reconnected(tmp_path, clip, server_mobilene
     assert second == list(range(second[0], second[0] + len(second)))
 
 
-def test_stalled_camera_trips_the_watchdog_and_the_run_recovers(tmp_path, clip, server_mobilenet):
-    before = inference_count(server_mobilenet.http_url)
+def test_stalled_camera_trips_the_watchdog_and_the_run_recovers(tmp_path, clip, server_empty):
+    before = inference_count(server_empty.http_url)
     with RtspCamera(clip) as cam:
-        run = Run("run", cam.url, "--triton", server_mobilenet.grpc_url, "--max-frames", 150,
+        run = Run("run", cam.url, "--triton", server_empty.grpc_url, "--max-frames", 150,
                   "--stall-timeout", 2)
         run.wait_for(": live,")
-        wait_until(lambda: inference_count(server_mobilenet.http_url) >= before + 5, 120, what="5 frames inferred")
+        wait_until(lambda: inference_count(server_empty.http_url) >= before + 5, 120, what="5 frames inferred")
         cam.pause()  # the socket stays open, no data flows
         try:
             run.wait_for("stalled", timeout=30)
@@ -119,15 +119,15 @@ def test_stalled_camera_trips_the_watchdog_and_the_run_recovers(tmp_path, clip, 
     assert "reconnects 1," in run.out
 
 
-def test_camera_that_never_returns_ends_the_run_with_a_clear_error(tmp_path, clip, server_mobilenet):
+def test_camera_that_never_returns_ends_the_run_with_a_clear_error(tmp_path, clip, server_empty):
     out = tmp_path / "rec.mp4"
-    before = inference_count(server_mobilenet.http_url)
+    before = inference_count(server_empty.http_url)
     cam = RtspCamera(clip).start()
     try:
-        run = Run("run", cam.url, "--triton", server_mobilenet.grpc_url, "--out", out,
+        run = Run("run", cam.url, "--triton", server_empty.grpc_url, "--out", out,
                   "--max-reconnect-time", 3)
         run.wait_for(": live,")
-        wait_until(lambda: inference_count(server_mobilenet.http_url) >= before + 3, 120, what="3 frames inferred")
+        wait_until(lambda: inference_count(server_empty.http_url) >= before + 3, 120, what="3 frames inferred")
     finally:
         cam.stop()
     assert run.finish(timeout=120) == 3, run.stderr
@@ -155,9 +155,9 @@ def test_wrong_path_and_wrong_password_fail_at_once_without_retrying(tmp_path, c
         assert "WRONG-pw" not in result.stderr and "right-pw" not in result.stderr
 
 
-def test_a_camera_that_never_comes_up_is_given_up_after_max_reconnect_time(tmp_path, server_mobilenet):
+def test_a_camera_that_never_comes_up_is_given_up_after_max_reconnect_time(tmp_path, server_empty):
     port = free_port()  # nothing listens there
-    result = streamer("run", f"rtsp://u:secret@127.0.0.1:{port}/cam", "--triton", server_mobilenet.grpc_url,
+    result = streamer("run", f"rtsp://u:secret@127.0.0.1:{port}/cam", "--triton", server_empty.grpc_url,
                       "--max-reconnect-time", 3, "--out", tmp_path / "rec.mp4", timeout=120)
     assert result.returncode == 3, result.stderr
     assert result.stderr.count("is not reachable yet") == 1 and "connection refused" in result.stderr
@@ -168,8 +168,8 @@ def test_a_camera_that_never_comes_up_is_given_up_after_max_reconnect_time(tmp_p
     assert not (tmp_path / "rec.mp4").exists()  # nothing was captured: no empty recording
 
 
-def test_ctrl_c_ends_the_wait_for_a_camera_not_up_yet(tmp_path, server_mobilenet):
-    run = Run("run", f"rtsp://127.0.0.1:{free_port()}/cam", "--triton", server_mobilenet.grpc_url,
+def test_ctrl_c_ends_the_wait_for_a_camera_not_up_yet(tmp_path, server_empty):
+    run = Run("run", f"rtsp://127.0.0.1:{free_port()}/cam", "--triton", server_empty.grpc_url,
               "--out", tmp_path / "rec.mp4")
     try:
         run.wait_for("is not reachable yet", timeout=60)
@@ -181,10 +181,10 @@ def test_ctrl_c_ends_the_wait_for_a_camera_not_up_yet(tmp_path, server_mobilenet
     assert "Traceback" not in run.stderr and "live: captured 0," in run.out
 
 
-def test_a_camera_still_booting_is_waited_for_and_recorded_from_its_first_frame(tmp_path, clip, server_mobilenet):
+def test_a_camera_still_booting_is_waited_for_and_recorded_from_its_first_frame(tmp_path, clip, server_empty):
     out, log = tmp_path / "rec.mp4", tmp_path / "d.jsonl"
     cam = RtspCamera(clip, log=tmp_path / "connections.log")  # its port is free until it starts
-    run = Run("run", cam.url, "--triton", server_mobilenet.grpc_url, "--out", out, "--detections", log,
+    run = Run("run", cam.url, "--triton", server_empty.grpc_url, "--out", out, "--detections", log,
               "--max-frames", 60, "--status-every", 1)
     try:
         run.wait_for("is not reachable yet", timeout=60)

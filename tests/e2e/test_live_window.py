@@ -117,10 +117,10 @@ def test_window_shows_boxes_and_the_hud(tmp_path, clip, server_v2):
     assert boxed >= len(shots) // 2, "boxes missing from the window"
 
 
-def test_window_plays_distinct_frames_and_q_quits_cleanly(tmp_path, clip, server_mobilenet):
+def test_window_plays_distinct_frames_and_q_quits_cleanly(tmp_path, clip, server_empty):
     out = tmp_path / "rec.mp4"
     with VirtualDisplay() as display, RtspCamera(clip) as cam:
-        run = Run("run", cam.url, "--show", "--out", out, "--triton", server_mobilenet.grpc_url, env=display.env)
+        run = Run("run", cam.url, "--show", "--out", out, "--triton", server_empty.grpc_url, env=display.env)
         try:
             window = display.find_window("streamer: rtsp://")
             run.wait_for(": live,")
@@ -141,11 +141,11 @@ def test_window_plays_distinct_frames_and_q_quits_cleanly(tmp_path, clip, server
     assert len(read_video(out).images) == counts["shown"]
 
 
-def test_show_plays_a_file_and_writes_every_frame(tmp_path, clip, server_mobilenet):
+def test_show_plays_a_file_and_writes_every_frame(tmp_path, clip, server_empty):
     short = camera_clip(tmp_path / "short.mp4", 40)
     out = tmp_path / "out.mp4"
     with VirtualDisplay() as display:
-        result = streamer("run", short, "--show", "--out", out, "--triton", server_mobilenet.grpc_url,
+        result = streamer("run", short, "--show", "--out", out, "--triton", server_empty.grpc_url,
                           env=display.env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert [read_bottom_code(img) for img in read_video(out).images] == list(range(40))
@@ -165,10 +165,10 @@ def red_banner(image: np.ndarray) -> bool:
     return bool(red.mean(axis=1).max() > 0.9)
 
 
-def test_window_shows_offline_while_the_camera_is_gone(clip, server_mobilenet):
+def test_window_shows_offline_while_the_camera_is_gone(clip, server_empty):
     with VirtualDisplay() as display:
         cam = RtspCamera(clip).start()
-        run = Run("run", cam.url, "--show", "--triton", server_mobilenet.grpc_url, env=display.env)
+        run = Run("run", cam.url, "--show", "--triton", server_empty.grpc_url, env=display.env)
         try:
             window = display.find_window("streamer: rtsp://")
             run.wait_for(": live,")

@@ -82,11 +82,11 @@ def _collect(stream, lines):
         lines.append(line)
 
 
-def test_embedded_server_killed_is_restarted_by_the_run(tmp_path, repo_mobilenet):
+def test_embedded_server_killed_is_restarted_by_the_run(tmp_path, repo_empty):
     n = 150
     clip = write_clip(tmp_path / "in.mp4", n)
     out = tmp_path / "out.mp4"
-    proc = start_streamer("run", clip, "--out", out, "--model-repo", repo_mobilenet, "--threads", "2")
+    proc = start_streamer("run", clip, "--out", out, "--model-repo", repo_empty, "--threads", "2")
     lines = []
     reader = threading.Thread(target=_collect, args=(proc.stderr, lines), daemon=True)
     reader.start()
@@ -109,13 +109,13 @@ def test_embedded_server_killed_is_restarted_by_the_run(tmp_path, repo_mobilenet
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupted_run_leaves_a_playable_mp4_and_the_accounting_line(sig, tmp_path, server_mobilenet):
+def test_interrupted_run_leaves_a_playable_mp4_and_the_accounting_line(sig, tmp_path, server_empty):
     n = 400
     clip = write_clip(tmp_path / "in.mp4", n)
     out = tmp_path / "out.mp4"
-    start = inference_count(server_mobilenet.http_url)
-    proc = start_streamer("run", clip, "--out", out, "--triton", server_mobilenet.grpc_url)
-    wait_until(lambda: inference_count(server_mobilenet.http_url) >= start + 15, 120, what="15 frames inferred")
+    start = inference_count(server_empty.http_url)
+    proc = start_streamer("run", clip, "--out", out, "--triton", server_empty.grpc_url)
+    wait_until(lambda: inference_count(server_empty.http_url) >= start + 15, 120, what="15 frames inferred")
     proc.send_signal(sig)
 
     code, stdout, stderr = finish(proc, timeout=60)
@@ -127,12 +127,12 @@ def test_interrupted_run_leaves_a_playable_mp4_and_the_accounting_line(sig, tmp_
     assert codes == list(range(counts["written"]))
     assert "over shm" in stderr
     assert not region_files(proc.pid), "shared-memory regions unlinked"
-    assert not owned_by(registered(server_mobilenet.grpc_url), proc.pid), "and unregistered"
+    assert not owned_by(registered(server_empty.grpc_url), proc.pid), "and unregistered"
 
 
-def test_embedded_run_leaves_no_process_or_shared_memory(tmp_path, repo_mobilenet):
+def test_embedded_run_leaves_no_process_or_shared_memory(tmp_path, repo_empty):
     clip = write_clip(tmp_path / "in.mp4", 5)
-    proc = start_streamer("run", clip, "--out", tmp_path / "o.mp4", "--model-repo", repo_mobilenet)
+    proc = start_streamer("run", clip, "--out", tmp_path / "o.mp4", "--model-repo", repo_empty)
     seen = set()
 
     def spot_server():

@@ -26,7 +26,7 @@ def assert_same_timing(src, out):
 
 
 @pytest.mark.parametrize("case", ["29.97fps", "vfr", "odd-size", "in-flight-4", "seed-grpc"])
-def test_output_has_every_frame_in_order_with_source_timing(case, tmp_path, server_mobilenet):
+def test_output_has_every_frame_in_order_with_source_timing(case, tmp_path, server_empty):
     clip = tmp_path / "in.mp4"
     width, height, in_flight, path = 200, 150, "2", ()
     if case == "29.97fps":
@@ -45,7 +45,7 @@ def test_output_has_every_frame_in_order_with_source_timing(case, tmp_path, serv
         write_clip(clip, 60)
     out = tmp_path / "out.mp4"
 
-    result = streamer("run", clip, "--out", out, "--triton", server_mobilenet.grpc_url, "--in-flight", in_flight,
+    result = streamer("run", clip, "--out", out, "--triton", server_empty.grpc_url, "--in-flight", in_flight,
                       *path)
 
     assert result.returncode == 0, result.stderr
@@ -121,10 +121,10 @@ def _name(records, label):
     return f"class {label}"
 
 
-def test_jsonl_records_every_frame_with_time(tmp_path, server_mobilenet):
+def test_jsonl_records_every_frame_with_time(tmp_path, server_empty):
     clip = write_clip(tmp_path / "in.mp4", 12, rate=Fraction(30000, 1001))
     jsonl = tmp_path / "d.jsonl"
-    result = streamer("run", clip, "--detections", jsonl, "--triton", server_mobilenet.grpc_url)
+    result = streamer("run", clip, "--detections", jsonl, "--triton", server_empty.grpc_url)
     assert result.returncode == 0, result.stderr
     records = read_jsonl(jsonl)
     assert [r["frame"] for r in records] == list(range(12))
@@ -158,28 +158,28 @@ def test_threshold_hides_lower_scores(tmp_path, server_v2):
     assert scores and min(scores) >= 0.9
 
 
-def test_unknown_class_is_a_usage_error(tmp_path, server_mobilenet):
+def test_unknown_class_is_a_usage_error(tmp_path, server_empty):
     clip = write_clip(tmp_path / "in.mp4", 2)
-    result = streamer("run", clip, "--classes", "person,unicorn", "--triton", server_mobilenet.grpc_url)
+    result = streamer("run", clip, "--classes", "person,unicorn", "--triton", server_empty.grpc_url)
     assert result.returncode == 2
     assert "unknown class name(s) unicorn" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_max_frames_stops_early(tmp_path, server_mobilenet):
+def test_max_frames_stops_early(tmp_path, server_empty):
     clip = write_clip(tmp_path / "in.mp4", 30)
     out = tmp_path / "out.mp4"
-    result = streamer("run", clip, "--out", out, "--max-frames", "7", "--triton", server_mobilenet.grpc_url)
+    result = streamer("run", clip, "--out", out, "--max-frames", "7", "--triton", server_empty.grpc_url)
     assert result.returncode == 0, result.stderr
     assert read_video(out).codes == list(range(7))
     assert accounting(result.stdout)["written"] == 7
 
 
-def test_truncated_input_writes_what_decodes_and_fails(tmp_path, server_mobilenet):
+def test_truncated_input_writes_what_decodes_and_fails(tmp_path, server_empty):
     clip = write_clip(tmp_path / "in.mp4", 60)
     data = clip.read_bytes()
     clip.write_bytes(data[: int(len(data) * 0.6)])
     out = tmp_path / "out.mp4"
-    result = streamer("run", clip, "--out", out, "--triton", server_mobilenet.grpc_url)
+    result = streamer("run", clip, "--out", out, "--triton", server_empty.grpc_url)
     assert result.returncode == 6, result.stderr
     assert "ended early" in result.stderr
     written = read_video(out).codes
@@ -188,14 +188,14 @@ def test_truncated_input_writes_what_decodes_and_fails(tmp_path, server_mobilene
     assert counts["read"] == counts["written"] == len(written)
 
 
-def test_overwrite_is_needed_to_replace_output(tmp_path, server_mobilenet):
+def test_overwrite_is_needed_to_replace_output(tmp_path, server_empty):
     clip = write_clip(tmp_path / "in.mp4", 3)
     out = tmp_path / "out.mp4"
     out.write_bytes(b"keep me")
-    result = streamer("run", clip, "--out", out, "--triton", server_mobilenet.grpc_url)
+    result = streamer("run", clip, "--out", out, "--triton", server_empty.grpc_url)
     assert result.returncode == 5 and "--overwrite" in result.stderr
     assert out.read_bytes() == b"keep me"
-    result = streamer("run", clip, "--out", out, "--overwrite", "--triton", server_mobilenet.grpc_url)
+    result = streamer("run", clip, "--out", out, "--overwrite", "--triton", server_empty.grpc_url)
     assert result.returncode == 0, result.stderr
     assert read_video(out).codes == [0, 1, 2]
 
@@ -205,7 +205,7 @@ def test_frame_image_helper_codes_survive_h264(tmp_path):
     assert read_video(clip).codes == list(range(5))
 
 
-def test_progress_bar_with_eta_on_a_terminal_only(tmp_path, server_mobilenet):
+def test_progress_bar_with_eta_on_a_terminal_only(tmp_path, server_mobilenet):  # a run slow enough for an ETA
     import os
     import pty
     import subprocess

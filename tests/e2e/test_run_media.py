@@ -32,12 +32,12 @@ def test_phone_clip_runs_upright_with_its_sound_and_boxes_in_upright_pixels(tmp_
     assert boxes[:, [0, 2]].max() <= 150 and boxes[:, [1, 3]].max() <= 200  # upright frame coordinates
 
 
-def test_late_ts_keeps_source_time_in_the_log_and_no_audio_drops_the_sound(tmp_path, server_mobilenet):
+def test_late_ts_keeps_source_time_in_the_log_and_no_audio_drops_the_sound(tmp_path, server_empty):
     clip = make_input(tmp_path / "late.ts", count=30, format="mpegts", video_start=1.4,
                       audio=[Audio("aac", start=1.4)])
     out, jsonl = tmp_path / "out.mp4", tmp_path / "run.jsonl"
     result = streamer("run", clip, "--out", out, "--detections", jsonl, "--max-frames", "12",
-                      "--triton", server_mobilenet.grpc_url)
+                      "--triton", server_empty.grpc_url)
     assert result.returncode == 0, result.stderr
     records = read_jsonl(jsonl)
     assert records[0]["time"] == pytest.approx(1.4, abs=1e-3)  # the source's own clock
@@ -50,7 +50,7 @@ def test_late_ts_keeps_source_time_in_the_log_and_no_audio_drops_the_sound(tmp_p
     assert audio_end == pytest.approx(dst.video_start + 12 / 30, abs=dst.audio[0]["frame"])  # cut with the video
 
     silent = tmp_path / "silent.mp4"
-    result = streamer("run", clip, "--out", silent, "--no-audio", "--triton", server_mobilenet.grpc_url)
+    result = streamer("run", clip, "--out", silent, "--no-audio", "--triton", server_empty.grpc_url)
     assert result.returncode == 0, result.stderr
     assert "audio: dropped (--no-audio)" in result.stderr
     assert read_back(silent).audio == [] and read_back(silent).codes == list(range(30))
@@ -69,13 +69,13 @@ def _jpeg_with_exif_orientation(path, image_rgb, orientation: int):
     return path
 
 
-def test_detect_follows_exif_orientation(tmp_path, server_mobilenet):
+def test_detect_follows_exif_orientation(tmp_path, server_empty):
     from ..helpers import frame_image
 
     stored = frame_image(5, 200, 150)
     photo = _jpeg_with_exif_orientation(tmp_path / "photo.jpg", stored, 6)  # 6: show rotated 90° clockwise
     out = tmp_path / "annotated.png"
-    result = streamer("detect", photo, "--out", out, "--triton", server_mobilenet.grpc_url)
+    result = streamer("detect", photo, "--out", out, "--triton", server_empty.grpc_url)
     assert result.returncode == 0, result.stderr
     assert "150x200" in result.stdout  # upright size, as the model saw it
     annotated = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)

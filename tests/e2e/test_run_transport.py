@@ -21,11 +21,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("mode", ["auto", "shm"])
-def test_full_dev_shm(mode, tmp_path, server_mobilenet, monkeypatch):
+def test_full_dev_shm(mode, tmp_path, server_empty, monkeypatch):
     clip = write_clip(tmp_path / "in.mp4", 6)
     monkeypatch.setattr(shm, "free_bytes", lambda directory=shm.SHM_DIR: 0)
     result = CliRunner().invoke(cli, ["run", str(clip), "--detections", str(tmp_path / "d.jsonl"),
-                                      "--triton", server_mobilenet.grpc_url, "--transport", mode])
+                                      "--triton", server_empty.grpc_url, "--transport", mode])
     warnings = [ln for ln in result.stderr.splitlines() if "shared memory" in ln]
     if mode == "auto":
         assert result.exit_code == 0, result.output
@@ -38,9 +38,9 @@ def test_full_dev_shm(mode, tmp_path, server_mobilenet, monkeypatch):
     assert not region_files(os.getpid())
 
 
-def test_a_model_the_server_lacks_lists_what_it_has(tmp_path, server_mobilenet):
+def test_a_model_the_server_lacks_lists_what_it_has(tmp_path, server_empty):
     clip = write_clip(tmp_path / "in.mp4", 2)
-    result = streamer("run", clip, "--triton", server_mobilenet.grpc_url, "--model", "yolo", timeout=120)
+    result = streamer("run", clip, "--triton", server_empty.grpc_url, "--model", "yolo", timeout=120)
     assert result.returncode == 4
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "does not serve a ready model 'yolo'" in lines[0]
@@ -48,13 +48,13 @@ def test_a_model_the_server_lacks_lists_what_it_has(tmp_path, server_mobilenet):
     assert "fasterrcnn READY" in lines[0] and "--model" in lines[0]
 
 
-def test_regions_of_a_sigkilled_run_are_removed_by_the_next_run(tmp_path, server_mobilenet):
-    url = server_mobilenet.grpc_url
+def test_regions_of_a_sigkilled_run_are_removed_by_the_next_run(tmp_path, server_empty):
+    url = server_empty.grpc_url
     clip = write_clip(tmp_path / "in.mp4", 300)
-    start = inference_count(server_mobilenet.http_url)
+    start = inference_count(server_empty.http_url)
     proc = start_streamer("run", clip, "--detections", tmp_path / "d.jsonl", "--triton", url)
     try:
-        wait_until(lambda: inference_count(server_mobilenet.http_url) >= start + 10, 120, what="10 frames inferred")
+        wait_until(lambda: inference_count(server_empty.http_url) >= start + 10, 120, what="10 frames inferred")
         files = region_files(proc.pid)
         assert files and owned_by(registered(url), proc.pid)
     finally:

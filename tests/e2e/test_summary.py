@@ -42,19 +42,19 @@ def test_run_summary_counts_every_frame_of_a_file(tmp_path, server_v2):
     assert len(read_video(out).pts) == 12
 
 
-def test_summary_on_stdout_moves_the_accounting_line_to_stderr(tmp_path, server_mobilenet):
+def test_summary_on_stdout_moves_the_accounting_line_to_stderr(tmp_path, server_empty):
     clip = write_clip(tmp_path / "in.mp4", 4)
-    result = streamer("run", clip, "--triton", server_mobilenet.grpc_url, "--summary", "-")
+    result = streamer("run", clip, "--triton", server_empty.grpc_url, "--summary", "-")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)  # stdout is the JSON document alone
     assert report["streams"][0]["frames"]["written"] == 4
     assert "frames: read 4, inferred 4, written 4, failed 0" in result.stderr
 
 
-def test_watch_summary_has_one_live_stream_per_camera(tmp_path, server_mobilenet):
+def test_watch_summary_has_one_live_stream_per_camera(tmp_path, server_empty):
     a, b = write_clip(tmp_path / "a.mp4", 150), write_clip(tmp_path / "b.mp4", 125)  # 6 s and 5 s at 25 fps
     summary = tmp_path / "summary.json"
-    result = streamer("watch", a, b, "--triton", server_mobilenet.grpc_url, "--summary", summary,
+    result = streamer("watch", a, b, "--triton", server_empty.grpc_url, "--summary", summary,
                       "--status-every", "0")
     assert result.returncode == 0, result.stderr
     report = json.loads(summary.read_text())
@@ -68,7 +68,7 @@ def test_watch_summary_has_one_live_stream_per_camera(tmp_path, server_mobilenet
         assert stream["reconnects"] == 0
         assert stream["frame_age_ms"]["p50"] is not None and stream["frame_age_ms"]["p50"] >= 0
     [server] = report["servers"]  # answers the run stopped waiting for are not in the streams' counts
-    assert server["url"] == server_mobilenet.grpc_url
+    assert server["url"] == server_empty.grpc_url
     assert server["frames"] >= sum(s["frames"]["inferred"] for s in report["streams"]) > 0
 
 

@@ -72,7 +72,7 @@ def camera_file(tmp_path: Path, cameras: dict, extra: str = "") -> Path:
     return path
 
 
-def test_three_cameras_one_restarted_the_others_record_every_frame(tmp_path, long_clip, server_mobilenet):
+def test_three_cameras_one_restarted_the_others_record_every_frame(tmp_path, long_clip, server_empty):
     cams = [RtspCamera(long_clip, path=f"/{n}") for n in ("a", "b", "c")]
     for cam in cams:
         cam.start()
@@ -80,17 +80,17 @@ def test_three_cameras_one_restarted_the_others_record_every_frame(tmp_path, lon
         config = camera_file(tmp_path, {
             name: {"source": cam.url, "record": f"{name}.mp4", "detections": f"{name}.jsonl"}
             for name, cam in zip(("front", "garage", "yard"), cams)})
-        run = Run("watch", config, "--triton", server_mobilenet.grpc_url, "--status-every", 2)
+        run = Run("watch", config, "--triton", server_empty.grpc_url, "--status-every", 2)
         try:
             run.wait_for("front: [", timeout=120)  # a status line: the cameras are running
-            served = inference_count(server_mobilenet.http_url)
-            wait_until(lambda: inference_count(server_mobilenet.http_url) >= served + 6, 180, what="6 inferences")
+            served = inference_count(server_empty.http_url)
+            wait_until(lambda: inference_count(server_empty.http_url) >= served + 6, 180, what="6 inferences")
             cams[1].stop()
             run.wait_for("dropped", timeout=60)
             cams[1].start()
             run.wait_for("is back (reconnect 1)", timeout=90)
-            served = inference_count(server_mobilenet.http_url)
-            wait_until(lambda: inference_count(server_mobilenet.http_url) >= served + 6, 180, what="6 more")
+            served = inference_count(server_empty.http_url)
+            wait_until(lambda: inference_count(server_empty.http_url) >= served + 6, 180, what="6 more")
             run.proc.send_signal(signal.SIGINT)
             assert run.finish() == 130, run.stderr
         finally:
@@ -146,13 +146,13 @@ def test_cameras_at_different_rates_get_the_same_refresh(tmp_path, long_clip, sl
     assert abs(fast_rate - slow_rate) <= 0.2 * max(fast_rate, slow_rate), intervals  # refresh within +-20 %
 
 
-def test_a_camera_with_a_wrong_password_is_reported_and_the_others_run(tmp_path, clip, server_mobilenet):
+def test_a_camera_with_a_wrong_password_is_reported_and_the_others_run(tmp_path, clip, server_empty):
     with RtspCamera(clip, path="/ok") as good, RtspCamera(clip, path="/locked", user="u", password="right",
                                                         log=tmp_path / "locked.log") as locked:
         bad_url = locked.url.replace(":right@", ":WRONG@")
         config = camera_file(tmp_path, {"good": {"source": good.url, "record": "good.mp4"},
                                         "locked": {"source": bad_url, "record": "locked.mp4"}})
-        result = streamer("watch", config, "--triton", server_mobilenet.grpc_url, "--max-frames", 60, timeout=180)
+        result = streamer("watch", config, "--triton", server_empty.grpc_url, "--max-frames", 60, timeout=180)
         attempts = locked.connections
     assert result.returncode == 3, result.stderr  # documented: a camera could not be opened
     assert "error: camera locked:" in result.stderr and "refused access" in result.stderr
@@ -177,12 +177,12 @@ def test_all_cameras_failing_is_an_input_error(tmp_path):
     assert result.stderr.count("error: camera cam") == 2 and "starting the embedded Triton" not in result.stderr
 
 
-def test_cameras_that_never_come_up_are_given_up_and_the_run_ends_with_an_input_error(tmp_path, server_mobilenet):
+def test_cameras_that_never_come_up_are_given_up_and_the_run_ends_with_an_input_error(tmp_path, server_empty):
     from streamer.server import free_port
 
     urls = [f"rtsp://127.0.0.1:{free_port()}/{name}" for name in ("a", "b")]  # nothing listens there
     port = free_port()
-    run = Run("watch", *urls, "--triton", server_mobilenet.grpc_url, "--max-reconnect-time", 8,
+    run = Run("watch", *urls, "--triton", server_empty.grpc_url, "--max-reconnect-time", 8,
               "--summary", tmp_path / "s.json", "--metrics-port", port)
     try:
         def camera_up() -> dict:
@@ -206,7 +206,7 @@ def test_cameras_that_never_come_up_are_given_up_and_the_run_ends_with_an_input_
 
 
 def test_a_late_camera_has_its_tile_from_the_start_and_its_pictures_when_it_comes(tmp_path, long_clip,
-                                                                                  server_mobilenet):
+                                                                                  server_empty):
     """Four cameras, one of them not up yet (booting after a power cut): four named tiles at once,
     the late one OFFLINE with the reason; when its server starts it connects, its tile plays and
     its recording starts with its first frame; the others are unaffected."""
@@ -223,7 +223,7 @@ def test_a_late_camera_has_its_tile_from_the_start_and_its_pictures_when_it_come
         try:
             config = camera_file(tmp_path, {name: {"source": cam.url, "record": f"{name}.mp4"}
                                             for name, cam in zip(names, cams)})
-            run = Run("watch", config, "--show", "--triton", server_mobilenet.grpc_url, "--status-every", 1,
+            run = Run("watch", config, "--show", "--triton", server_empty.grpc_url, "--status-every", 1,
                       env=display.env)
             try:
                 window = display.find_window("streamer: 4 cameras")
@@ -249,8 +249,8 @@ def test_a_late_camera_has_its_tile_from_the_start_and_its_pictures_when_it_come
                 run.wait_for("is up (it was not reachable for", timeout=60)
                 wait_until(lambda: not red_banner(tiles()[3]) and read_bottom_code(picture(3)) is not None, 60,
                            interval=0.25, what="the late camera's pictures in its tile")
-                served = inference_count(server_mobilenet.http_url)
-                wait_until(lambda: inference_count(server_mobilenet.http_url) >= served + 4, 120,
+                served = inference_count(server_empty.http_url)
+                wait_until(lambda: inference_count(server_empty.http_url) >= served + 4, 120,
                            what="4 more inferences")
                 display.press(window, "q")
                 assert run.finish() == 0, run.stderr
@@ -271,11 +271,11 @@ def test_a_late_camera_has_its_tile_from_the_start_and_its_pictures_when_it_come
     assert cams[3].connections == 1  # one connection once it was up; the tries before were refused
 
 
-def test_files_as_cameras_play_at_their_pace_and_end(tmp_path, server_mobilenet):
+def test_files_as_cameras_play_at_their_pace_and_end(tmp_path, server_empty):
     a = camera_clip(tmp_path / "a.mp4", 30, rate=15)
     b = camera_clip(tmp_path / "b.mp4", 45, rate=15)
     started = time.monotonic()
-    result = streamer("watch", a, b, "--out-dir", tmp_path, "--triton", server_mobilenet.grpc_url, timeout=180)
+    result = streamer("watch", a, b, "--out-dir", tmp_path, "--triton", server_empty.grpc_url, timeout=180)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     counts = per_camera(result.stdout)
@@ -286,7 +286,7 @@ def test_files_as_cameras_play_at_their_pace_and_end(tmp_path, server_mobilenet)
     assert elapsed > 3  # 45 frames at 15 fps take 3 s: played at their own pace, not as fast as possible
 
 
-def test_the_mosaic_shows_every_camera_and_the_offline_banner_on_its_tile(tmp_path, clip, server_mobilenet):
+def test_the_mosaic_shows_every_camera_and_the_offline_banner_on_its_tile(tmp_path, clip, server_empty):
     from streamer.mosaic import picture_rect, tile_rect, tile_size_to_fit
 
     from ..cameras import VirtualDisplay
@@ -294,7 +294,7 @@ def test_the_mosaic_shows_every_camera_and_the_offline_banner_on_its_tile(tmp_pa
 
     with VirtualDisplay(1400, 800) as display, RtspCamera(clip, path="/a") as a, RtspCamera(clip, path="/b") as b:
         config = camera_file(tmp_path, {"front": {"source": a.url}, "yard": {"source": b.url}})
-        run = Run("watch", config, "--show", "--triton", server_mobilenet.grpc_url, env=display.env)
+        run = Run("watch", config, "--show", "--triton", server_empty.grpc_url, env=display.env)
         try:
             window = display.find_window("streamer: 2 cameras")
             tile_size = tile_size_to_fit(2, (1280, 720))
@@ -330,7 +330,7 @@ def test_the_mosaic_shows_every_camera_and_the_offline_banner_on_its_tile(tmp_pa
     per_camera(run.out)
 
 
-def test_prometheus_scrapes_each_camera_and_the_embedded_triton(tmp_path, clip, repo_mobilenet):
+def test_prometheus_scrapes_each_camera_and_the_embedded_triton(tmp_path, clip, repo_empty):
     from streamer.server import free_port
 
     from ..prometheus import Prometheus
@@ -339,7 +339,7 @@ def test_prometheus_scrapes_each_camera_and_the_embedded_triton(tmp_path, clip, 
     with RtspCamera(clip, path="/a") as a, RtspCamera(clip, path="/b") as b:
         config = camera_file(tmp_path, {"front": {"source": a.url}, "yard": {"source": b.url}},
                              extra=f"metrics_port: {metrics_port}")
-        run = Run("watch", config, "--model-repo", repo_mobilenet, "--threads", 2,
+        run = Run("watch", config, "--model-repo", repo_empty, "--threads", 2,
                   "--triton-metrics-port", triton_metrics)
         try:
             run.wait_for(f"streamer metrics: http://127.0.0.1:{metrics_port}/metrics", timeout=180)

@@ -41,13 +41,13 @@ def stop(proc) -> None:
     proc.wait(timeout=60)
 
 
-def test_watch_serves_every_camera_with_its_annotated_frames(tmp_path, server_mobilenet):
+def test_watch_serves_every_camera_with_its_annotated_frames(tmp_path, server_empty):
     a, b = write_clip(tmp_path / "a.mp4", 50), write_clip(tmp_path / "b.mp4", 50)
     cameras = tmp_path / "cameras.yaml"
     port = free_port("127.0.0.1")
     cameras.write_text(f"web: {port}\ndefaults: {{loop: true}}\ncameras:\n  front: {{source: {a}}}\n"
                        f"  back: {{source: {b}}}\n")
-    proc = start_streamer("watch", cameras, "--triton", server_mobilenet.grpc_url, "--max-frames", "400",
+    proc = start_streamer("watch", cameras, "--triton", server_empty.grpc_url, "--max-frames", "400",
                           "--status-every", "0")
     try:
         wait_until(lambda: up(port, ["front", "back"]), 120, what="both cameras up on the page")
@@ -66,11 +66,11 @@ def test_watch_serves_every_camera_with_its_annotated_frames(tmp_path, server_mo
         stop(proc)
 
 
-def test_run_page_needs_the_token_from_the_environment(tmp_path, server_mobilenet):
+def test_run_page_needs_the_token_from_the_environment(tmp_path, server_empty):
     clip = write_clip(tmp_path / "in.mp4", 300)
     port = free_port("127.0.0.1")
     env = {**os.environ, "STREAMER_WEB_TOKEN": "s3cret-token"}
-    proc = start_streamer("run", clip, "--web", f"127.0.0.1:{port}", "--triton", server_mobilenet.grpc_url,
+    proc = start_streamer("run", clip, "--web", f"127.0.0.1:{port}", "--triton", server_empty.grpc_url,
                           env=env)
     bearer = {"Authorization": "Bearer s3cret-token"}
     try:
@@ -83,7 +83,7 @@ def test_run_page_needs_the_token_from_the_environment(tmp_path, server_mobilene
         stop(proc)
 
 
-def test_a_web_port_in_use_is_a_clear_error(tmp_path, server_mobilenet):
+def test_a_web_port_in_use_is_a_clear_error(tmp_path, server_empty):
     import socket
 
     clip = write_clip(tmp_path / "in.mp4", 4)
@@ -91,19 +91,19 @@ def test_a_web_port_in_use_is_a_clear_error(tmp_path, server_mobilenet):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = start_streamer("run", clip, "--web", f"127.0.0.1:{port}", "--triton", server_mobilenet.grpc_url)
+        proc = start_streamer("run", clip, "--web", f"127.0.0.1:{port}", "--triton", server_empty.grpc_url)
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 4, stderr
     assert f"{port}" in stderr and "Traceback" not in stderr
 
 
-def test_a_camera_that_could_not_be_opened_still_has_its_tile(tmp_path, server_mobilenet):
+def test_a_camera_that_could_not_be_opened_still_has_its_tile(tmp_path, server_empty):
     clip = write_clip(tmp_path / "a.mp4", 50)
     cameras = tmp_path / "cameras.yaml"
     port = free_port("127.0.0.1")
     cameras.write_text(f"web: {port}\ncameras:\n  good: {{source: {clip}, loop: true}}\n"
                        "  gone: {source: 'rtsp://user:pw@127.0.0.1:9/x'}\n")
-    proc = start_streamer("watch", cameras, "--triton", server_mobilenet.grpc_url, "--max-frames", "300",
+    proc = start_streamer("watch", cameras, "--triton", server_empty.grpc_url, "--max-frames", "300",
                           "--status-every", "0", "--max-reconnect-time", "3")
     try:
         wait_until(lambda: up(port, ["good"]), 120, what="the good camera up on the page")

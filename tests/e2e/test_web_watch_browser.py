@@ -41,12 +41,12 @@ def clip(tmp_path_factory):
     return camera_clip(tmp_path_factory.mktemp("web_cameras") / "camera.mp4", 500)  # 20 s at 25 fps
 
 
-def test_watch_page_shows_every_real_camera_and_one_going_offline(clip, server_mobilenet):
+def test_watch_page_shows_every_real_camera_and_one_going_offline(clip, server_empty):
     assert missing() is None, missing()
     cameras = [RtspCamera(clip, path=f"/cam{i}", user="admin", password="s3cret").start() for i in range(3)]
     port = free_port("127.0.0.1")
     run = Run("watch", *[cam.url for cam in cameras], "--web", f"127.0.0.1:{port}", "--triton",
-              server_mobilenet.grpc_url, "--status-every", "0")
+              server_empty.grpc_url, "--status-every", "0")
     driver = chromium()
     try:
         run.wait_for(f"web view: http://127.0.0.1:{port}/", timeout=120)
