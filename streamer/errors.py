@@ -27,7 +27,8 @@ Exit codes:
   2    bad command-line usage
   3    input problem (missing, empty, truncated, not a video; a detections log not for this video)
   4    inference problem (no server, model missing or not matching the contract)
-  5    output problem (folder missing, not writable, exists without --overwrite)
+  5    output problem (folder missing, not writable, exists without --overwrite; the disk filled or the
+       folder went away during the run: what was written is kept, see `streamer recover` and --resume)
   6    incomplete run (frames failed inference, or the input ended early)
   7    model export failed (weights unavailable or not matching the arch)
   130  interrupted (Ctrl-C / SIGTERM); what was processed is still written"""

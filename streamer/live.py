@@ -24,7 +24,6 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from . import interrupts
@@ -35,8 +34,8 @@ from .frames import Detections, Frame, Outcome
 from .metrics import LatencyHistogram
 from .pipeline import count_labels, draw, p50_p95
 from .report import StreamReport, percentiles_ms
-from .stages import Annotator, Display, Inference, Sink, Stage, View
-from .states import CaptureState, InferenceState, StreamKind, ViewState
+from .stages import Annotator, Display, Inference, RecordingStatus, Sink, Stage, View
+from .states import CaptureState, InferenceState, RecordingState, StreamKind, ViewState
 from .triton import IDLE, IDLE_WAIT
 
 RECENT = 50_000  # observations kept for the p50/p95 of a live run's summary
@@ -68,6 +67,7 @@ class LiveStats:
     camera_state: CaptureState = CaptureState.CONNECTING  # at the end: STOPPED, or FAILED (given up)
     camera_error: Optional[SourceError] = None  # why it was given up
     given_up: Optional[str] = None  # "given up: REASON" (the capture's down_reason), None: it was not
+    recording: Optional[RecordingStatus] = None  # how the camera's recording ended (None: nothing recorded)
 
     @property
     def elapsed(self) -> float:
@@ -92,6 +92,8 @@ class LiveStats:
             parts.append(f"server reconnects {self.server_reconnects}")
         if self.given_up:
             parts.append(self.given_up)
+        if self.recording is not None and not self.recording.ok:
+            parts.append(f"{self.recording.line()}, not recorded {self.recording.not_recorded}")
         return " | ".join(parts)
 
 
@@ -105,7 +107,8 @@ class LiveStats:
             fps=self.shown / max(self.elapsed, 1e-9), latency_ms=percentiles_ms(self.latency.recent()),
             detections_by_class=dict(detections_by_class), reconnects=self.reconnects,
             frame_age_ms=percentiles_ms(self.ages), camera=str(self.camera_state),
-            error=None if self.camera_error is None else str(self.camera_error))
+            error=None if self.camera_error is None else str(self.camera_error),
+            recording=None if self.recording is None else self.recording.to_json())
 
 
 class Rate:
@@ -135,32 +138,6 @@ class _Interval:
     result_ages: List[float] = field(default_factory=list)
 
 
-class RecordingSink:
-    """The mp4 of a live run: opened at the first frame's size; later frames of another
-    size (a camera that reconnected at a new resolution) are scaled to it."""
-
-    every_frame = True
-
-    def __init__(self, open_sink: Callable[[int, int], Sink]):
-        self._open_sink = open_sink
-        self.sink: Optional[Sink] = None
-        self.size = None
-
-    def __enter__(self) -> "RecordingSink":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass  # the opened mp4 is closed by whoever opened it (open_sink)
-
-    def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
-        if self.sink is None:
-            self.size = (image.shape[1], image.shape[0])
-            self.sink = self._open_sink(*self.size)
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self.sink.write(frame, image, detections)
-
-
 _VIEW_STATES = {CaptureState.CONNECTING: ViewState.CONNECTING, CaptureState.LIVE: ViewState.UP,
                 CaptureState.OFFLINE: ViewState.OFFLINE, CaptureState.FAILED: ViewState.OFFLINE,
                 CaptureState.STOPPED: ViewState.ENDED}
@@ -175,7 +152,8 @@ class CameraFeed:
     def __init__(self, name: str, capture: LiveCapture, stages: Stage, annotators: Sequence[Annotator] = (),
                  sinks: Sequence[Sink] = (), max_frames: Optional[int] = None, source_rate: Optional[float] = None,
                  display_queue: int = 32, wake: Optional[threading.Event] = None, stats: Optional[LiveStats] = None,
-                 outputs: Sequence[str] = (), infer_every: int = 1, tracks: Callable[[], int] = lambda: 0):
+                 outputs: Sequence[str] = (), infer_every: int = 1, tracks: Callable[[], int] = lambda: 0,
+                 recording: Callable[[], Optional[RecordingStatus]] = lambda: None):
         self.name = name
         self.capture = capture
         self.stages = stages
@@ -187,6 +165,7 @@ class CameraFeed:
         self.outputs = tuple(outputs)
         self.infer_every = infer_every  # inference takes at most every Nth captured frame
         self.tracks = tracks  # tracks the camera's tracker holds now (0 without one)
+        self.recording = recording  # how the camera's recording is doing now (None: it records nothing)
         self._reconnects_seen = 0
         self.wake = wake or threading.Event()
         self.stats = stats or LiveStats()
@@ -317,7 +296,14 @@ class CameraFeed:
             if self.frame_age is not None else "frame age -",
             f"camera {cap.state} | inference {inference_state}"
             + (f" | reconnects {cap.reconnects}" if cap.reconnects else ""),
-        ]
+        ] + self._recording_lines()
+
+    def _recording_lines(self) -> List[str]:
+        """A HUD line when the recording is in trouble (the disk filled, the folder went away)."""
+        status = self.recording()
+        if status is None or status.state is RecordingState.RECORDING:
+            return []
+        return [status.line()]
 
     def banner(self, now: float, inference_state: InferenceState = InferenceState.ONLINE) -> Optional[str]:
         cap = self.capture
@@ -355,7 +341,7 @@ class CameraFeed:
         return View(name=self.name, image=self.last_image, state=state,
                     hud=tuple(self.hud_lines(now, inference_state)), banner=self.banner(now, inference_state),
                     frame=self.last_frame, fresh=fresh, figures=figures, detections=self.last_detections,
-                    outputs=self.outputs)
+                    outputs=self.outputs, recording=self.recording())
 
     def status(self, now: float, every: float, inference_state: InferenceState) -> Optional[str]:
         """One status line about the last `every` seconds, when they have passed."""
@@ -369,9 +355,11 @@ class CameraFeed:
                       if iv.result_ages else "")
         self._interval = _Interval(now, self.stats.shown, self.stats.inferred)
         down = self.capture.down_reason
+        recording = self.recording()
+        trouble = f", {recording.line()}" if recording is not None and recording.state is not RecordingState.RECORDING else ""
         return (f"[{now - self.stats.started:.0f} s] display {shown / span:.1f} fps, detections "
                 f"{inferred / span:.2f}/s, {age}{result_age}, skipped for inference {self.skipped_now}, "
-                f"camera {self.capture.state}, inference {inference_state}" + (f" ({down})" if down else ""))
+                f"camera {self.capture.state}, inference {inference_state}" + (f" ({down})" if down else "") + trouble)
 
     def finish(self, inference_reconnects: int) -> LiveStats:
         """Close the counts once the capture and inference threads are done."""
@@ -386,6 +374,7 @@ class CameraFeed:
         stats.given_up = self.capture.down_reason if self.capture.state is CaptureState.FAILED else None
         stats.server_reconnects = inference_reconnects
         stats.cut_at_exit = stats.captured - stats.shown - stats.dropped_display  # still queued at the end
+        stats.recording = self.recording()
         return stats
 
 

@@ -13,7 +13,8 @@ JSON shape (more keys may come; none will change meaning):
                   "detections_by_class": {"person": 12, ...}, "reconnects": 0}]}
 
 Live streams also carry "camera": how the camera ended ("stopped"; "failed": given up) and
-"error": why it was given up (null when it was not).
+"error": why it was given up (null when it was not); a camera that records also "recording":
+{"state": "recording" | "retrying" | "stopped", "reason", "files", "not_recorded", "current"}.
 
 `moved`: frames a pool took back from a server that broke and gave to another; `moved_slow`:
 frames a slow server held past the deadline, resent to another server (files: the first answer is
@@ -59,6 +60,7 @@ class StreamReport:
     frame_age_ms: Optional[Dict[str, Optional[float]]] = None
     camera: Optional[str] = None  # live: the capture's state at the end ("stopped", "failed")
     error: Optional[str] = None  # live: why the camera was given up
+    recording: Optional[dict] = None  # live: how its recording did (RecordingStatus.to_json)
 
     def to_json(self) -> dict:
         out = {"name": self.name, "kind": str(self.kind), "frames": dict(self.frames), "fps": round(self.fps, 3),
@@ -68,6 +70,8 @@ class StreamReport:
             out["frame_age_ms"] = dict(self.frame_age_ms)
         if self.camera is not None:
             out["camera"], out["error"] = self.camera, self.error
+        if self.recording is not None:
+            out["recording"] = dict(self.recording)
         return out
 
 

@@ -231,7 +231,13 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
 
     spec = classify_source(settings.source)
     inputs = [Path(spec.target)] if not spec.live else []
-    if settings.out is not None:
+    if not spec.live and (settings.segment is not None or settings.retain is not None):
+        raise SettingsError("--segment and --retain are for live sources (a file run writes one --out)")
+    if spec.live and settings.resume:
+        raise SettingsError("--resume is for files (a live run records what it sees: see --segment)")
+    if settings.resume and settings.out is None and settings.detections is None:
+        raise SettingsError("--resume needs the --out and/or --detections of the run to go on with")
+    if settings.out is not None and settings.segment is None:
         check_output_path(settings.out, settings.overwrite, inputs=inputs, suffixes=VIDEO_SUFFIXES)
     if settings.detections is not None:
         check_output_path(settings.detections, settings.overwrite,
@@ -246,7 +252,8 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
         camera = CameraSettings(name="cam1", source=settings.source, record=settings.out,
                                 detections=settings.detections, selection=settings.selection,
                                 hold_detections=settings.hold_detections, max_frames=settings.max_frames,
-                                tracking=settings.tracking)
+                                tracking=settings.tracking, segment=settings.segment,
+                                retain=settings.retain)
         watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
                               capture=settings.capture, show=settings.show, overwrite=settings.overwrite,
                               status_every=settings.status_every, metrics=settings.metrics, web=settings.web)
@@ -264,6 +271,9 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
     from .pipeline import FilePipeline
     from .sources import FileSource
 
+    from .recording.files import OutputFailed
+    from .recording.resume import SkipFrames, restored_stages
+
     say = console.say
     started = time.monotonic()
     with FileSource(path, audio=settings.audio, log=say) as src, \
@@ -271,32 +281,61 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
         say(src.info.describe())
         label_ids = label_filter(info, settings.selection.classes)
         warn_untrained(info, say)
+        outputs = resumable_outputs(settings, path, info, client, label_ids, say)
+        start = outputs.start if outputs is not None else 0
+        stages, cuts = restored_stages(outputs.plan if outputs is not None else None)
+        if stages is None:
+            tracker = parts.file_tracker(settings.selection, settings.tracking)
+            stages = parts.file_stages(settings.selection, label_ids, tracker)
+            cuts = tracker.cuts if tracker is not None else None
+        if outputs is not None:
+            outputs.watch(stages, cuts)
         stream = parts.file_inference(inference_for(settings.server, client, server, settings.inference, False, say),
-                                      settings.tracking)
+                                      settings.tracking, cuts=cuts if start else None)
         count0, compute0 = stream.compute_stats()
+        failed_output: Optional[OutputFailed] = None
         with contextlib.ExitStack() as parts_stack:
-            sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)]
+            sinks = [parts_stack.enter_context(sink)
+                     for sink in parts.file_sinks(settings, src, info, label_ids, say, outputs)]
             displays = open_displays(parts.displays(settings.show, f"streamer: {path.name}", paced=True),
                                      settings.web, info, parts_stack, say)
             total = src.info.frame_count
             if settings.max_frames is not None and total:
                 total = min(total, settings.max_frames)
+            if total and start:
+                total -= start
             try:
                 with console.progress(total) as advance:
                     pipeline = FilePipeline(
-                        source=src, inference=stream,
-                        stages=parts.file_stages(settings.selection, label_ids,
-                                                 parts.file_tracker(settings.selection, settings.tracking)),
+                        source=SkipFrames(src, start) if start else src, inference=stream, stages=stages,
                         annotators=parts.annotators(info), sinks=sinks, displays=displays,
-                        max_frames=settings.max_frames, on_frame=lambda _stats: advance(), name=path.name,
-                        total=total)
+                        max_frames=None if settings.max_frames is None else max(0, settings.max_frames - start),
+                        on_frame=lambda _stats: advance(), name=path.name, total=total,
+                        on_settled=outputs.settled if outputs is not None else lambda frame: None)
                     samples = lambda: [file_sample(path.name, pipeline, info.name_of)]  # noqa: E731
                     with metrics_endpoint(settings.metrics, samples, say), contextlib.closing(stream):
                         stats = pipeline.run()
                         count1, compute1 = stream.compute_stats()
+            except OutputFailed as err:
+                failed_output = err
+                if outputs is not None:
+                    outputs.abandon()
+                raise
             finally:
                 with interrupts.critical():  # a second Ctrl-C must not cut the files short
-                    parts_stack.close()
+                    try:
+                        parts_stack.close()
+                    except OutputFailed as err:
+                        failed_output = failed_output or err
+                        if outputs is not None:
+                            outputs.abandon()
+                        raise
+                    finally:
+                        if outputs is not None and failed_output is None:
+                            outputs.finish()
+                        elif outputs is not None:
+                            failed_output.args = (kept_message(failed_output, outputs),)
+                            failed_output.message = failed_output.args[0]
         if count1 > count0:
             stats.server_compute = (compute1 - compute0) / (count1 - count0)
         if pooled(settings.server):
@@ -312,7 +351,49 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                        streams=[stats.report(path.name, info.name_of)])
     report.lines.append(f"{stats.line()} | model {info.describe()}")
     report.notes.extend(_file_notes(stats, info, [p for p in (settings.out, settings.detections) if p is not None]))
+    if start:
+        report.notes.append(f"resumed at frame {start}: frames 0-{start - 1} are the earlier run's")
+        earlier_failed = outputs.plan.failed_before
+        if earlier_failed:
+            report.notes.append(f"WARNING: the earlier run failed inference on {earlier_failed} frame(s)")
+            if code == ExitCode.OK:
+                report.exit_code = ExitCode.INCOMPLETE
     return report
+
+
+def resumable_outputs(settings: RunSettings, path: Path, info: contract.ModelInfo, client, label_ids, say):
+    """A file run's --out/--detections written so that a kill can be resumed (None: neither asked
+    for); with --resume, going on from what a killed run of the same outputs left."""
+    from .recording.resume import FileRunOutputs, input_identity, manifests_for, plan_resume, run_options
+
+    if settings.out is None and settings.detections is None:
+        return None
+    anchor = settings.out or settings.detections
+    identity = input_identity(path)
+    options = run_options(settings.selection.threshold, label_ids, settings.tracking.enabled,
+                          settings.tracking.infer_every, settings.audio, settings.max_frames, report_model(info, client))
+    plan = None
+    if settings.resume:
+        plan = plan_resume(anchor, identity, options, settings.out, settings.detections, say)
+        if plan is not None:
+            say(f"resuming at frame {plan.start} (the earlier run's frames 0-{plan.start - 1} are kept)"
+                if plan.start else "resuming: nothing the earlier run wrote can be kept; starting from the first frame")
+    else:
+        left = manifests_for(anchor)
+        if left:
+            say(f"note: an unfinished run of {anchor} is beside it ({left[0].name}): `--resume` goes on with it, "
+                f"`streamer recover {anchor}` finishes it as it is")
+    return FileRunOutputs(settings.out, settings.detections, identity, options, plan, say)
+
+
+def kept_message(err, outputs) -> str:
+    """An output error of a resumable run, with where what was written is kept and what to do."""
+    kept = outputs.describe_partials()
+    anchor = outputs.manifest.anchor
+    if not kept:
+        return str(err)
+    return (f"{err}; what was written is kept, playable, in {kept}: make room and run the same command with "
+            f"--resume to go on, or `streamer recover {anchor}` to finish it as it is")
 
 
 def report_model(info: contract.ModelInfo, client) -> dict:
@@ -364,8 +445,10 @@ class _Camera:
 
 def check_outputs(settings: WatchSettings) -> None:
     """Fail before anything connects: a path used twice, a missing or unwritable folder (exit 5)."""
+    from .recording.segments import check_segment_folder
     from .sinks import VIDEO_SUFFIXES, check_output_path
 
+    segmented = {f"cameras.{cam.name}.record" for cam in settings.cameras if cam.segment is not None}
     seen = {}
     for where, path in settings.outputs:
         key = path.resolve()
@@ -374,7 +457,10 @@ def check_outputs(settings: WatchSettings) -> None:
         seen[key] = where
         suffixes = VIDEO_SUFFIXES if where.endswith(".record") else ()
         try:
-            check_output_path(path, settings.overwrite, suffixes=suffixes)
+            if where in segmented:
+                check_segment_folder(path)
+            else:
+                check_output_path(path, settings.overwrite, suffixes=suffixes)
         except SinkError as err:
             raise SinkError(f"{where}: {err}") from err
 
@@ -424,7 +510,8 @@ def _open_cameras(settings: WatchSettings, say: Callable[[str], None]) -> List[_
     return cameras
 
 
-def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: contextlib.ExitStack):
+def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: contextlib.ExitStack,
+                 say: Callable[[str], None] = lambda message: None):
     """One camera's feed: its stages, annotators and sinks (entered on `stack`). A camera given
     up at its first connection gets a feed too (its tile, status, metrics and report say why),
     without sinks: it writes no file."""
@@ -433,8 +520,9 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
     stats = LiveStats()
     rate = cam.reader.rate
     settings = cam.settings
+    recording = parts.camera_recording(settings, info, rate, say) if cam.error is None else None
     sinks = [] if cam.error is not None else \
-        [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)]
+        [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack, recording)]
     outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
     tracker = parts.live_tracker(settings)
     return CameraFeed(
@@ -443,7 +531,8 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
         annotators=parts.annotators(info), sinks=sinks, max_frames=settings.max_frames,
         source_rate=float(rate) if rate else None, stats=stats, outputs=outputs,
         infer_every=settings.tracking.infer_every,
-        tracks=(lambda: tracker.tracks_active) if tracker is not None else (lambda: 0))
+        tracks=(lambda: tracker.tracks_active) if tracker is not None else (lambda: 0),
+        recording=recording.status if recording is not None else (lambda: None))
 
 
 def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
@@ -479,7 +568,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             warn_untrained(info, say)
             stream = inference_for(settings.server, client, server, settings.inference, True, say)
             with contextlib.ExitStack() as stack:
-                feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack) for cam in cameras]
+                feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack, say) for cam in cameras]
                 title = f"streamer: {cameras[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
                 displays = open_displays(parts.displays(settings.show, title), settings.web, info, stack, say)
                 pipeline = LivePipeline(feeds=feeds, inference=stream, displays=displays, status_every=status_every,
@@ -524,6 +613,11 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     lost = [cam for cam in running if cam.capture.error is not None]
     for cam in lost:
         notes.append(f"error: {cam.capture.error}" if single else f"error: camera {cam.settings.name}: {cam.capture.error}")
+    unrecorded = [(cam, stats.recording) for cam, stats in zip(cameras, stats_list)
+                  if stats.recording is not None and not stats.recording.ok]
+    for cam, status in unrecorded:
+        notes.append(f"error: camera {cam.settings.name}: {status.not_recorded} frame(s) were not recorded "
+                     f"({status.reason or 'the output could not be written'})")
     report.elapsed_s = time.monotonic() - started
     if single and lost:
         report.exit_code = lost[0].capture.error.exit_code
@@ -531,6 +625,8 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
         report.exit_code = ExitCode.INTERRUPTED
     elif lost or failed:
         report.exit_code = ExitCode.SOURCE
+    elif unrecorded:
+        report.exit_code = ExitCode.SINK
     else:
         report.exit_code = ExitCode.OK
     return report

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ExitCode, StreamerError
+from .recording.retention import Retention, parse_retention
 from .states import Transport
 
 if TYPE_CHECKING:
@@ -144,6 +145,15 @@ class CameraSettings:
     loop: bool = False  # a file camera starts again at its end
     max_frames: Optional[int] = None
     tracking: Tracking = Tracking()
+    segment: Optional[float] = None  # seconds per segment (record is then a folder); None: one file
+    retain: Optional[Retention] = None  # segments: delete the oldest past this age / total size
+
+    def __post_init__(self):
+        if self.segment is not None and self.segment < 1:
+            raise SettingsError(f"cameras.{self.name}.segment: a segment lasts 1 s or more (got {self.segment:g})")
+        if self.retain is not None and self.segment is None:
+            raise SettingsError(f"cameras.{self.name}.retain needs segments (--segment SECONDS or `segment:`): "
+                                "retention deletes old segments")
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,9 @@ class RunSettings:
     status_every: Optional[float] = None  # None: 10 s without --show, none with it
     metrics: Optional[MetricsSettings] = None
     web: Optional[WebSettings] = None
+    segment: Optional[float] = None  # live: record in segments of this many seconds (--out is then a folder)
+    retain: Optional[Retention] = None  # live segments: how long they are kept
+    resume: bool = False  # files: go on from what a killed run with the same outputs left
 
 
 @dataclass(frozen=True)
@@ -205,17 +218,37 @@ def check_camera_name(name: str, where: str) -> str:
     return name
 
 
+def retention_setting(text: Optional[str], where: str = "--retain") -> Optional[Retention]:
+    """`--retain 7d,50GB` (or a camera file's `retain:`) parsed once; SettingsError naming the field."""
+    if text is None:
+        return None
+    try:
+        return parse_retention(str(text))
+    except ValueError as err:
+        raise SettingsError(f"{where}: {err}") from err
+
+
+DEFAULT_SEGMENT = 60.0  # `watch --out-dir`: seconds per segment unless --segment says otherwise
+
+
 def quick_cameras(sources: List[str], out_dir: Optional[Path], selection: Selection,
                   hold: Optional[float], max_frames: Optional[int],
-                  tracking: Tracking = Tracking()) -> Tuple[CameraSettings, ...]:
-    """`streamer watch SRC SRC ...`: cameras cam1, cam2, ..., recorded into out_dir when given."""
+                  tracking: Tracking = Tracking(), segment: Optional[float] = None,
+                  retain: Optional[Retention] = None) -> Tuple[CameraSettings, ...]:
+    """`streamer watch SRC SRC ...`: cameras cam1, cam2, ..., recorded into out_dir when given: in
+    segments under out_dir/camN/ (DEFAULT_SEGMENT seconds unless `segment` says; 0: one file,
+    out_dir/camN.mp4), with the detections in out_dir/camN.jsonl."""
     cameras = []
+    seconds = (segment if segment is not None else DEFAULT_SEGMENT) or None
     for i, source in enumerate(sources, start=1):
         name = f"cam{i}"
+        record = None
+        if out_dir:
+            record = out_dir / name if seconds else out_dir / f"{name}.mp4"
         cameras.append(CameraSettings(
             name=name, source=source, selection=selection, hold_detections=hold, max_frames=max_frames,
-            tracking=tracking, record=out_dir / f"{name}.mp4" if out_dir else None,
-            detections=out_dir / f"{name}.jsonl" if out_dir else None))
+            tracking=tracking, record=record, detections=out_dir / f"{name}.jsonl" if out_dir else None,
+            segment=seconds if out_dir else None, retain=retain if out_dir and seconds else None))
     return tuple(cameras)
 
 
@@ -284,6 +317,8 @@ def _models():
         loop: Optional[bool] = None
         track: Optional[bool] = None
         infer_every: Optional[int] = Field(default=None, ge=1)
+        segment: Optional[float] = Field(default=None, ge=0)
+        retain: Optional[str] = None
 
     class Camera(Defaults):
         source: str = Field(min_length=1)
@@ -331,7 +366,8 @@ def _pydantic_message(err) -> str:
 
 
 def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
-                     base: Selection = Selection(), tracking: Tracking = Tracking()) -> CameraFile:
+                     base: Selection = Selection(), tracking: Tracking = Tracking(),
+                     segment: Optional[float] = None, retain: Optional[Retention] = None) -> CameraFile:
     """Read and validate a camera file. Raises SettingsError naming the camera and the field."""
     from pydantic import ValidationError
 
@@ -384,6 +420,7 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
             hold_detections=cam.hold_detections if cam.hold_detections is not None else d.hold_detections,
             loop=bool(cam.loop if cam.loop is not None else (d.loop or False)),
             tracking=_camera_tracking(cam, d, tracking, f"{path}: cameras.{name}"),
+            **_camera_segments(cam, d, segment, retain, f"{path}: cameras.{name}"),
         ))
     triton = None
     if parsed.triton is not None:
@@ -395,6 +432,22 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
                       metrics_port=parsed.metrics_port,
                       metrics_host=parsed.metrics_host, web=None if parsed.web is None else str(parsed.web),
                       path=path)
+
+
+def _camera_segments(cam, defaults, segment: Optional[float], retain: Optional[Retention], where: str) -> dict:
+    """A camera's `segment` and `retain`: its own keys, else the file's defaults, else the flags
+    (segment 0: one file)."""
+    seconds = next((v for v in (cam.segment, defaults.segment, segment) if v is not None), None) or None
+    text = next((v for v in (cam.retain, defaults.retain) if v is not None), None)
+    keep = retention_setting(text, f"{where}.retain") if text is not None else retain
+    if keep is not None and seconds is None:
+        if text is None:
+            keep = None  # --retain applies to the cameras recorded in segments
+        else:
+            raise SettingsError(f"{where}.retain needs `segment:` (retention deletes old segments)")
+    if seconds is not None and seconds < 1:
+        raise SettingsError(f"{where}.segment: a segment lasts 1 s or more (got {seconds:g}; 0: one file)")
+    return {"segment": seconds if cam.record is not None else None, "retain": keep if cam.record is not None else None}
 
 
 def _camera_tracking(cam, defaults, base: Tracking, where: str) -> Tracking:
@@ -425,7 +478,8 @@ def dns_refresh_over_file(found: CameraFile, dns_refresh: Optional[float]) -> fl
 
 
 def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hold: Optional[float],
-                  max_frames: Optional[int], tracking: Tracking = Tracking()) -> CameraFile:
+                  max_frames: Optional[int], tracking: Tracking = Tracking(), segment: Optional[float] = None,
+                  retain: Optional[Retention] = None) -> CameraFile:
     """The cameras of `streamer watch ARGS`: one camera file (.yaml/.yml), or a list of sources
     named cam1, cam2, ... (recorded into `out_dir` when given). `base` and `hold` apply where the
     file leaves them unset; `max_frames` applies to every camera. Raises SettingsError."""
@@ -435,14 +489,14 @@ def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hol
             from .errors import SinkError
 
             raise SinkError(f"--out-dir {out_dir} does not exist (create it first)")
-        return CameraFile(cameras=quick_cameras(list(args), out_dir, base, hold, max_frames, tracking))
+        return CameraFile(cameras=quick_cameras(list(args), out_dir, base, hold, max_frames, tracking, segment, retain))
     if len(args) > 1:
         raise SettingsError("give either one camera file or a list of sources, not both")
     if out_dir is not None:
         raise SettingsError("--out-dir is for a list of sources; a camera file names each `record:` itself")
     if not first.is_file():
         raise SettingsError(f"no camera file at {first}")
-    loaded = load_camera_file(first, base=base, tracking=tracking)
+    loaded = load_camera_file(first, base=base, tracking=tracking, segment=segment, retain=retain)
     cameras = tuple(
         replace(c, max_frames=max_frames if max_frames is not None else c.max_frames,
                 hold_detections=c.hold_detections if c.hold_detections is not None else hold)

@@ -64,3 +64,12 @@ class StreamKind(Word):
 
     FILE = "file"
     LIVE = "live"
+
+
+class RecordingState(Word):
+    """A live camera's recording: writing, waiting to try again (segments: the disk filled or the
+    folder went away), or stopped for the rest of the run (one file)."""
+
+    RECORDING = "recording"
+    RETRYING = "retrying"
+    STOPPED = "stopped"
