@@ -384,6 +384,7 @@ class FileRunOutputs:
         self.stages = None
         self.cuts = None
         self._last_checkpoint: Optional[float] = None
+        self._checkpoints_failed = False
         self._lock: Optional[ManifestLock] = None
         self.manifest.write()
         try:
@@ -424,13 +425,21 @@ class FileRunOutputs:
         from ..sinks import KEY_EVERY_S
 
         now = frame.time if frame.time is not None else frame.index / 30.0
-        if self._last_checkpoint is not None and now - self._last_checkpoint < KEY_EVERY_S:
+        if self._last_checkpoint is None:
+            self._last_checkpoint = now  # the run's first frame is its own resume point
+            return
+        if now - self._last_checkpoint < KEY_EVERY_S or self._checkpoints_failed:
             return
         self._last_checkpoint = now
         mp4 = self.mp4
-        self.checkpoints.save(Checkpoint(frame.index, self.stages, self.cuts,
-                                         mp4.first_pts if mp4 is not None else None,
-                                         mp4.last_pts if mp4 is not None else None))
+        try:
+            self.checkpoints.save(Checkpoint(frame.index, self.stages, self.cuts,
+                                             mp4.first_pts if mp4 is not None else None,
+                                             mp4.last_pts if mp4 is not None else None))
+        except OutputFailed as err:  # the outputs may still be written: say it, and go on without
+            self._checkpoints_failed = True
+            self.say(f"WARNING: {err}: this run cannot be resumed from here on (its outputs are still written)")
+            return
         if mp4 is not None:
             mp4.key_next()
 

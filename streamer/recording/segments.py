@@ -236,13 +236,13 @@ class LiveRecorder:
 
     target: the file (segment_s None) or the camera's segment folder; rate: the camera's nominal
     frame rate (None: unknown); time_base: the frames' PTS unit; camera: its name in messages;
-    clock: Unix time now (tests move it)."""
+    clock: Unix time now (tests move it); retry_s: seconds between tries after a failure."""
 
     every_frame = True
 
     def __init__(self, target: Path, rate: Optional[Fraction], time_base: Fraction, segment_s: Optional[float] = None,
                  retain: Optional[Retention] = None, camera: str = "", log: Say = lambda message: None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, retry_s: float = RETRY_S):
         self.target = Path(target)
         self.rate = rate
         self.time_base = time_base
@@ -251,6 +251,7 @@ class LiveRecorder:
         self.camera = camera
         self.log = log
         self.clock = clock
+        self.retry_s = retry_s
         self.size: Optional[Tuple[int, int]] = None
         self.state = RecordingState.RECORDING
         self.reason: Optional[str] = None
@@ -344,7 +345,7 @@ class LiveRecorder:
         if self.state is RecordingState.RETRYING:
             if time.monotonic() < self._retry_at:
                 return None
-            self._retry_at = time.monotonic() + RETRY_S
+            self._retry_at = time.monotonic() + self.retry_s
             if self.retain is not None:
                 self._submit(("retain",))  # old segments go first: that may be the space needed
         if self.size is None:
@@ -387,9 +388,9 @@ class LiveRecorder:
         with self._lock:
             self.reason = f"{reason} ({err.target})" if isinstance(err, OutputFailed) else reason
             self.state = RecordingState.RETRYING if self.segmented else RecordingState.STOPPED
-        self._retry_at = time.monotonic() + RETRY_S
+        self._retry_at = time.monotonic() + self.retry_s
         if was is RecordingState.RECORDING:
-            then = f"trying again every {RETRY_S:g} s" if self.segmented else "the rest of this run is not recorded"
+            then = f"trying again every {self.retry_s:g} s" if self.segmented else "the rest of this run is not recorded"
             self.log(f"WARNING: camera {self.camera}: recording stopped: {err}; {then} (the video goes on)")
 
     def _lost(self, seg: _Segment, err: SinkError) -> None:
