@@ -617,7 +617,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
                   if stats.recording is not None and not stats.recording.ok]
     for cam, status in unrecorded:
         notes.append(f"error: camera {cam.settings.name}: {status.not_recorded} frame(s) were not recorded "
-                     f"({status.reason or 'the output could not be written'})")
+                     f"({status.reason or status.last_failure or 'the output could not be written'})")
     report.elapsed_s = time.monotonic() - started
     if single and lost:
         report.exit_code = lost[0].capture.error.exit_code

@@ -144,13 +144,15 @@ class Sink(Protocol):
 @dataclass(frozen=True)
 class RecordingStatus:
     """How a camera's recording is doing: its state, why it is not recording (None: it is), the
-    files it finished, the frames it could not record, and the file being written (None: none)."""
+    files it finished, the frames it could not record, the file being written (None: none), and
+    why it last stopped (None: never)."""
 
     state: RecordingState = RecordingState.RECORDING
     reason: Optional[str] = None
     files: int = 0
     not_recorded: int = 0
     current: Optional[str] = None
+    last_failure: Optional[str] = None  # why it last stopped (kept once it records again)
 
     @property
     def ok(self) -> bool:
@@ -162,7 +164,7 @@ class RecordingStatus:
 
     def to_json(self) -> dict:
         return {"state": str(self.state), "reason": self.reason, "files": self.files,
-                "not_recorded": self.not_recorded, "current": self.current}
+                "not_recorded": self.not_recorded, "current": self.current, "last_failure": self.last_failure}
 
 
 @dataclass(frozen=True)

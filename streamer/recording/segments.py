@@ -185,21 +185,47 @@ def _media_seconds(path: Path) -> float:
         return 0.0
 
 
+def _start_of(day: Path, name: str, fallback: float) -> float:
+    """A segment's start (Unix time) from its folder and name (local time), to the second."""
+    try:
+        return datetime.strptime(f"{day.name} {name[:8]}", "%Y-%m-%d %H-%M-%S").timestamp()
+    except ValueError:
+        return fallback
+
+
+def _frames(path: Path) -> int:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return container.streams.video[0].frames
+    except (av.FFmpegError, IndexError):
+        return 0
+
+
 def recover_segments(folder: Path, log: Say) -> List[str]:
     """Finish the partial segments a killed run left in `folder` (not one a running streamer still
-    writes) and list them in its index. The files finished (relative names)."""
+    writes) and list them in its index, with any finished segment a kill kept out of it (killed
+    between finishing the file and listing it). The files listed (relative names)."""
     folder = Path(folder)
     index = SegmentIndex(folder)
     done = []
-    for day in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+    days = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    listed = {e.get("file") for e in index.entries()}
+    for day in days:
+        for path in sorted(day.glob("[!.]*.mp4")):
+            name = str(path.relative_to(folder))
+            if name not in listed and path.is_file():
+                start = _start_of(day, path.stem, path.stat().st_mtime)
+                index.append(segment_record(name, start, start + _media_seconds(path), _frames(path),
+                                            path.stat().st_size, None, None, recovered=True))
+                done.append(name)
+    for day in days:
         for partial in sorted(_partials_in(day), key=lambda p: p.path.name):
             if partial.path.suffix != ".mp4" or is_locked(partial.path):
                 continue
             target = _free_name(partial.target)
-            try:
-                start = datetime.strptime(f"{day.name} {target.stem[:8]}", "%Y-%m-%d %H-%M-%S").timestamp()
-            except ValueError:
-                start = partial.path.stat().st_mtime
+            start = _start_of(day, target.stem, partial.path.stat().st_mtime)
             try:
                 frames, size = finish_partial(partial.path, target)
             except ValueError as err:
@@ -255,6 +281,7 @@ class LiveRecorder:
         self.size: Optional[Tuple[int, int]] = None
         self.state = RecordingState.RECORDING
         self.reason: Optional[str] = None
+        self.last_failure: Optional[str] = None
         self.files = 0
         self.not_recorded = 0
         self.unfinished: List[Path] = []  # partials that could not be finished (kept whole)
@@ -276,7 +303,7 @@ class LiveRecorder:
         if self._segment is not None:
             current = str(self.target / self._segment.name) if self.segmented else str(self.target)
         with self._lock:
-            return RecordingStatus(self.state, self.reason, self.files, self.not_recorded, current)
+            return RecordingStatus(self.state, self.reason, self.files, self.not_recorded, current, self.last_failure)
 
     # -- the Sink interface ----------------------------------------------------------------------
     def __enter__(self) -> "LiveRecorder":
@@ -386,7 +413,7 @@ class LiveRecorder:
         reason = err.reason if isinstance(err, OutputFailed) else str(err)
         was = self.state
         with self._lock:
-            self.reason = f"{reason} ({err.target})" if isinstance(err, OutputFailed) else reason
+            self.reason = self.last_failure = f"{reason} ({err.target})" if isinstance(err, OutputFailed) else reason
             self.state = RecordingState.RETRYING if self.segmented else RecordingState.STOPPED
         self._retry_at = time.monotonic() + self.retry_s
         if was is RecordingState.RECORDING:
@@ -400,9 +427,11 @@ class LiveRecorder:
             seg.sink.close()
         except SinkError:
             pass
-        if seg.sink.written and seg.sink.partial.exists():
+        if seg.sink.bytes_written and seg.sink.partial.exists():
             with self._lock:
                 self.unfinished.append(seg.sink.partial)
+        else:
+            seg.sink.partial.unlink(missing_ok=True)  # nothing whole was written
         self._failed(err)
 
     def _close(self, seg: _Segment) -> None:
@@ -486,6 +515,7 @@ class LiveLog:
         self.log = log
         self.not_logged = 0
         self.reason: Optional[str] = None
+        self.last_failure: Optional[str] = None
         self._retry_at = 0.0
 
     def __enter__(self) -> "LiveLog":
@@ -515,7 +545,7 @@ class LiveLog:
             if self.reason is None:
                 self.log(f"WARNING: camera {self.camera}: detections log stopped: {err}; "
                          f"trying again every {RETRY_S:g} s (the video goes on)")
-            self.reason = err.reason if isinstance(err, OutputFailed) else str(err)
+            self.reason = self.last_failure = err.reason if isinstance(err, OutputFailed) else str(err)
             self._retry_at = time.monotonic() + RETRY_S
             self.not_logged += 1
             return
@@ -545,5 +575,6 @@ class CameraRecording:
             return status
         reasons = [r for r in (status.reason, f"detections log: {log.reason}" if log.reason else None) if r]
         state = RecordingState.RETRYING if log.reason and status.state is RecordingState.RECORDING else status.state
+        last = status.last_failure or (f"detections log: {log.last_failure}" if log.last_failure else None)
         return RecordingStatus(state, "; ".join(reasons) or None, status.files, status.not_recorded + log.not_logged,
-                               status.current)
+                               status.current, last)
