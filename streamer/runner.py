@@ -293,49 +293,40 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
         stream = parts.file_inference(inference_for(settings.server, client, server, settings.inference, False, say),
                                       settings.tracking, cuts=cuts if start else None)
         count0, compute0 = stream.compute_stats()
-        failed_output: Optional[OutputFailed] = None
-        with contextlib.ExitStack() as parts_stack:
-            sinks = [parts_stack.enter_context(sink)
-                     for sink in parts.file_sinks(settings, src, info, label_ids, say, outputs)]
-            displays = open_displays(parts.displays(settings.show, f"streamer: {path.name}", paced=True),
-                                     settings.web, info, parts_stack, say)
-            total = src.info.frame_count
-            if settings.max_frames is not None and total:
-                total = min(total, settings.max_frames)
-            if total and start:
-                total -= start
-            try:
-                with console.progress(total) as advance:
-                    pipeline = FilePipeline(
-                        source=SkipFrames(src, start) if start else src, inference=stream, stages=stages,
-                        annotators=parts.annotators(info), sinks=sinks, displays=displays,
-                        max_frames=None if settings.max_frames is None else max(0, settings.max_frames - start),
-                        on_frame=lambda _stats: advance(), name=path.name, total=total,
-                        on_settled=outputs.settled if outputs is not None else lambda frame: None)
-                    samples = lambda: [file_sample(path.name, pipeline, info.name_of)]  # noqa: E731
-                    with metrics_endpoint(settings.metrics, samples, say), contextlib.closing(stream):
-                        stats = pipeline.run()
-                        count1, compute1 = stream.compute_stats()
-            except OutputFailed as err:
-                failed_output = err
-                if outputs is not None:
-                    outputs.abandon()
-                raise
-            finally:
-                with interrupts.critical():  # a second Ctrl-C must not cut the files short
-                    try:
+        try:
+            with contextlib.ExitStack() as parts_stack:
+                sinks = [parts_stack.enter_context(sink)
+                         for sink in parts.file_sinks(settings, src, info, label_ids, say, outputs)]
+                displays = open_displays(parts.displays(settings.show, f"streamer: {path.name}", paced=True),
+                                         settings.web, info, parts_stack, say)
+                total = src.info.frame_count
+                if settings.max_frames is not None and total:
+                    total = min(total, settings.max_frames)
+                if total and start:
+                    total -= start
+                try:
+                    with console.progress(total) as advance:
+                        pipeline = FilePipeline(
+                            source=SkipFrames(src, start) if start else src, inference=stream, stages=stages,
+                            annotators=parts.annotators(info), sinks=sinks, displays=displays,
+                            max_frames=None if settings.max_frames is None else max(0, settings.max_frames - start),
+                            on_frame=lambda _stats: advance(), name=path.name, total=total,
+                            on_settled=outputs.settled if outputs is not None else lambda frame: None)
+                        samples = lambda: [file_sample(path.name, pipeline, info.name_of)]  # noqa: E731
+                        with metrics_endpoint(settings.metrics, samples, say), contextlib.closing(stream):
+                            stats = pipeline.run()
+                            count1, compute1 = stream.compute_stats()
+                finally:
+                    with interrupts.critical():  # a second Ctrl-C must not cut the files short
                         parts_stack.close()
-                    except OutputFailed as err:
-                        failed_output = failed_output or err
-                        if outputs is not None:
-                            outputs.abandon()
-                        raise
-                    finally:
-                        if outputs is not None and failed_output is None:
-                            outputs.finish()
-                        elif outputs is not None:
-                            failed_output.args = (kept_message(failed_output, outputs),)
-                            failed_output.message = failed_output.args[0]
+        except OutputFailed as err:
+            if outputs is None:
+                raise
+            raise kept_error(err, outputs) from err
+        except BaseException:
+            finish_outputs(outputs)  # another error: the outputs hold what was done, as they always did
+            raise
+        finish_outputs(outputs)
         if count1 > count0:
             stats.server_compute = (compute1 - compute0) / (count1 - count0)
         if pooled(settings.server):
@@ -386,14 +377,28 @@ def resumable_outputs(settings: RunSettings, path: Path, info: contract.ModelInf
     return FileRunOutputs(settings.out, settings.detections, identity, options, plan, say)
 
 
-def kept_message(err, outputs) -> str:
-    """An output error of a resumable run, with where what was written is kept and what to do."""
+def kept_error(err, outputs) -> SinkError:
+    """An output that could not be written: the run's partials are left for --resume / recover, and
+    the error says where they are and what to do."""
+    outputs.abandon()
     kept = outputs.describe_partials()
-    anchor = outputs.manifest.anchor
     if not kept:
-        return str(err)
-    return (f"{err}; what was written is kept, playable, in {kept}: make room and run the same command with "
-            f"--resume to go on, or `streamer recover {anchor}` to finish it as it is")
+        return err
+    return SinkError(f"{err}; what was written is kept, playable, in {kept}: make room and run the same command "
+                     f"with --resume to go on, or `streamer recover {outputs.manifest.anchor}` to finish it as it is")
+
+
+def finish_outputs(outputs) -> None:
+    """Join the video's parts into --out and move the log into place (nothing without outputs)."""
+    if outputs is None:
+        return
+    from .recording.files import OutputFailed
+
+    with interrupts.critical():
+        try:
+            outputs.finish()
+        except OutputFailed as err:
+            raise kept_error(err, outputs) from err
 
 
 def report_model(info: contract.ModelInfo, client) -> dict:
