@@ -81,10 +81,9 @@ def file_sinks(settings: RunSettings, src, info: contract.ModelInfo, label_ids: 
     if outputs is not None:
         extra = run_fields(src.info, settings.selection.threshold, label_ids)
         return outputs.sinks(
-            lambda part, first_pts, last_pts: Mp4Sink.for_file(
-                src.info, src.audio_tracks, settings.out, say, partial=part, first_pts=first_pts, last_pts=last_pts,
-                key_every=None, finish=False),
-            lambda partial, append: JsonlSink(settings.detections, info.name_of, extra, partial=partial, append=append))
+            lambda part, first_pts: Mp4Sink.for_file(src.info, src.audio_tracks, settings.out, say, partial=part,
+                                                     first_pts=first_pts, finish=False),
+            lambda target, partial, append: JsonlSink(target, info.name_of, extra, partial=partial, append=append))
     sinks: List[Sink] = []
     if settings.out is not None:
         sinks.append(Mp4Sink.for_file(src.info, src.audio_tracks, settings.out, say))

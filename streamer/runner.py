@@ -268,11 +268,10 @@ def servers_json(shares: Sequence[ServerShare]) -> List[dict]:
 
 
 def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
-    from .pipeline import FilePipeline
-    from .sources import FileSource
-
+    from .pipeline import FilePipeline, draw
     from .recording.files import OutputFailed
-    from .recording.resume import SkipFrames, restored_stages
+    from .recording.resume import restored_stages
+    from .sources import FileSource
 
     say = console.say
     started = time.monotonic()
@@ -306,9 +305,12 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
                     total -= start
                 try:
                     with console.progress(total) as advance:
+                        annotators = parts.annotators(info)
+                        source = src if outputs is None else \
+                            outputs.source(src, lambda frame, detections: draw(frame.image, detections, annotators))
                         pipeline = FilePipeline(
-                            source=SkipFrames(src, start) if start else src, inference=stream, stages=stages,
-                            annotators=parts.annotators(info), sinks=sinks, displays=displays,
+                            source=source, inference=stream, stages=stages,
+                            annotators=annotators, sinks=sinks, displays=displays,
                             max_frames=None if settings.max_frames is None else max(0, settings.max_frames - start),
                             on_frame=lambda _stats: advance(), name=path.name, total=total,
                             on_settled=outputs.settled if outputs is not None else lambda frame: None)
@@ -360,6 +362,9 @@ def resumable_outputs(settings: RunSettings, path: Path, info: contract.ModelInf
     if settings.out is None and settings.detections is None:
         return None
     anchor = settings.out or settings.detections
+    if manifests_for(anchor, locked=True):
+        raise SinkError(f"another streamer run is writing {anchor} now (its partial files are locked); "
+                        "wait for it, or choose another output")
     identity = input_identity(path)
     options = run_options(settings.selection.threshold, label_ids, settings.tracking.enabled,
                           settings.tracking.infer_every, settings.audio, settings.max_frames, report_model(info, client))

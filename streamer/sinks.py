@@ -6,8 +6,8 @@ after Ctrl-C or an error), so a killed run never leaves a half-written file unde
 name, and what it did write survives the kill:
 
 - The mp4 is fragmented while it is written (a `moof` + `mdat` per keyframe interval, each handed
-  to the OS as soon as it is complete: `recording.fragments`), with a keyframe at least every
-  `KEY_EVERY_S` seconds of video (at most `KEY_MAX_S`) and the encoder's look-ahead kept under
+  to the OS as soon as it is complete: `recording.fragments`), with a keyframe every `KEY_EVERY_S`
+  seconds of video (x264's GOP: `KEY_MAX_S` at most) and the encoder's look-ahead kept under
   `LOOKAHEAD_S`: a SIGKILL loses at most about 1.5 s of video. Closing it copies the packets into
   a regular mp4 with the moov atom first (+faststart: a browser starts playing at once).
 - The detections log hands every record to the OS as it is written (`recording.lines`): a kill
@@ -70,7 +70,7 @@ def check_output_path(path: Path, overwrite: bool, inputs: Sequence[Path] = (), 
 
 
 KEY_EVERY_S = 1.0  # a keyframe (and a fragment on disk) at least this often, in seconds of video
-KEY_MAX_S = 1.5  # x264's own limit (its GOP), for runs whose keyframes are asked for (checkpoints)
+KEY_MAX_S = 1.5  # x264's own limit (its GOP): frame counts of a variable frame rate can run ahead of time
 LOOKAHEAD_S = 0.4  # at most this much video waits in the encoder's look-ahead (x264: 10 frames at most)
 
 
@@ -101,17 +101,14 @@ class Mp4Sink:
         audio: Sequence[AudioTrack] = (),
         origin: Optional[Fraction] = None,
         log: Callable[[str], None] = lambda message: None,
-        key_every: Optional[float] = KEY_EVERY_S,
         partial: Optional[Path] = None,
         first_pts: Optional[int] = None,
-        last_pts: Optional[int] = None,
         finish: bool = True,
     ):
         """origin: the source time (seconds) that becomes the output's 0 (None: the first frame's).
-        key_every: seconds of video between keyframes (None: only where `key_next()` asks, and
-        every KEY_MAX_S at most). partial: the file written meanwhile (default: a new partial name
-        beside the target). first_pts, last_pts: a resumed part goes on from these (the source PTS
-        that is the output's 0, the output PTS of the last frame written before). finish: close()
+        partial: the file written meanwhile (default: a new partial name
+        beside the target). first_pts: the source PTS that is the output's 0 (a resumed part goes on
+        on the first part's clock; None: the first frame's, or `origin`). finish: close()
         moves the finished file into place (False: the fragmented partial stays, for whoever joins
         the parts)."""
         self.path = Path(path)
@@ -126,10 +123,8 @@ class Mp4Sink:
         self._container = None
         self._stream = None
         self._first_pts: Optional[int] = first_pts
-        self._last_pts: Optional[int] = last_pts
-        self.key_every = key_every
+        self._last_pts: Optional[int] = None
         self._key_time: Optional[Fraction] = None  # output time of the last keyframe asked for
-        self._key_asked = False
         self._finish = finish
         self.failed: Optional[OutputFailed] = None
         self._durations: Dict[int, int] = {}  # pts -> duration of frames not yet muxed
@@ -163,18 +158,9 @@ class Mp4Sink:
         return self._first_pts
 
     @property
-    def last_pts(self) -> Optional[int]:
-        """The output PTS of the last frame written."""
-        return self._last_pts
-
-    @property
     def bytes_written(self) -> int:
         """Bytes of whole fragments handed to the OS so far (0 until the first fragment is complete)."""
         return self._file.size if self._file is not None else 0
-
-    def key_next(self) -> None:
-        """Make the next frame a keyframe: the fragment written so far is then complete on disk."""
-        self._key_asked = True
 
     def _encoder_options(self) -> Dict[str, str]:
         rate = float(self.rate)
@@ -236,12 +222,12 @@ class Mp4Sink:
             self._audio.flush_until(None if frame.audio_end else self._end)
 
     def _key_due(self, time: Fraction) -> bool:
-        """Whether the frame at output `time` (seconds) must be a keyframe: asked for, or
-        `key_every` seconds after the last one asked for."""
-        due = self._key_asked or self._key_time is None or (
-            self.key_every is not None and time - self._key_time >= Fraction(self.key_every))
+        """Whether the frame at output `time` (seconds) must be a keyframe: the first, and each
+        KEY_EVERY_S seconds after the last one asked for (x264 adds its own at scene cuts). A rule of
+        the timeline alone: a run, its `render` and a resumed part put them on the same frames."""
+        due = self._key_time is None or time - self._key_time >= Fraction(KEY_EVERY_S)
         if due:
-            self._key_time, self._key_asked = time, False
+            self._key_time = time
         return due
 
     def _mux(self, packets) -> None:

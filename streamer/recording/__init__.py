@@ -6,6 +6,7 @@
   logs), and `read_json_lines`, which drops a torn last line with a note.
 - `fragments`: fragmented mp4 while writing (a fragment per keyframe), trimming a torn tail, joining
   parts into one moov-first mp4.
+- `retention`: `--retain 7d,50GB` parsed into `Retention`.
 - `segments`: a live camera's recording, in one file or in segments (`CAM/YYYY-MM-DD/HH-MM-SS.mp4`)
   with an index and retention; it goes on (and says so) when the disk fills or the folder vanishes.
 - `resume`: the manifest and checkpoints of a file run, and how `--resume` continues it.

@@ -96,6 +96,7 @@ def _check_free(target: Path, overwrite: bool) -> None:
 def _recover_target(target: Path, overwrite: bool, say: Say, quiet: bool = False) -> List[str]:
     """The partials of one output: a file run's (with its manifest), else the newest partial."""
     target = Path(target)
+    claimed = set()  # the files of a run's manifest: recovered with it, never alone
     for manifest_path in manifests_for(target):
         try:
             manifest = Manifest.read(manifest_path)
@@ -105,8 +106,9 @@ def _recover_target(target: Path, overwrite: bool, say: Say, quiet: bool = False
         outputs = {p.resolve() for p in (manifest.out_path(), manifest.detections_path()) if p is not None}
         if target.resolve() in outputs:
             return _recover_manifest(manifest, overwrite, say)
+        claimed.update(p.resolve() for p in manifest.part_paths() + [manifest.log_path()])
     done = []
-    found = [p for p in partials_of(target) if not is_locked(p.path)]
+    found = [p for p in partials_of(target) if not is_locked(p.path) and p.path.resolve() not in claimed]
     held = [p for p in partials_of(target) if is_locked(p.path)]
     if held and not quiet:
         say(f"note: {held[0].path} is being written by a running streamer: left alone")
@@ -152,7 +154,9 @@ def _recover_manifest(manifest: Manifest, overwrite: bool, say: Say) -> List[str
         for part in parts:
             part.unlink(missing_ok=True)
     log = manifest.log_path()
-    if log is not None and log.exists():
+    if manifest.detections is None:
+        log.unlink(missing_ok=True)  # the run's own log (for --resume), not an output
+    elif log.exists():
         detections = manifest.detections_path()
         _check_free(detections, overwrite)
         lines = trim_torn_tail(log)

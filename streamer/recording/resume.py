@@ -5,29 +5,33 @@ A file run with `--out` and/or `--detections` writes, beside the first of them (
     .NAME.partial-RUNID.json        the manifest: the input (size and hashes of its ends), the
                                     options that change the output, the parts of the video
     .NAME.partial-RUNID.mp4         the video, fragmented (one part per run that wrote it)
-    .NAME.partial-RUNID.jsonl       the detections log (beside --detections)
+    .NAME.partial-RUNID.jsonl       the detections log (beside --detections; without it, a hidden
+                                    log of its own that the finished run removes)
     .NAME.partial-RUNID.state/      checkpoints: the stages' state (the tracker) at resume points
 
 **Resume points.** About once a second of video (`KEY_EVERY_S`), at a frame after which the stages
 hold nothing back (every frame given to them was written: with `--infer-every N`, right after an
-inferred frame), the run saves a checkpoint (the stage chain as it is after that frame, the
-schedule's cut detector, the mp4's clock) and asks the mp4 to start a keyframe, so a fragment ends
-exactly there. A killed run can go on from frame S when a checkpoint of frame S-1 exists, the
-video holds a fragment starting at S (or ends there) and the log holds S records.
+inferred frame), the run saves a checkpoint: the stage chain as it is after that frame (the
+tracker's tracks, ids, motion model, last picture and cut detector) and the mp4's clock. Every
+record of the log reaches the disk as it is written, so the latest checkpoint C is always a resume
+point: the run goes on from S = C + 1.
 
 **Resuming.** `run ... --resume` finds the newest manifest of its outputs that no running streamer
 holds, checks that it was written for the same input and the same options (else one line, exit 2),
-cuts the log and the video back to the latest such S, and runs on from S: frames before S are
-decoded and dropped (every frame keeps its index, PTS and audio), the stages start from the
-checkpoint (the tracker's tracks, ids, motion model and last picture: exactly where the killed run
-had them), the video goes on in a new part, the log is appended to. At the end the parts are joined
-into one moov-first mp4: every frame once, in order, with the same timestamps and the same
-detections as a run that was never killed. The video's pictures are those of a fresh x264 encoder
-from S on (equal within encoder tolerance, not bit for bit); transcoded audio restarts its encoder
-at S (copied audio is exact).
+and cuts the log back to S records and the video back to its last keyframe K <= S (a fragment
+starts there; keyframes come every second of video, by the timeline alone, as in any run). Then it
+runs on: frames before K are decoded and dropped (every frame keeps its index, PTS and audio), the
+frames K..S-1 are drawn again from the log (which holds exactly what was drawn: `render`'s rule) into
+a new video part, and from S on the stages go on from the checkpoint, exactly where the killed run
+had them, and the log is appended to. At the end the parts are joined into one moov-first mp4:
+every frame once, in order, with the same timestamps and the same detections as a run that was
+never killed. The video's pictures from K on are a fresh x264 encoder's (equal within encoder
+tolerance, not bit for bit); transcoded audio restarts its encoder at K (copied audio is exact).
 
-Checkpoints are Python pickles of the tracker's own objects; they are read back only through an
-unpickler that admits the tracker's and the selection's classes, numpy arrays and a few builtins.
+Checkpoints are Python pickles of the stage chain's own objects; they are read back only through an
+unpickler that admits the tracker's and the selection's classes, numpy arrays and a few builtins
+(`_SAFE_MODULES`): a stage added to the file chain must pickle, and its module be listed there, for
+an exact resume (otherwise a resume starts over, with a note).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from .fragments import scan
 from .lines import trim_torn_tail
 
 VERSION = 1
-KEEP_CHECKPOINTS = 8  # a kill loses at most ~1.5 s: the last few checkpoints cover it
+KEEP_CHECKPOINTS = 3  # the latest is the resume point (the log reaches the disk record by record)
 HASHED = 1 << 20  # bytes hashed at each end of the input
 
 Say = Callable[[str], None]
@@ -88,7 +92,7 @@ class Manifest:
     out: Optional[str]
     detections: Optional[str]
     parts: List[dict] = field(default_factory=list)  # {"file": partial name beside out, "first": frame index}
-    log: Optional[str] = None  # the detections log's partial (a name, beside `detections`)
+    log: Optional[str] = None  # the log's partial (a name, beside `detections`, else beside `out`)
     version: int = VERSION
     home: Path = field(default=Path("."), compare=False)
 
@@ -99,7 +103,7 @@ class Manifest:
         home = anchor.parent if str(anchor.parent) else Path(".")
         return cls(run_id, identity, options, anchor.name if out else None,
                    os.path.relpath(detections, home) if detections else None,
-                   log=partial_path(Path(detections), run_id).name if detections else None, home=home)
+                   log=partial_path(Path(detections or out), run_id, ".jsonl").name, home=home)
 
     def out_path(self) -> Optional[Path]:
         return self.home / self.out if self.out else None
@@ -120,8 +124,9 @@ class Manifest:
     def part_paths(self) -> List[Path]:
         return [self.home / part["file"] for part in self.parts]
 
-    def log_path(self) -> Optional[Path]:
-        return self.detections_path().parent / self.log if self.log and self.detections else None
+    def log_path(self) -> Path:
+        """The log's partial (beside --detections; without it, the run's own hidden log beside --out)."""
+        return (self.detections_path() or self.anchor).parent / self.log
 
     def write(self) -> None:
         """Replace the manifest on disk (a whole new file, then renamed over the old one)."""
@@ -140,8 +145,9 @@ class Manifest:
                                             "version")}, home=path.parent)
 
 
-def manifests_for(anchor: Path) -> List[Path]:
-    """The manifests beside `anchor` that no running streamer holds, newest first."""
+def manifests_for(anchor: Path, locked: bool = False) -> List[Path]:
+    """The manifests beside `anchor` that no running streamer holds (`locked`: those one holds),
+    newest first."""
     found = []
     folder = anchor.parent if str(anchor.parent) else Path(".")
     try:
@@ -151,7 +157,7 @@ def manifests_for(anchor: Path) -> List[Path]:
     for path in entries:
         partial = parse_partial(path)
         if partial is not None and path.suffix == ".json" and partial.target.stem == anchor.stem \
-                and not is_locked(path):
+                and is_locked(path) == locked:
             found.append((partial.run_id, path))
     return [path for _, path in sorted(found, reverse=True)]
 
@@ -180,7 +186,6 @@ class Checkpoint:
     stages: object  # the selection chain (selection.Chain), tracker included
     cuts: object = None  # the inference schedule's cut detector (tracking.CutDetector), or None
     first_pts: Optional[int] = None  # the mp4's clock: the source PTS that is its 0
-    last_pts: Optional[int] = None  # ... and the output PTS of this frame
 
 
 _SAFE_MODULES = ("streamer.tracking.", "streamer.selection", "streamer.frames", "streamer.recording.resume")
@@ -225,8 +230,12 @@ class Checkpoints:
         path = self.folder / f"{checkpoint.frame:09d}.ckpt"
         temp = path.with_suffix(".new")
         try:
+            data = pickle.dumps(checkpoint, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError) as err:  # a stage that holds a thread, a socket...
+            raise OutputFailed(path, f"the stages cannot be saved ({err})") from err
+        try:
             with open(temp, "wb") as f:
-                pickle.dump(checkpoint, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.write(data)
             os.replace(temp, path)
         except OSError as err:
             temp.unlink(missing_ok=True)
@@ -251,12 +260,14 @@ class Checkpoints:
 
 @dataclass
 class ResumePlan:
-    """Where a resumed run starts (`start`: its first frame), from which manifest and checkpoint."""
+    """Where a resumed run starts: the stages go on from `start` (with `checkpoint`); the video from
+    `redraw_from` (a keyframe), its frames before `start` drawn from `records` (the log's, by index)."""
 
     manifest: Manifest
     start: int
+    redraw_from: int
     checkpoint: Optional[Checkpoint]
-    kept_records: int
+    records: List[dict]
     failed_before: int  # records of the kept log whose inference had failed
 
 
@@ -291,65 +302,56 @@ def plan_resume(anchor: Path, identity: dict, options: dict, out: Optional[Path]
 
 
 def _cut_back(manifest: Manifest, say: Say) -> ResumePlan:
-    """Find the latest resume point S and cut the log and the video parts back to it."""
+    """Find the resume point S (after the latest checkpoint the log covers) and the video's last
+    keyframe K <= S, and cut the log back to S records and the video parts back to K."""
     log = manifest.log_path()
-    records: List[dict] = []
-    if log is not None:
-        found = trim_torn_tail(log) if log.exists() else None
-        records = found.records if found is not None else []
-        if found is not None and found.torn:
-            say(f"note: {found.torn}")
-    limit_log = len(records) if log is not None else None
-    starts = set()
-    scans: List[Optional[object]] = []
-    for part, path in zip(manifest.parts, manifest.part_paths()):
-        found = None
-        if not scans or scans[-1] is not None:  # a part that cannot be read ends the usable ones
-            try:
-                found = scan(path)
-            except (OSError, ValueError):
-                pass
-        scans.append(found)
-        if found is not None:
-            first = int(part["first"])
-            starts.update(found.starts(first))
-            starts.add(first + found.frames)
+    found = trim_torn_tail(log) if log.exists() else None
+    records = found.records if found is not None else []
+    if found is not None and found.torn:
+        say(f"note: {found.torn}")
+    if [r.get("frame") for r in records] != list(range(len(records))):
+        records = []  # not this run's log after all: start over
     checkpoints = Checkpoints(manifest.state_dir())
-    start = 0
+    start, checkpoint = 0, None
     for frame in reversed(checkpoints.frames()):
-        candidate = frame + 1
-        if limit_log is not None and candidate > limit_log:
+        if frame + 1 > len(records):
             continue
-        if manifest.out is not None and candidate not in starts:
-            continue
-        start = candidate
-        break
-    checkpoint = None
-    if start:
         try:
-            checkpoint = checkpoints.load(start - 1)
+            checkpoint = checkpoints.load(frame)
         except (OSError, pickle.UnpicklingError, AttributeError, EOFError, ValueError, TypeError) as err:
-            say(f"note: --resume: the checkpoint of frame {start - 1} cannot be read ({err}); starting over")
-            start, checkpoint = 0, None
-    # cut everything back to `start`
-    if log is not None and log.exists():
+            say(f"note: --resume: the checkpoint of frame {frame} cannot be read ({err})")
+            continue
+        start = frame + 1
+        break
+    scans = []
+    for path in manifest.part_paths():
+        usable = not scans or scans[-1] is not None  # a part that cannot be read ends the usable ones
+        try:
+            scans.append(scan(path) if usable else None)
+        except (OSError, ValueError):
+            scans.append(None)
+    keys = [0]  # the frames a fragment starts at (each a keyframe), and where the whole video ends
+    for part, found_part in zip(manifest.parts, scans):
+        if found_part is not None:
+            keys += found_part.starts(int(part["first"])) + [int(part["first"]) + found_part.frames]
+    redraw_from = max(k for k in keys if k <= start) if manifest.out is not None else start
+    if log.exists():
         trim_torn_tail(log, keep=start)
     kept_parts = []
-    for part, path, found in zip(manifest.parts, manifest.part_paths(), scans):
+    for part, path, found_part in zip(manifest.parts, manifest.part_paths(), scans):
         first = int(part["first"])
-        if found is None or first >= start:
+        if found_part is None or first >= redraw_from:
             path.unlink(missing_ok=True)
             continue
-        end = first + found.frames
-        if start < end:
-            os.truncate(path, found.offset_of(start, first))
-        elif found.torn:
-            os.truncate(path, found.whole_end)
+        if redraw_from < first + found_part.frames:
+            os.truncate(path, found_part.offset_of(redraw_from, first))
+        elif found_part.torn:
+            os.truncate(path, found_part.whole_end)
         kept_parts.append(part)
     manifest.parts = kept_parts
     checkpoints.drop_after(start - 1)
     failed = sum(1 for r in records[:start] if r.get("status") == "failed")
-    return ResumePlan(manifest, start, checkpoint, start if log is not None else 0, failed)
+    return ResumePlan(manifest, start, redraw_from, checkpoint, records[redraw_from:start], failed)
 
 
 # -- the outputs of a resumable file run ------------------------------------------------------------------
@@ -358,10 +360,11 @@ class FileRunOutputs:
     """The `--out` / `--detections` of a file run, written so that a kill can be resumed.
 
     Made by the runner once the input and the model are known; `sinks()` are the run's sinks
-    (a new video part, the log appended to); `settled(frame)` is the pipeline's call after each
-    frame written with nothing held back (the checkpoints); `finish()` joins the parts and moves
-    the files into place; `abandon()` (an output could not be written) leaves every partial for
-    `--resume` or `streamer recover`.
+    (a new video part, the log appended to); `source()` hands on the input's frames from the resume
+    point, having drawn the video's frames since its last keyframe again; `settled(frame)` is the
+    pipeline's call after each frame written with nothing held back (the checkpoints); `finish()`
+    joins the parts and moves the files into place; `abandon()` (an output could not be written)
+    leaves every partial for `--resume` or `streamer recover`.
     """
 
     def __init__(self, out: Optional[Path], detections: Optional[Path], identity: dict, options: dict,
@@ -377,7 +380,7 @@ class FileRunOutputs:
             self.manifest = Manifest.new(self.run_id, identity, options, self.out, self.detections)
         if self.out is not None:
             part = partial_path(self.out, self.run_id)
-            self.manifest.parts.append({"file": part.name, "first": self.start})
+            self.manifest.parts.append({"file": part.name, "first": plan.redraw_from if plan else 0})
         self.checkpoints = Checkpoints(self.manifest.state_dir())
         self.mp4 = None
         self.log = None
@@ -397,31 +400,35 @@ class FileRunOutputs:
     def start(self) -> int:
         return self.plan.start if self.plan is not None else 0
 
-    @property
-    def checkpoint(self) -> Optional[Checkpoint]:
-        return self.plan.checkpoint if self.plan is not None else None
-
     def sinks(self, mp4_factory, log_factory) -> list:
-        """The run's sinks: `mp4_factory(partial, first_pts, last_pts)` and `log_factory(partial, append)`."""
+        """The run's sinks: the video's new part, `mp4_factory(partial, first_pts)`, and the log,
+        `log_factory(target, partial, append)` (a run without --detections keeps a hidden log of its
+        own: a resume draws the frames since the video's last keyframe from it)."""
         found = []
-        ckpt = self.checkpoint
+        plan = self.plan
         if self.out is not None:
-            part = self.manifest.part_paths()[-1]
-            self.mp4 = mp4_factory(part, ckpt.first_pts if ckpt else None, ckpt.last_pts if ckpt else None)
+            first_pts = plan.checkpoint.first_pts if plan is not None and plan.checkpoint is not None else None
+            self.mp4 = mp4_factory(self.manifest.part_paths()[-1], first_pts)
             found.append(self.mp4)
-        if self.detections is not None:
-            self.log = log_factory(self.manifest.log_path(), self.start > 0)
-            self.log.abandon()  # moved into place by finish(), once the video is
-            found.append(self.log)
+        self.log = log_factory(self.detections or self.manifest.log_path(), self.manifest.log_path(), self.start > 0)
+        self.log.abandon()  # moved into place (or removed) by finish(), once the video is finished
+        found.append(self.log)
         return found
+
+    def source(self, source, draw: Callable[[Frame, object], object]):
+        """The input from the resume point on: frames before the video's last keyframe are decoded and
+        dropped, the ones from it to the resume point drawn again from the log into the video."""
+        if self.plan is None or not self.start:
+            return source
+        return ResumedSource(source, self.plan, lambda frame, detections: self.mp4.write(
+            frame, draw(frame, detections), detections))
 
     def watch(self, stages, cuts) -> None:
         """The stage chain (and the schedule's cut detector) whose state the checkpoints keep."""
         self.stages, self.cuts = stages, cuts
 
     def settled(self, frame: Frame) -> None:
-        """After `frame` was written with nothing held back: a checkpoint, about once a second of
-        video, and a keyframe on the next frame so that a fragment ends here."""
+        """After `frame` was written with nothing held back: a checkpoint, about once a second of video."""
         from ..sinks import KEY_EVERY_S
 
         now = frame.time if frame.time is not None else frame.index / 30.0
@@ -431,17 +438,12 @@ class FileRunOutputs:
         if now - self._last_checkpoint < KEY_EVERY_S or self._checkpoints_failed:
             return
         self._last_checkpoint = now
-        mp4 = self.mp4
         try:
             self.checkpoints.save(Checkpoint(frame.index, self.stages, self.cuts,
-                                             mp4.first_pts if mp4 is not None else None,
-                                             mp4.last_pts if mp4 is not None else None))
+                                             self.mp4.first_pts if self.mp4 is not None else None))
         except OutputFailed as err:  # the outputs may still be written: say it, and go on without
             self._checkpoints_failed = True
             self.say(f"WARNING: {err}: this run cannot be resumed from here on (its outputs are still written)")
-            return
-        if mp4 is not None:
-            mp4.key_next()
 
     def finish(self) -> None:
         """Join the video parts into --out, move the log into place, remove the run's partials."""
@@ -454,7 +456,9 @@ class FileRunOutputs:
             for part in parts:
                 part.unlink(missing_ok=True)
         log = self.manifest.log_path()
-        if log is not None and log.exists():
+        if self.detections is None:
+            log.unlink(missing_ok=True)
+        elif log.exists():
             try:
                 os.replace(log, self.detections)
             except OSError as err:
@@ -480,9 +484,8 @@ class FileRunOutputs:
 
     def describe_partials(self) -> str:
         kept = [p.name for p in self.manifest.part_paths() if p.exists()]
-        log = self.manifest.log_path()
-        if log is not None and log.exists():
-            kept.append(log.name)
+        if self.detections is not None and self.manifest.log_path().exists():
+            kept.append(self.manifest.log_path().name)
         return ", ".join(kept)
 
 
@@ -494,22 +497,34 @@ def restored_stages(plan: Optional[ResumePlan]):
     return plan.checkpoint.stages, copy.deepcopy(plan.checkpoint.cuts)
 
 
-class SkipFrames:
-    """A source whose frames before `start` are decoded and dropped (a resumed run): every later
-    frame keeps its index, PTS and audio as in the run that was killed."""
+class ResumedSource:
+    """A resumed run's input (see FileRunOutputs.source): frames before the plan's `redraw_from` are
+    decoded and dropped, those up to its `start` go to `redraw(frame, detections)` with the
+    detections the log holds for them, and the rest are handed on. Every frame keeps its index, PTS
+    and audio; a frame whose PTS differs from the log's means the input is not the killed run's."""
 
-    def __init__(self, source, start: int):
+    def __init__(self, source, plan: ResumePlan, redraw: Callable[[Frame, object], None]):
         self.source = source
-        self.start = start
+        self.plan = plan
+        self.redraw = redraw
 
     @property
     def problem(self) -> Optional[str]:
         return self.source.problem
 
     def frames(self) -> Iterator[Frame]:
+        from ..detlog import decode
+
+        plan = self.plan
         for frame in self.source.frames():
-            if frame.index >= self.start:
+            if frame.index >= plan.start:
                 yield frame
+            elif frame.index >= plan.redraw_from:
+                record = plan.records[frame.index - plan.redraw_from]
+                if record.get("pts") != frame.pts:
+                    raise ResumeRefused(f"--resume: frame {frame.index} has pts {frame.pts} in the input but "
+                                        f"{record.get('pts')} in the log: not the input of the killed run")
+                self.redraw(frame, decode(record))
 
 
 def run_options(threshold: float, classes, tracking_enabled: bool, infer_every: int, audio: bool,

@@ -365,7 +365,7 @@ class LiveRecorder:
     # -- inside ---------------------------------------------------------------------------------
     def _open(self, frame: Frame, image: np.ndarray, epoch: float) -> Optional[_Segment]:
         """A new file for this frame; None when it cannot be made now (the state says why)."""
-        from ..sinks import KEY_EVERY_S, Mp4Sink
+        from ..sinks import Mp4Sink
 
         if self.state is RecordingState.STOPPED:
             return None
@@ -381,8 +381,7 @@ class LiveRecorder:
         epoch = frame.wall_time + self._offset
         try:
             path, name = self._path_for(epoch)
-            sink = Mp4Sink(path, self.size[0], self.size[1], self.time_base, self.rate, key_every=KEY_EVERY_S,
-                           log=self.log)
+            sink = Mp4Sink(path, self.size[0], self.size[1], self.time_base, self.rate, log=self.log)
             sink.__enter__()
         except (SinkError, OSError) as err:
             self._failed(err if isinstance(err, SinkError) else OutputFailed(self.target, reason_of(err)))

@@ -298,3 +298,32 @@ def test_one_file_recording_is_fragmented_while_written(tmp_path):
         assert partial == out and not out.exists()
     assert read_video(out).codes == list(range(75)) and moov_before_mdat(out)
     assert json.loads(json.dumps(rec.status().to_json()))["files"] == 1
+
+
+def test_a_checkpoint_is_read_back_only_with_the_stages_classes(tmp_path):
+    import os as os_module
+    import pickle
+
+    from streamer.recording.resume import Checkpoint, Checkpoints
+    from streamer.selection import selection_stages
+    from streamer.tracking import FileTracker
+
+    tracker = FileTracker(infer_every=3)
+    chain = selection_stages(0.5, None, [tracker])
+    for i in range(4):
+        image = frame_image(i)
+        list(chain.push(Frame(i, i, Fraction(1, 25), 0.0, image),
+                        Detections(np.array([[10 + i, 10, 60, 70]]), [1], [0.9]) if i % 3 == 0 else None))
+    store = Checkpoints(tmp_path / "state")
+    store.save(Checkpoint(3, chain, tracker.cuts, 0))
+    back = store.load(3)
+    assert back.frame == 3 and back.stages.stages[1].tracker.next_id == tracker.tracker.next_id
+    assert back.cuts is back.stages.stages[1].cuts  # one detector: the resume copies it for the schedule
+
+    class Planted:  # what a planted file would do: call a function on load
+        def __reduce__(self):
+            return (os_module.system, ("true",))
+
+    (tmp_path / "state" / "000000004.ckpt").write_bytes(pickle.dumps(Planted()))
+    with pytest.raises(pickle.UnpicklingError, match="may not hold posix.system"):
+        store.load(4)
