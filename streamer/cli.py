@@ -538,11 +538,9 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
     be written (the video went on); 2 for a bad camera file.
     """
     from .runner import watch_command
-    from .settings import (InferenceSettings, MetricsSettings, Selection, SettingsError, Tracking, WatchSettings,
+    from .settings import (InferenceSettings, MetricsSettings, Selection, Tracking, WatchSettings,
                            dns_refresh_over_file, flags_over_file, retention_setting, watch_cameras, web_settings)
 
-    if retain is not None and segment == 0:
-        raise SettingsError("--retain needs segments (--segment 0 records one file per camera)")
     found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
                           max_frames, Tracking(not no_track, infer_every), segment, retention_setting(retain))
     cams = found.cameras

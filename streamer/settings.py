@@ -483,6 +483,8 @@ def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hol
     """The cameras of `streamer watch ARGS`: one camera file (.yaml/.yml), or a list of sources
     named cam1, cam2, ... (recorded into `out_dir` when given). `base` and `hold` apply where the
     file leaves them unset; `max_frames` applies to every camera. Raises SettingsError."""
+    if retain is not None and segment == 0:
+        raise SettingsError("--retain needs segments (--segment 0 records one file per camera)")
     first = Path(args[0])
     if first.suffix.lower() not in (".yaml", ".yml"):
         if out_dir is not None and not out_dir.is_dir():
