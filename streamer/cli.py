@@ -299,6 +299,24 @@ def event_output_options(fn):
     return wrapper
 
 
+def recording_options(min_segment: float):
+    """--segment and --retain (run on a live source, and watch)."""
+    def decorate(fn):
+        options = [
+            click.option("--segment", type=click.FloatRange(min=min_segment), default=None, metavar="SECONDS",
+                         help="Live: record in segments of SECONDS (a complete mp4 each, named by camera and start "
+                              "time: DIR/YYYY-MM-DD/HH-MM-SS.mp4, with DIR/index.jsonl); the recording target is "
+                              "then a folder. watch --out-dir records 60 s segments by default; 0 there: one file."),
+            click.option("--retain", default=None, metavar="AGE|SIZE|AGE,SIZE",
+                         help="Live segments: delete the oldest past an age (30m, 12h, 7d) and/or beyond a total "
+                              "size per camera (500MB, 50GB), e.g. 7d,50GB; never the segment being written."),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
 def summary_option(fn):
     return click.option(
         "--summary", "summary", type=click.Path(dir_okay=False, allow_dash=True), default=None, metavar="FILE",
@@ -491,12 +509,16 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("source")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the annotated video here (.mp4: H.264, yuv420p, moov first).")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Write the annotated video here (.mp4: H.264, yuv420p, moov first; fragmented while it is written, "
+                   "so a kill keeps all but the last second or so). Live with --segment: a folder of segments.")
 @click.option("--detections", "detections_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one JSON line per frame (live: per inference result): index, pts, time, status "
                    "and each detection.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --out / --detections files.")
+@click.option("--resume", is_flag=True,
+              help="Files: go on from what a killed run with the same --out/--detections left (same input and "
+                   "options, else an error) instead of starting over; the result equals an uninterrupted run's.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Draw and record detections scored at least this.")
 @click.option("--classes", default=None, metavar="NAMES",
@@ -531,18 +553,19 @@ def serve(model_repo, host, http_port, grpc_port, metrics_port, threads, startup
 @tracking_options
 @infer_options
 @web_options
+@recording_options(min_segment=1)
 @event_options
 @summary_option
 @command
 @event_output_options
-def run(source, out, detections_path, overwrite, threshold, classes, max_frames, no_audio, show, zones_path,
+def run(source, out, detections_path, overwrite, resume, threshold, classes, max_frames, no_audio, show, zones_path,
         hold_detections,
         triton, model_repo, threads, startup_timeout, model, transport, dns_refresh, in_flight, retry_timeout,
         request_timeout,
         rtsp_transport, open_timeout, stall_timeout, status_every, max_reconnect_time, metrics_port, metrics_host,
         triton_metrics_port, no_track, infer_every, infer_on, stationary_interval, motion_threshold,
         motion_min_area, motion_masks, draw_motion, web_bind, web_token_file, web_allowed_hosts, web_max_viewers,
-        events_path, draw_zones, summary, event_outputs):
+        events_path, draw_zones, segment, retain, summary, event_outputs):
     """Detect objects in SOURCE: a video file, a webcam (0, /dev/video0) or a stream (rtsp://...).
 
     \b
@@ -571,7 +594,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
     from dataclasses import replace
 
     from .settings import (InferenceSettings, MetricsSettings, RunSettings, Selection, Tracking,
-                           load_zones_file, web_settings)
+                           load_zones_file, retention_setting, web_settings)
 
     settings = RunSettings(
         source=source, out=out, detections=detections_path, overwrite=overwrite,
@@ -588,6 +611,7 @@ def run(source, out, detections_path, overwrite, threshold, classes, max_frames,
         web=web_settings(web_bind, web_token_file, web_allowed_hosts, web_max_viewers),
         regions=load_zones_file(zones_path) if zones_path is not None else None,
         events=replace(event_outputs, jsonl=events_path), draw_zones=draw_zones,
+        segment=segment, retain=retention_setting(retain), resume=resume,
     )
     return finish(run_command(settings, console()), summary)
 
@@ -603,7 +627,9 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
               help="One window with a mosaic of all cameras, each tile with its name, HUD line and its own "
                    "OFFLINE banner (q or Esc closes it).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Without a camera file: record each camera to OUT_DIR/camN.mp4 and camN.jsonl.")
+              help="Without a camera file: record each camera in segments to OUT_DIR/camN/YYYY-MM-DD/HH-MM-SS.mp4 "
+                   "(60 s each unless --segment; --segment 0: one file, OUT_DIR/camN.mp4) and its detections to "
+                   "OUT_DIR/camN.jsonl.")
 @click.option("--overwrite", is_flag=True, help="Replace existing recordings and detection files.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Draw and record detections scored at least this (a camera file's `threshold` wins).")
@@ -623,6 +649,7 @@ def _class_names(classes: Optional[str]) -> Optional[tuple]:
 @tracking_options
 @infer_options
 @web_options
+@recording_options(min_segment=0)
 @event_options
 @summary_option
 @command
@@ -632,8 +659,8 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
           stall_timeout,
           status_every, max_reconnect_time, metrics_port, metrics_host, triton_metrics_port, no_track, infer_every,
           infer_on, stationary_interval, motion_threshold, motion_min_area, motion_masks, draw_motion,
-          web_bind, web_token_file, web_allowed_hosts, web_max_viewers, events_path, draw_zones, summary,
-          event_outputs):
+          web_bind, web_token_file, web_allowed_hosts, web_max_viewers, events_path, draw_zones, segment, retain,
+          summary, event_outputs):
     """Watch several cameras in one run, sharing one Triton server.
 
     \b
@@ -653,24 +680,25 @@ def watch(cameras, show, out_dir, overwrite, threshold, classes, hold_detections
     \b
     Camera file keys: triton, dns_refresh, metrics_port, metrics_host, defaults {threshold, classes,
     hold_detections, loop, track, infer_every, infer_on, stationary_interval, motion {threshold,
-    min_area, mask}, zones, lines}, cameras {NAME: {source, record, detections, and the keys of
-    defaults}}, web, and the event outputs mqtt (a URL, or {url, password_file, ca, discovery}),
-    webhooks, webhook_secret_file, snapshots, snapshot_crop, clips, pre_capture, post_capture (flags
-    win). Cameras infer on motion by default (files listed as cameras: always). Exit 3 when a camera
-    could not be opened or was given up on (the others still ran), or a zone or line lies outside its
-    picture; 2 for a bad camera file.
+    min_area, mask}, zones, lines, segment, retain}, cameras {NAME: {source, record, detections, and
+    the keys of defaults}}, web, and the event outputs mqtt (a URL, or {url, password_file, ca,
+    discovery}), webhooks, webhook_secret_file, snapshots, snapshot_crop, clips, pre_capture,
+    post_capture (flags win). Cameras infer on motion by default (files listed as cameras: always).
+    With `segment:` a camera's `record:` is the folder of its segments. Exit 3 when a camera could
+    not be opened or was given up on (the others still ran), or a zone or line lies outside its
+    picture; 5 when a recording could not be written (the video went on); 2 for a bad camera file.
     """
     from .runner import watch_command
     from dataclasses import replace
 
     from .events.destinations import over
     from .settings import (InferenceSettings, MetricsSettings, Selection, Tracking, WatchSettings,
-                           dns_refresh_over_file, flags_over_file, watch_cameras, web_settings)
+                           dns_refresh_over_file, flags_over_file, retention_setting, watch_cameras, web_settings)
 
     found = watch_cameras(list(cameras), out_dir, Selection(threshold, _class_names(classes)), hold_detections,
                           max_frames, Tracking(not no_track, infer_every),
                           infer_rule(infer_on, stationary_interval, motion_threshold, motion_min_area, motion_masks,
-                                     draw_motion))
+                                     draw_motion), segment, retention_setting(retain))
     cams = found.cameras
     triton, metrics_port, metrics_host, web_bind = flags_over_file(found, triton, metrics_port, metrics_host,
                                                                    web_bind)
@@ -728,6 +756,27 @@ def render(video, detections_path, out, threshold, classes, no_audio, overwrite,
     log = load_log(detections_path)
     names = [c for c in classes.split(",") if c.strip()] if classes else None
     return finish(render_log(video, log, out, threshold, names, audio=not no_audio, say=say), summary)
+
+
+@cli.command("recover", epilog=EXIT_CODES_HELP)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an output that exists already.")
+@command
+def recover_command(path, overwrite):
+    """Finish what a killed run left: PATH is an output (a.mp4, a.jsonl), one of its partial files
+    (.a.partial-RUNID.mp4), or a folder (every camera's segment folder and output below it).
+
+    \b
+    Videos are cut back to their last whole fragment (everything up to a second or so before the
+    kill) and finished moov-first; detection logs are cut back to their last whole line; partial
+    segments are finished and listed in their camera's index.jsonl. Partials a running streamer
+    is still writing are left alone. `run ... --resume` goes on with a file run instead.
+    """
+    from .recording.recover import recover
+
+    for line in recover(path, overwrite, say):
+        click.echo(line)
+    return ExitCode.OK
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

@@ -8,20 +8,21 @@ One JSON object per line, no header line:
                      [, "track_id": 12 when tracking gives ids]}]}
 
 Boxes keep BOX_DECIMALS, scores SCORE_DECIMALS (what is drawn is what the log can redraw).
-`sinks.JsonlSink` writes records with `encode`; `rerender.load_log` reads them with `read_records`
-and `decode`.
+`sinks.JsonlSink` writes records with `encode` (each handed to the OS whole as it is written:
+`recording.lines`); `rerender.load_log` reads them with `read_log` (a last line cut short by a kill
+is left out, with a note) and `decode`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .errors import SourceError
 from .frames import BOX_DECIMALS, SCORE_DECIMALS, Detections, Frame
+from .recording.lines import read_json_lines
 
 REQUIRED = frozenset({"frame", "pts", "detections"})
 
@@ -90,21 +91,28 @@ def decode(record: dict) -> Optional[Detections]:
                       np.array([d["score"] for d in items], np.float32), track_ids=ids, data=data)
 
 
-def read_records(path: Path) -> List[dict]:
-    """Every record of a log file, checked to be frame records (SourceError with the cause otherwise)."""
-    records: List[dict] = []
+def read_log(path: Path) -> Tuple[List[dict], Optional[str]]:
+    """Every record of a log file, checked to be frame records (SourceError with the cause
+    otherwise), and a note when its last line was cut short (a run killed while writing it: that
+    line is left out) or None."""
     try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise SourceError(f"{path}: line {n} is not JSON ({err.msg}); is it a `run --detections` log?") from err
-                if not isinstance(record, dict) or not REQUIRED <= record.keys():
-                    raise SourceError(f"{path}: line {n} is not a frame record of `streamer run --detections`")
-                records.append(record)
+        found = read_json_lines(path)
     except (OSError, UnicodeDecodeError) as err:
         raise SourceError(f"cannot read {path} ({err})") from err
-    return records
+    if found.bad_line is not None:
+        if found.bad_reason == "not a JSON object":
+            raise SourceError(f"{path}: line {found.bad_line} is not a frame record of `streamer run --detections`")
+        raise SourceError(f"{path}: line {found.bad_line} is not JSON ({found.bad_reason}); "
+                          "is it a `run --detections` log?")
+    for n, record in enumerate(found.records, 1):
+        if not REQUIRED <= record.keys():
+            raise SourceError(f"{path}: line {n} is not a frame record of `streamer run --detections`")
+    note = None
+    if found.torn:
+        note = f"note: {found.torn} (the run was killed while writing it)"
+    return found.records, note
+
+
+def read_records(path: Path) -> List[dict]:
+    """Every record of a log file (see read_log; a torn last line is left out)."""
+    return read_log(path)[0]

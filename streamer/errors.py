@@ -30,7 +30,8 @@ Exit codes:
   3    input problem (missing, empty, truncated, not a video; a detections log not for this video)
   4    inference problem (no server, model missing or not matching the contract), or an
        event output's server refused the run (MQTT: wrong user or password)
-  5    output problem (folder missing, not writable, exists without --overwrite)
+  5    output problem (folder missing, not writable, exists without --overwrite; the disk filled or the
+       folder went away during the run: what was written is kept, see `streamer recover` and --resume)
   6    incomplete run (frames failed inference, or the input ended early)
   7    model export failed (weights unavailable or not matching the arch)
   130  interrupted (Ctrl-C / SIGTERM); what was processed is still written"""

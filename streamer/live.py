@@ -27,7 +27,6 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from . import interrupts
@@ -41,8 +40,8 @@ from .pipeline import count_labels, draw, overlay, p50_p95, reasons_json
 from .policy import InferPolicy
 from .tracking import capture_time
 from .report import StreamReport, percentiles_ms
-from .stages import Annotator, Display, Inference, Sink, Stage, View
-from .states import CaptureState, InferenceState, SkipReason, StreamKind, ViewState
+from .stages import Annotator, Display, Inference, RecordingStatus, Sink, Stage, View
+from .states import CaptureState, InferenceState, RecordingState, SkipReason, StreamKind, ViewState
 from .triton import IDLE, IDLE_WAIT
 
 RECENT = 50_000  # observations kept for the p50/p95 of a live run's summary
@@ -79,6 +78,7 @@ class LiveStats:
     camera_state: CaptureState = CaptureState.CONNECTING  # at the end: STOPPED, or FAILED (given up)
     camera_error: Optional[SourceError] = None  # why it was given up
     given_up: Optional[str] = None  # "given up: REASON" (the capture's down_reason), None: it was not
+    recording: Optional[RecordingStatus] = None  # how the camera's recording ended (None: nothing recorded)
 
     @property
     def elapsed(self) -> float:
@@ -105,6 +105,8 @@ class LiveStats:
             parts.append("skipped " + ", ".join(f"{reason} {n}" for reason, n in self.skipped_by().items()))
         if self.given_up:
             parts.append(self.given_up)
+        if self.recording is not None and not self.recording.ok:
+            parts.append(f"{self.recording.line()}, not recorded {self.recording.not_recorded}")
         return " | ".join(parts)
 
 
@@ -132,7 +134,8 @@ class LiveStats:
             frame_age_ms=percentiles_ms(self.ages), camera=str(self.camera_state),
             error=None if self.camera_error is None else str(self.camera_error),
             skipped_by_reason=reasons_json(self.skipped_by(), SkipReason),
-            detection_age_ms=percentiles_ms(self.detection_ages), motion=motion)
+            detection_age_ms=percentiles_ms(self.detection_ages), motion=motion,
+            recording=None if self.recording is None else self.recording.to_json())
 
 
 RATE_MAX_EVENTS = 4096  # a Rate's window holds at most this many events (2048 a second over 2 s)
@@ -183,32 +186,6 @@ class _Interval:
     result_ages: Deque[float] = field(default_factory=_samples)
 
 
-class RecordingSink:
-    """The mp4 of a live run: opened at the first frame's size; later frames of another
-    size (a camera that reconnected at a new resolution) are scaled to it."""
-
-    every_frame = True
-
-    def __init__(self, open_sink: Callable[[int, int], Sink]):
-        self._open_sink = open_sink
-        self.sink: Optional[Sink] = None
-        self.size = None
-
-    def __enter__(self) -> "RecordingSink":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass  # the opened mp4 is closed by whoever opened it (open_sink)
-
-    def write(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> None:
-        if self.sink is None:
-            self.size = (image.shape[1], image.shape[0])
-            self.sink = self._open_sink(*self.size)
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self.sink.write(frame, image, detections)
-
-
 _VIEW_STATES = {CaptureState.CONNECTING: ViewState.CONNECTING, CaptureState.LIVE: ViewState.UP,
                 CaptureState.OFFLINE: ViewState.OFFLINE, CaptureState.FAILED: ViewState.OFFLINE,
                 CaptureState.STOPPED: ViewState.ENDED}
@@ -226,7 +203,8 @@ class CameraFeed:
                  outputs: Sequence[str] = (), infer_every: int = 1, tracks: Callable[[], int] = lambda: 0,
                  overlays: Sequence[Annotator] = (), events: Optional[object] = None,
                  event_outputs: Callable[[], Sequence] = lambda: (),
-                 policy: Optional[InferPolicy] = None, motion_drawer: Optional[Callable] = None):
+                 policy: Optional[InferPolicy] = None, motion_drawer: Optional[Callable] = None,
+                 recording: Callable[[], Optional[RecordingStatus]] = lambda: None):
         self.name = name
         self.capture = capture
         self.stages = stages
@@ -246,6 +224,7 @@ class CameraFeed:
         self.events = events  # the camera's event stage (its counts and recent events; None: none)
         self.event_outputs = event_outputs  # the run's event outputs' statuses
         self._overlaid: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (drawn image, with the overlays)
+        self.recording = recording  # how the camera's recording is doing now (None: it records nothing)
         self._reconnects_seen = 0
         self.wake = wake or threading.Event()
         self.stats = stats or LiveStats()
@@ -411,7 +390,14 @@ class CameraFeed:
             if self.frame_age is not None else "frame age -",
             f"camera {cap.state} | inference {inference_state}"
             + (f" | reconnects {cap.reconnects}" if cap.reconnects else ""),
-        ]
+        ] + self._recording_lines()
+
+    def _recording_lines(self) -> List[str]:
+        """A HUD line when the recording is in trouble (the disk filled, the folder went away)."""
+        status = self.recording()
+        if status is None or status.state is RecordingState.RECORDING:
+            return []
+        return [status.line()]
 
     def banner(self, now: float, inference_state: InferenceState = InferenceState.ONLINE) -> Optional[str]:
         cap = self.capture
@@ -451,7 +437,7 @@ class CameraFeed:
         return View(name=self.name, image=self._displayed(), state=state,
                     hud=tuple(self.hud_lines(now, inference_state)), banner=self.banner(now, inference_state),
                     frame=self.last_frame, fresh=fresh, figures=figures, detections=self.last_detections,
-                    outputs=self.outputs, counts=None if events is None or not events.regions else events.counts(),
+                    outputs=self.outputs, recording=self.recording(), counts=None if events is None or not events.regions else events.counts(),
                     events=() if events is None else events.recent(), event_outputs=tuple(self.event_outputs()))
 
     def _displayed(self) -> Optional[np.ndarray]:
@@ -475,9 +461,11 @@ class CameraFeed:
                       if iv.result_ages else "")
         self._interval = _Interval(now, self.stats.shown, self.stats.inferred)
         down = self.capture.down_reason
+        recording = self.recording()
+        trouble = f", {recording.line()}" if recording is not None and recording.state is not RecordingState.RECORDING else ""
         return (f"[{now - self.stats.started:.0f} s] display {shown / span:.1f} fps, detections "
                 f"{inferred / span:.2f}/s, {age}{result_age}, skipped for inference {self.skipped_now}, "
-                f"camera {self.capture.state}, inference {inference_state}" + (f" ({down})" if down else ""))
+                f"camera {self.capture.state}, inference {inference_state}" + (f" ({down})" if down else "") + trouble)
 
     def finish(self, inference_reconnects: int) -> LiveStats:
         """Close the counts once the capture and inference threads are done."""
@@ -496,6 +484,7 @@ class CameraFeed:
         stats.given_up = self.capture.down_reason if self.capture.state is CaptureState.FAILED else None
         stats.server_reconnects = inference_reconnects
         stats.cut_at_exit = stats.captured - stats.shown - stats.dropped_display  # still queued at the end
+        stats.recording = self.recording()
         return stats
 
 

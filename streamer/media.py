@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import av
 import numpy as np
+from av.bitstream import BitStreamFilterContext
 from av.video.reformatter import ColorPrimaries, ColorTrc, VideoReformatter
 
 from .frames import AudioChunk
@@ -294,6 +295,7 @@ class _OutTrack:
     stream: object
     origin: int  # the output's time zero in the input stream's time base
     encoder_next: Optional[int] = None  # transcode: next sample pts
+    adts: Optional[object] = None  # a copied AAC track: aac_adtstoasc (ADTS from MPEG-TS -> mp4's raw AAC)
 
 
 class AudioWriter:
@@ -323,7 +325,10 @@ class AudioWriter:
                 self._give_up(track, f"cannot be written to mp4 ({err})")
                 continue
             tb = Fraction(track.stream.time_base) if track.copy else Fraction(1, track.rate)
-            self._out[track.position] = _OutTrack(track, stream, round(origin / tb))
+            # A fragmented mp4 (written so that a kill keeps it) gets no automatic bitstream filters:
+            # ADTS AAC (MPEG-TS) is turned into raw AAC here; raw AAC passes through unchanged.
+            adts = BitStreamFilterContext("aac_adtstoasc", track.stream) if track.copy and track.codec == "aac" else None
+            self._out[track.position] = _OutTrack(track, stream, round(origin / tb), adts=adts)
 
     @property
     def streams(self) -> int:
@@ -361,6 +366,16 @@ class AudioWriter:
                 item.pts -= out.origin
             if item.dts is not None:
                 item.dts -= out.origin
+            if out.adts is not None:
+                try:
+                    packets = out.adts.filter(item)
+                except (av.FFmpegError, ValueError) as err:
+                    self._give_up(out.track, f"could not be written ({err})")
+                    return
+                for packet in packets:
+                    packet.stream = out.stream
+                self._mux(out, packets)
+                return
             item.stream = out.stream
             self._mux(out, [item])
         else:

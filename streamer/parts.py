@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from fractions import Fraction
-from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from . import contract
@@ -179,11 +178,18 @@ def region_annotators(stage) -> List[Annotator]:
 
 
 def file_sinks(settings: RunSettings, src, info: contract.ModelInfo, label_ids: Optional[Sequence[int]],
-               say: Say) -> List[Sink]:
-    """The outputs of a file run (`src`: the open sources.FileSource): --out, --detections."""
+               say: Say, outputs=None) -> List[Sink]:
+    """The outputs of a file run (`src`: the open sources.FileSource): --out, --detections.
+    `outputs`: a resumable run's recording.resume.FileRunOutputs (it names their partial files)."""
     from .detlog import run_fields
     from .sinks import JsonlSink, Mp4Sink
 
+    if outputs is not None:
+        extra = run_fields(src.info, settings.selection.threshold, label_ids)
+        return outputs.sinks(
+            lambda part, first_pts: Mp4Sink.for_file(src.info, src.audio_tracks, settings.out, say, partial=part,
+                                                     first_pts=first_pts, finish=False),
+            lambda target, partial, append: JsonlSink(target, info.name_of, extra, partial=partial, append=append))
     sinks: List[Sink] = []
     if settings.out is not None:
         sinks.append(Mp4Sink.for_file(src.info, src.audio_tracks, settings.out, say))
@@ -193,22 +199,29 @@ def file_sinks(settings: RunSettings, src, info: contract.ModelInfo, label_ids: 
     return sinks
 
 
-def camera_sinks(camera: CameraSettings, info: contract.ModelInfo, rate: Optional[Fraction],
-                 stack: ExitStack) -> List[Sink]:
-    """A camera's outputs: its recording (every frame, opened at the first frame's size) and its
-    detections log (inferred frames). Files opened later are closed by `stack`."""
+def camera_recording(camera: CameraSettings, info: contract.ModelInfo, rate: Optional[Fraction], say: Say):
+    """A camera's recording (one file, or segments with retention) and detections log, both going on
+    (and saying so) when their disk fills: a recording.segments.CameraRecording."""
     from .capture import TIME_BASE
-    from .live import RecordingSink
-    from .sinks import JsonlSink, Mp4Sink
+    from .recording.segments import CameraRecording, LiveLog, LiveRecorder
+    from .sinks import JsonlSink
 
-    sinks: List[Sink] = []
+    recorder = log = None
     if camera.record is not None:
-        def open_mp4(width: int, height: int, path: Path = camera.record) -> Mp4Sink:
-            return stack.enter_context(Mp4Sink(path, width, height, TIME_BASE, rate))
-
-        sinks.append(RecordingSink(open_mp4))
+        recorder = LiveRecorder(camera.record, rate, TIME_BASE, segment_s=camera.segment, retain=camera.retain,
+                                camera=camera.name, log=say)
     if camera.detections is not None:
-        sinks.append(JsonlSink(camera.detections, info.name_of))
+        log = LiveLog(JsonlSink(camera.detections, info.name_of), camera=camera.name, log=say)
+    return CameraRecording(recorder, log)
+
+
+def camera_sinks(camera: CameraSettings, info: contract.ModelInfo, rate: Optional[Fraction],
+                 stack: ExitStack, recording=None) -> List[Sink]:
+    """A camera's outputs: its recording (every frame, opened at the first frame's size) and its
+    detections log (inferred frames), from `recording` (camera_recording's, made here when None).
+    Files opened later are closed by `stack`."""
+    recording = recording if recording is not None else camera_recording(camera, info, rate, lambda message: None)
+    sinks: List[Sink] = list(recording.sinks)
     return sinks
 
 

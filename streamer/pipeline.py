@@ -186,6 +186,8 @@ class FilePipeline:
     overlays: Sequence[Annotator] = ()  # drawn for the displays only (zones and lines)
     events: Optional[object] = None  # the event stage (counts and recent events for the displays)
     event_outputs: Callable[[], Sequence] = lambda: ()  # the event outputs' statuses
+    # after a frame is written while the stages hold nothing back (a resumable run's checkpoints)
+    on_settled: Callable[[Frame], None] = lambda frame: None
 
     def _read(self, frames: FrameQueue, errors: list) -> None:
         try:
@@ -208,6 +210,7 @@ class FilePipeline:
         self.stats = RunStats()  # read by the metrics endpoint while the run goes on
         self._last_view: Optional[View] = None
         self._failed: Set[int] = set()  # frames whose inference failed: written unannotated, whatever a stage fills
+        self._pushed = 0  # frames given to the stages (the others are held by them)
 
     def _view(self, frame: Frame, image: np.ndarray, detections: Optional[Detections]) -> View:
         stats = self.stats
@@ -272,11 +275,14 @@ class FilePipeline:
                 stats.count(outcome)
                 if outcome.error is not None:
                     self._failed.add(outcome.frame.index)
+                self._pushed += 1
                 for frame, detections in self.stages.push(outcome.frame, outcome.detections):
                     if not self._emit(frame, detections):
                         stats.quit = True
                 if stats.quit:
                     break
+                if stats.written == self._pushed and not self._failed:
+                    self.on_settled(outcome.frame)
             for frame, detections in self.stages.flush():
                 self._emit(frame, detections)
             self._show_end()

@@ -41,6 +41,11 @@ DEFAULT_STATIONARY_S = 10.0
 RECENT = 256  # decisions kept for `held_still` (a live display lags a few frames behind capture)
 
 
+def no_moving_tracks() -> bool:
+    """A file run's policy: no tracker tells it about moving tracks (files infer on motion alone)."""
+    return False
+
+
 class InferPolicy:
     """on: always or motion; every: N; stationary_s: the re-check interval with motion (seconds);
     motion: the detector (needed with motion; with always, optional: it then only informs the
@@ -62,7 +67,7 @@ class InferPolicy:
         self.detector = motion
         self.cuts = cuts or CutDetector()
         self.clock = clock
-        self.moving_tracks: Callable[[], bool] = lambda: False
+        self.moving_tracks: Callable[[], bool] = no_moving_tracks  # live: the tracker says (a module function: pickles)
         self.motion: Optional[Motion] = None  # the latest frame's (None: no detector, or no frame yet)
         self.moved = 0  # frames that showed motion
         self._picked: Optional[Tuple[int, float]] = None  # (index, time) of the latest frame picked

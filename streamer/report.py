@@ -18,7 +18,8 @@ A stream with zones or counting lines also carries their counts (events.Counts):
 "event_outputs": [{"name", "state", "sent", "dropped", "failed", "reason"}].
 
 Live streams also carry "camera": how the camera ended ("stopped"; "failed": given up) and
-"error": why it was given up (null when it was not).
+"error": why it was given up (null when it was not); a camera that records also "recording":
+{"state": "recording" | "retrying" | "stopped", "reason", "files", "not_recorded", "current"}.
 
 Every stream carries "skipped_by_reason": the frames not inferred, by why (files: {"every",
 "still"}, whose sum is `tracked`; live: {"busy", "every", "still"}, whose sum is `skipped`).
@@ -74,6 +75,7 @@ class StreamReport:
     skipped_by_reason: Optional[Dict[str, int]] = None  # frames not inferred, by why (busy, every, still)
     detection_age_ms: Optional[Dict[str, Optional[float]]] = None  # live: age of the answer behind shown boxes
     motion: Optional[Dict[str, float]] = None  # frames with motion, and the share of frames (None: no detector)
+    recording: Optional[dict] = None  # live: how its recording did (RecordingStatus.to_json)
 
     def to_json(self) -> dict:
         out = {"name": self.name, "kind": str(self.kind), "frames": dict(self.frames), "fps": round(self.fps, 3),
@@ -91,6 +93,8 @@ class StreamReport:
             out["detection_age_ms"] = dict(self.detection_age_ms)
         if self.motion is not None:
             out["motion"] = dict(self.motion)
+        if self.recording is not None:
+            out["recording"] = dict(self.recording)
         return out
 
 

@@ -46,6 +46,7 @@ class DetectionLog:
     classes: Optional[List[int]]
     size: Optional[List[int]]
     names: Dict[int, str]  # label id -> name, as the run wrote them
+    note: Optional[str] = None  # what was left out (a last line cut short by a kill)
 
     def name_of(self, label: int) -> str:
         return self.names.get(label, f"class {label}")
@@ -78,7 +79,7 @@ def load_log(path: Path) -> DetectionLog:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"no such detections log: {path}")
-    records = detlog.read_records(path)
+    records, note = detlog.read_log(path)
     if not records:
         raise SourceError(f"{path} is empty: no frame records to render")
     first = records[0]
@@ -94,7 +95,7 @@ def load_log(path: Path) -> DetectionLog:
     tb = first.get("time_base")
     return DetectionLog(path=path, records=records, time_base=Fraction(tb) if tb else None,
                         threshold=float(first["threshold"]), classes=first.get("classes"),
-                        size=first.get("size"), names=names)
+                        size=first.get("size"), names=names, note=note)
 
 
 class LogInference:
@@ -150,6 +151,8 @@ def render(video: Path, log: DetectionLog, out: Path, threshold: Optional[float]
         if unseen:
             say(f"note: no detection of {', '.join(unseen)} in {log.path.name} (check the spelling): "
                 "nothing drawn for them")
+    if log.note:
+        say(log.note)
     started = time.monotonic()
     with FileSource(video, audio=audio, log=say) as src:
         info = src.info

@@ -266,7 +266,13 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
         raise SettingsError("--draw-motion draws on the live view of a camera, webcam or stream; a file run has "
                             "none (use --infer-on motion with --detections or --out to see what it infers)")
     inputs = [Path(spec.target)] if not spec.live else []
-    if settings.out is not None:
+    if not spec.live and (settings.segment is not None or settings.retain is not None):
+        raise SettingsError("--segment and --retain are for live sources (a file run writes one --out)")
+    if spec.live and settings.resume:
+        raise SettingsError("--resume is for files (a live run records what it sees: see --segment)")
+    if settings.resume and settings.out is None and settings.detections is None:
+        raise SettingsError("--resume needs the --out and/or --detections of the run to go on with")
+    if settings.out is not None and settings.segment is None:
         check_output_path(settings.out, settings.overwrite, inputs=inputs, suffixes=VIDEO_SUFFIXES)
     if settings.detections is not None:
         check_output_path(settings.detections, settings.overwrite,
@@ -287,7 +293,8 @@ def run_command(settings: RunSettings, console: Console) -> RunReport:
         camera = CameraSettings(name="cam1", source=settings.source, record=settings.out,
                                 detections=settings.detections, selection=settings.selection,
                                 hold_detections=settings.hold_detections, max_frames=settings.max_frames,
-                                tracking=settings.tracking, regions=settings.regions, rule=settings.rule)
+                                tracking=settings.tracking, regions=settings.regions, rule=settings.rule,
+                                segment=settings.segment, retain=settings.retain)
         watch = WatchSettings(cameras=(camera,), server=settings.server, inference=settings.inference,
                               capture=settings.capture, show=settings.show, overwrite=settings.overwrite,
                               status_every=settings.status_every, metrics=settings.metrics, web=settings.web,
@@ -303,7 +310,9 @@ def servers_json(shares: Sequence[ServerShare]) -> List[dict]:
 
 
 def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
-    from .pipeline import FilePipeline
+    from .pipeline import FilePipeline, draw
+    from .recording.files import OutputFailed
+    from .recording.resume import restored_stages
     from .sources import FileSource
 
     say = console.say
@@ -314,37 +323,61 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
         label_ids = label_filter(info, settings.selection.classes)
         check_region_classes(info, settings.regions)
         warn_untrained(info, say)
-        policy = parts.infer_policy(settings.rule, settings.tracking, SourceKind.FILE)
+        outputs = resumable_outputs(settings, path, info, client, label_ids, say)
+        start = outputs.start if outputs is not None else 0
+        events = parts.event_stage(path.name, settings.regions, info.name_of, fanout, False, settings.tracking)
+        regions = parts.region_annotators(events)
+        stages, policy = restored_stages(outputs.plan if outputs is not None else None)
+        if stages is None:
+            policy = parts.infer_policy(settings.rule, settings.tracking, SourceKind.FILE)
+            stages = parts.file_stages(settings.selection, label_ids,
+                                       parts.file_tracker(settings.selection, settings.tracking, policy), events)
+        if outputs is not None:
+            outputs.watch(stages, policy)
         stream = parts.file_inference(inference_for(settings.server, client, server, settings.inference, False, say),
                                       policy)
         count0, compute0 = stream.compute_stats()
-        with contextlib.ExitStack() as parts_stack:
-            sinks = [parts_stack.enter_context(sink) for sink in parts.file_sinks(settings, src, info, label_ids, say)
-                     + fanout.frame_sinks(path.name, lossless=True)]
-            events = parts.event_stage(path.name, settings.regions, info.name_of, fanout, False, settings.tracking)
-            regions = parts.region_annotators(events)
-            displays = open_displays(parts.displays(settings.show, f"streamer: {path.name}", paced=True),
-                                     settings.web, info, parts_stack, say)
-            total = src.info.frame_count
-            if settings.max_frames is not None and total:
-                total = min(total, settings.max_frames)
-            try:
-                with console.progress(total) as advance:
-                    pipeline = FilePipeline(
-                        source=src, inference=stream,
-                        stages=parts.file_stages(settings.selection, label_ids,
-                                                 parts.file_tracker(settings.selection, settings.tracking, policy), events),
-                        annotators=parts.annotators(info) + (regions if settings.draw_zones else []), sinks=sinks,
-                        displays=displays, max_frames=settings.max_frames, on_frame=lambda _stats: advance(),
-                        name=path.name, total=total, overlays=[] if settings.draw_zones else regions,
-                        events=events, event_outputs=fanout.statuses)
-                    samples = lambda: [file_sample(path.name, pipeline, info.name_of, events)]  # noqa: E731
-                    with metrics_endpoint(settings.metrics, samples, say, fanout.statuses), contextlib.closing(stream):
-                        stats = pipeline.run()
-                        count1, compute1 = stream.compute_stats()
-            finally:
-                with interrupts.critical():  # a second Ctrl-C must not cut the files short
-                    parts_stack.close()
+        try:
+            with contextlib.ExitStack() as parts_stack:
+                sinks = [parts_stack.enter_context(sink)
+                         for sink in parts.file_sinks(settings, src, info, label_ids, say, outputs)
+                         + fanout.frame_sinks(path.name, lossless=True)]
+                displays = open_displays(parts.displays(settings.show, f"streamer: {path.name}", paced=True),
+                                         settings.web, info, parts_stack, say)
+                total = src.info.frame_count
+                if settings.max_frames is not None and total:
+                    total = min(total, settings.max_frames)
+                if total and start:
+                    total -= start
+                try:
+                    with console.progress(total) as advance:
+                        annotators = parts.annotators(info) + (regions if settings.draw_zones else [])
+                        source = src if outputs is None else \
+                            outputs.source(src, lambda frame, detections: draw(frame.image, detections, annotators))
+                        pipeline = FilePipeline(
+                            source=source, inference=stream, stages=stages,
+                            annotators=annotators, sinks=sinks, displays=displays,
+                            max_frames=None if settings.max_frames is None else max(0, settings.max_frames - start),
+                            on_frame=lambda _stats: advance(), name=path.name, total=total,
+                            overlays=[] if settings.draw_zones else regions, events=events,
+                            event_outputs=fanout.statuses,
+                            on_settled=outputs.settled if outputs is not None else lambda frame: None)
+                        samples = lambda: [file_sample(path.name, pipeline, info.name_of, events)]  # noqa: E731
+                        with metrics_endpoint(settings.metrics, samples, say, fanout.statuses), \
+                                contextlib.closing(stream):
+                            stats = pipeline.run()
+                            count1, compute1 = stream.compute_stats()
+                finally:
+                    with interrupts.critical():  # a second Ctrl-C must not cut the files short
+                        parts_stack.close()
+        except OutputFailed as err:
+            if outputs is None:
+                raise
+            raise kept_error(err, outputs) from err
+        except BaseException:
+            finish_outputs(outputs)  # another error: the outputs hold what was done, as they always did
+            raise
+        finish_outputs(outputs)
         if count1 > count0:
             stats.server_compute = (compute1 - compute0) / (count1 - count0)
         stats.motion_frames = policy.moved if policy.detector is not None else None
@@ -368,7 +401,66 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
     report.notes.extend(output_notes(fanout.statuses()))
     report.notes.extend(note for note in [client.outputs.summary()] if note)
     report.invalid_boxes = client.outputs.rows
+    if start:
+        report.notes.append(f"resumed at frame {start}: frames 0-{start - 1} are the earlier run's")
+        earlier_failed = outputs.plan.failed_before
+        if earlier_failed:
+            report.notes.append(f"WARNING: the earlier run failed inference on {earlier_failed} frame(s)")
+            if code == ExitCode.OK:
+                report.exit_code = ExitCode.INCOMPLETE
     return report
+
+
+def resumable_outputs(settings: RunSettings, path: Path, info: contract.ModelInfo, client, label_ids, say):
+    """A file run's --out/--detections written so that a kill can be resumed (None: neither asked
+    for); with --resume, going on from what a killed run of the same outputs left."""
+    from .recording.resume import FileRunOutputs, input_identity, manifests_for, plan_resume, run_options
+
+    if settings.out is None and settings.detections is None:
+        return None
+    anchor = settings.out or settings.detections
+    if manifests_for(anchor, locked=True):
+        raise SinkError(f"another streamer run is writing {anchor} now (its partial files are locked); "
+                        "wait for it, or choose another output")
+    identity = input_identity(path)
+    options = run_options(settings.selection.threshold, label_ids, settings.tracking.enabled,
+                          settings.tracking.infer_every, settings.audio, settings.max_frames, report_model(info, client))
+    plan = None
+    if settings.resume:
+        plan = plan_resume(anchor, identity, options, settings.out, settings.detections, say)
+        if plan is not None:
+            say(f"resuming at frame {plan.start} (the earlier run's frames 0-{plan.start - 1} are kept)"
+                if plan.start else "resuming: nothing the earlier run wrote can be kept; starting from the first frame")
+    else:
+        left = manifests_for(anchor)
+        if left:
+            say(f"note: an unfinished run of {anchor} is beside it ({left[0].name}): `--resume` goes on with it, "
+                f"`streamer recover {anchor}` finishes it as it is")
+    return FileRunOutputs(settings.out, settings.detections, identity, options, plan, say)
+
+
+def kept_error(err, outputs) -> SinkError:
+    """An output that could not be written: the run's partials are left for --resume / recover, and
+    the error says where they are and what to do."""
+    outputs.abandon()
+    kept = outputs.describe_partials()
+    if not kept:
+        return err
+    return SinkError(f"{err}; what was written is kept, playable, in {kept}: make room and run the same command "
+                     f"with --resume to go on, or `streamer recover {outputs.manifest.anchor}` to finish it as it is")
+
+
+def finish_outputs(outputs) -> None:
+    """Join the video's parts into --out and move the log into place (nothing without outputs)."""
+    if outputs is None:
+        return
+    from .recording.files import OutputFailed
+
+    with interrupts.critical():
+        try:
+            outputs.finish()
+        except OutputFailed as err:
+            raise kept_error(err, outputs) from err
 
 
 def report_model(info: contract.ModelInfo, client) -> dict:
@@ -444,9 +536,11 @@ class _Camera:
 
 def check_outputs(settings: WatchSettings) -> None:
     """Fail before anything connects: a path used twice, a missing or unwritable folder (exit 5)."""
+    from .recording.segments import check_segment_folder
     from .sinks import VIDEO_SUFFIXES, check_output_path
 
     check_folders(settings.events)
+    segmented = {f"cameras.{cam.name}.record" for cam in settings.cameras if cam.segment is not None}
     seen = {}
     for where, path in settings.outputs:
         key = path.resolve()
@@ -455,7 +549,10 @@ def check_outputs(settings: WatchSettings) -> None:
         seen[key] = where
         suffixes = VIDEO_SUFFIXES if where.endswith(".record") else ()
         try:
-            check_output_path(path, settings.overwrite, suffixes=suffixes)
+            if where in segmented:
+                check_segment_folder(path)
+            else:
+                check_output_path(path, settings.overwrite, suffixes=suffixes)
         except SinkError as err:
             raise SinkError(f"{where}: {err}") from err
 
@@ -506,7 +603,7 @@ def _open_cameras(settings: WatchSettings, say: Callable[[str], None]) -> List[_
 
 
 def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: contextlib.ExitStack, fanout=None,
-                 draw_zones: bool = False):
+                 draw_zones: bool = False, say: Callable[[str], None] = lambda message: None):
     """One camera's feed: its stages, annotators and sinks (entered on `stack`). A camera given
     up at its first connection gets a feed too (its tile, status, metrics and report say why),
     without sinks: it writes no file."""
@@ -515,8 +612,9 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
     stats = LiveStats()
     rate = cam.reader.rate
     settings = cam.settings
+    recording = parts.camera_recording(settings, info, rate, say) if cam.error is None else None
     sinks = [] if cam.error is not None else \
-        [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack)
+        [stack.enter_context(sink) for sink in parts.camera_sinks(settings, info, rate, stack, recording)
          + (fanout.frame_sinks(settings.name, lossless=False) if fanout is not None else [])]
     outputs = [str(path) for path in (settings.record, settings.detections) if path is not None]
     policy = parts.infer_policy(settings.rule, settings.tracking, cam.spec.kind)
@@ -531,7 +629,8 @@ def _camera_feed(cam: _Camera, info: contract.ModelInfo, label_ids, stack: conte
         policy=policy, motion_drawer=parts.motion_drawer(settings.rule),
         tracks=(lambda: tracker.tracks_active) if tracker is not None else (lambda: 0),
         overlays=[] if draw_zones else regions, events=events,
-        event_outputs=fanout.statuses if fanout is not None else (lambda: ()))
+        event_outputs=fanout.statuses if fanout is not None else (lambda: ()),
+        recording=recording.status if recording is not None else (lambda: None))
 
 
 def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
@@ -570,7 +669,7 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
             warn_untrained(info, say)
             stream = inference_for(settings.server, client, server, settings.inference, True, say)
             with contextlib.ExitStack() as stack:
-                feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack, fanout, settings.draw_zones)
+                feeds = [_camera_feed(cam, info, label_ids[cam.settings.name], stack, fanout, settings.draw_zones, say)
                          for cam in cameras]
                 title = f"streamer: {cameras[0].spec.name}" if single else f"streamer: {len(feeds)} cameras"
                 displays = open_displays(parts.displays(settings.show, title), settings.web, info, stack, say)
@@ -629,6 +728,11 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
     lost = [cam for cam in running if cam.capture.error is not None]
     for cam in lost:
         notes.append(f"error: {cam.capture.error}" if single else f"error: camera {cam.settings.name}: {cam.capture.error}")
+    unrecorded = [(cam, stats.recording) for cam, stats in zip(cameras, stats_list)
+                  if stats.recording is not None and not stats.recording.ok]
+    for cam, status in unrecorded:
+        notes.append(f"error: camera {cam.settings.name}: {status.not_recorded} frame(s) were not recorded "
+                     f"({status.reason or status.last_failure or 'the output could not be written'})")
     report.elapsed_s = time.monotonic() - started
     if single and lost:
         report.exit_code = lost[0].capture.error.exit_code
@@ -636,6 +740,8 @@ def run_cameras(settings: WatchSettings, console: Console) -> RunReport:
         report.exit_code = ExitCode.INTERRUPTED
     elif lost or failed:
         report.exit_code = ExitCode.SOURCE
+    elif unrecorded:
+        report.exit_code = ExitCode.SINK
     else:
         report.exit_code = ExitCode.OK
     return report

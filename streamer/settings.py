@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ExitCode, StreamerError
+from .recording.retention import Retention, parse_retention
 from .states import InferOn, SourceKind, Transport
 
 if TYPE_CHECKING:
@@ -239,8 +240,15 @@ class CameraSettings:
     tracking: Tracking = Tracking()
     regions: Optional["Regions"] = None  # its zones and counting lines (None: none)
     rule: InferRule = InferRule()
+    segment: Optional[float] = None  # seconds per segment (record is then a folder); None: one file
+    retain: Optional[Retention] = None  # segments: delete the oldest past this age / total size
 
     def __post_init__(self):
+        if self.segment is not None and self.segment < 1:
+            raise SettingsError(f"cameras.{self.name}.segment: a segment lasts 1 s or more (got {self.segment:g})")
+        if self.retain is not None and self.segment is None:
+            raise SettingsError(f"cameras.{self.name}.retain needs segments (--segment SECONDS or `segment:`): "
+                                "retention deletes old segments")
         self.rule.check(self.tracking)
 
 
@@ -268,6 +276,9 @@ class RunSettings:
     regions: Optional["Regions"] = None  # --zones FILE
     events: EventSettings = EventSettings()
     draw_zones: bool = False  # --draw-zones: zones and lines drawn into --out too
+    segment: Optional[float] = None  # live: record in segments of this many seconds (--out is then a folder)
+    retain: Optional[Retention] = None  # live segments: how long they are kept
+    resume: bool = False  # files: go on from what a killed run with the same outputs left
 
     def __post_init__(self):
         if self.regions and not self.tracking.enabled:
@@ -317,17 +328,37 @@ def check_camera_name(name: str, where: str) -> str:
     return name
 
 
+def retention_setting(text: Optional[str], where: str = "--retain") -> Optional[Retention]:
+    """`--retain 7d,50GB` (or a camera file's `retain:`) parsed once; SettingsError naming the field."""
+    if text is None:
+        return None
+    try:
+        return parse_retention(str(text))
+    except ValueError as err:
+        raise SettingsError(f"{where}: {err}") from err
+
+
+DEFAULT_SEGMENT = 60.0  # `watch --out-dir`: seconds per segment unless --segment says otherwise
+
+
 def quick_cameras(sources: List[str], out_dir: Optional[Path], selection: Selection,
                   hold: Optional[float], max_frames: Optional[int],
-                  tracking: Tracking = Tracking(), rule: InferRule = InferRule()) -> Tuple[CameraSettings, ...]:
-    """`streamer watch SRC SRC ...`: cameras cam1, cam2, ..., recorded into out_dir when given."""
+                  tracking: Tracking = Tracking(), rule: InferRule = InferRule(), segment: Optional[float] = None,
+                  retain: Optional[Retention] = None) -> Tuple[CameraSettings, ...]:
+    """`streamer watch SRC SRC ...`: cameras cam1, cam2, ..., recorded into out_dir when given: in
+    segments under out_dir/camN/ (DEFAULT_SEGMENT seconds unless `segment` says; 0: one file,
+    out_dir/camN.mp4), with the detections in out_dir/camN.jsonl."""
     cameras = []
+    seconds = (segment if segment is not None else DEFAULT_SEGMENT) or None
     for i, source in enumerate(sources, start=1):
         name = f"cam{i}"
+        record = None
+        if out_dir:
+            record = out_dir / name if seconds else out_dir / f"{name}.mp4"
         cameras.append(CameraSettings(
             name=name, source=source, selection=selection, hold_detections=hold, max_frames=max_frames,
-            tracking=tracking, rule=rule, record=out_dir / f"{name}.mp4" if out_dir else None,
-            detections=out_dir / f"{name}.jsonl" if out_dir else None))
+            tracking=tracking, rule=rule, record=record, detections=out_dir / f"{name}.jsonl" if out_dir else None,
+            segment=seconds if out_dir else None, retain=retain if out_dir and seconds else None))
     return tuple(cameras)
 
 
@@ -421,6 +452,8 @@ def _models():
         infer_on: Optional[Literal["always", "motion"]] = None
         stationary_interval: Optional[float] = Field(default=None, gt=0)
         motion: Optional[Motion] = None
+        segment: Optional[float] = Field(default=None, ge=0)
+        retain: Optional[str] = None
 
     class MqttBroker(Strict):
         url: str = Field(min_length=1)
@@ -485,7 +518,8 @@ def _pydantic_message(err) -> str:
 
 def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
                      base: Selection = Selection(), tracking: Tracking = Tracking(),
-                     rule: InferRule = InferRule()) -> CameraFile:
+                     rule: InferRule = InferRule(), segment: Optional[float] = None,
+                     retain: Optional[Retention] = None) -> CameraFile:
     """Read and validate a camera file. Raises SettingsError naming the camera and the field."""
     from pydantic import ValidationError
 
@@ -540,6 +574,7 @@ def load_camera_file(path: Path, env: Optional[Mapping[str, str]] = None,
             loop=bool(cam.loop if cam.loop is not None else (d.loop or False)),
             tracking=cam_tracking, regions=camera_regions,
             rule=_camera_rule(cam, d, rule, cam_tracking, path, str(name)),
+            **_camera_segments(cam, d, segment, retain, f"{path}: cameras.{name}"),
         ))
     triton = None
     if parsed.triton is not None:
@@ -607,6 +642,22 @@ def load_zones_file(path: Path) -> "Regions":
         raise SettingsError(f"{path}: {err}") from err
 
 
+def _camera_segments(cam, defaults, segment: Optional[float], retain: Optional[Retention], where: str) -> dict:
+    """A camera's `segment` and `retain`: its own keys, else the file's defaults, else the flags
+    (segment 0: one file)."""
+    seconds = next((v for v in (cam.segment, defaults.segment, segment) if v is not None), None) or None
+    text = next((v for v in (cam.retain, defaults.retain) if v is not None), None)
+    keep = retention_setting(text, f"{where}.retain") if text is not None else retain
+    if keep is not None and seconds is None:
+        if text is None:
+            keep = None  # --retain applies to the cameras recorded in segments
+        else:
+            raise SettingsError(f"{where}.retain needs `segment:` (retention deletes old segments)")
+    if seconds is not None and seconds < 1:
+        raise SettingsError(f"{where}.segment: a segment lasts 1 s or more (got {seconds:g}; 0: one file)")
+    return {"segment": seconds if cam.record is not None else None, "retain": keep if cam.record is not None else None}
+
+
 def _camera_tracking(cam, defaults, base: Tracking, where: str) -> Tracking:
     """A camera's tracking: its own keys, else the file's defaults, else the flags (`base`)."""
     enabled = next(v for v in (cam.track, defaults.track, base.enabled) if v is not None)
@@ -663,24 +714,28 @@ def dns_refresh_over_file(found: CameraFile, dns_refresh: Optional[float]) -> fl
 
 
 def watch_cameras(args: List[str], out_dir: Optional[Path], base: Selection, hold: Optional[float],
-                  max_frames: Optional[int], tracking: Tracking = Tracking(), rule: InferRule = InferRule()) -> CameraFile:
+                  max_frames: Optional[int], tracking: Tracking = Tracking(), rule: InferRule = InferRule(),
+                  segment: Optional[float] = None, retain: Optional[Retention] = None) -> CameraFile:
     """The cameras of `streamer watch ARGS`: one camera file (.yaml/.yml), or a list of sources
     named cam1, cam2, ... (recorded into `out_dir` when given). `base` and `hold` apply where the
     file leaves them unset; `max_frames` applies to every camera. Raises SettingsError."""
+    if retain is not None and segment == 0:
+        raise SettingsError("--retain needs segments (--segment 0 records one file per camera)")
     first = Path(args[0])
     if first.suffix.lower() not in (".yaml", ".yml"):
         if out_dir is not None and not out_dir.is_dir():
             from .errors import SinkError
 
             raise SinkError(f"--out-dir {out_dir} does not exist (create it first)")
-        return CameraFile(cameras=quick_cameras(list(args), out_dir, base, hold, max_frames, tracking, rule))
+        return CameraFile(cameras=quick_cameras(list(args), out_dir, base, hold, max_frames, tracking, rule, segment,
+                                                retain))
     if len(args) > 1:
         raise SettingsError("give either one camera file or a list of sources, not both")
     if out_dir is not None:
         raise SettingsError("--out-dir is for a list of sources; a camera file names each `record:` itself")
     if not first.is_file():
         raise SettingsError(f"no camera file at {first}")
-    loaded = load_camera_file(first, base=base, tracking=tracking, rule=rule)
+    loaded = load_camera_file(first, base=base, tracking=tracking, rule=rule, segment=segment, retain=retain)
     cameras = tuple(
         replace(c, max_frames=max_frames if max_frames is not None else c.max_frames,
                 hold_detections=c.hold_detections if c.hold_detections is not None else hold)

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, List, Mapping, Optional, Protocol, Sequen
 import numpy as np
 
 from .frames import Detections, Frame, Outcome
-from .states import InferenceState, ViewState
+from .states import InferenceState, RecordingState, ViewState
 
 Released = Tuple[Frame, Optional[Detections]]
 
@@ -142,6 +142,32 @@ class Sink(Protocol):
 
 
 @dataclass(frozen=True)
+class RecordingStatus:
+    """How a camera's recording is doing: its state, why it is not recording (None: it is), the
+    files it finished, the frames it could not record, the file being written (None: none), and
+    why it last stopped (None: never)."""
+
+    state: RecordingState = RecordingState.RECORDING
+    reason: Optional[str] = None
+    files: int = 0
+    not_recorded: int = 0
+    current: Optional[str] = None
+    last_failure: Optional[str] = None  # why it last stopped (kept once it records again)
+
+    @property
+    def ok(self) -> bool:
+        return self.state is RecordingState.RECORDING and not self.not_recorded
+
+    def line(self) -> str:
+        """For the HUD and the status line: "recording retrying: REASON"."""
+        return f"recording {self.state}" + (f": {self.reason}" if self.reason else "")
+
+    def to_json(self) -> dict:
+        return {"state": str(self.state), "reason": self.reason, "files": self.files,
+                "not_recorded": self.not_recorded, "current": self.current, "last_failure": self.last_failure}
+
+
+@dataclass(frozen=True)
 class View:
     """One camera as a display shows it.
 
@@ -151,7 +177,8 @@ class View:
     drawn from (index, wall time); fresh: the image changed since the previous show().
     figures: the same figures by name, as numbers (display_fps, source_fps, detections_per_s,
     frame_age_s, detection_age_s, skipped, reconnects; None: not known yet); detections: what is
-    drawn on the image (None: nothing held); outputs: the files this camera writes.
+    drawn on the image (None: nothing held); outputs: the files this camera writes; recording: how
+    its recording is doing (None: it records nothing).
     counts: its zones' and lines' counts (events.Counts; None: it has none); events: its recent
     events, newest last (the page lists them); event_outputs: the run's event outputs' states
     (events.OutputStatus; the same on every camera's view)."""
@@ -169,6 +196,7 @@ class View:
     counts: Optional[object] = field(default=None, repr=False)
     events: Tuple[dict, ...] = field(default=(), repr=False)
     event_outputs: Tuple[object, ...] = field(default=(), repr=False)
+    recording: Optional[RecordingStatus] = None  # the camera's recording (None: it records nothing)
 
 
 @runtime_checkable

@@ -79,3 +79,12 @@ class SkipReason(Word):
     BUSY = "busy"  # live: inference was busy and took a newer frame (or the run ended first)
     EVERY = "every"  # --infer-every N kept it from the model
     STILL = "still"  # --infer-on motion: nothing moved and no re-check was due
+
+
+class RecordingState(Word):
+    """A live camera's recording: writing, waiting to try again (segments: the disk filled or the
+    folder went away), or stopped for the rest of the run (one file)."""
+
+    RECORDING = "recording"
+    RETRYING = "retrying"
+    STOPPED = "stopped"

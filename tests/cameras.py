@@ -223,8 +223,8 @@ class VirtualDisplay:
 class Run:
     """A `streamer run` subprocess; its stderr is read as it comes so a test can wait for a line."""
 
-    def __init__(self, *args, env: Optional[dict] = None):
-        self.proc = start_streamer(*args, env=env)
+    def __init__(self, *args, env: Optional[dict] = None, **popen):
+        self.proc = start_streamer(*args, env=env, **popen)
         self.err_lines: List[str] = []
         self.out = ""
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -164,10 +164,11 @@ def streamer(*args: str, timeout: float = 300, env: Optional[dict] = None, **kwa
     )
 
 
-def start_streamer(*args: str, env: Optional[dict] = None) -> subprocess.Popen:
+def start_streamer(*args: str, env: Optional[dict] = None, **popen) -> subprocess.Popen:
+    """`popen`: more subprocess.Popen arguments (preexec_fn: limits for the child)."""
     return subprocess.Popen(
         STREAMER + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        stdin=subprocess.DEVNULL, env=env,
+        stdin=subprocess.DEVNULL, env=env, **popen,
     )
 
 

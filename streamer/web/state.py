@@ -54,6 +54,18 @@ def detections_json(view: View, name_of: Optional[Callable[[int], str]]) -> List
     return items
 
 
+def recording_json(view: View) -> Optional[Dict]:
+    """The camera's recording: state ("recording", "retrying", "stopped"), why, files, frames not
+    recorded, the file being written (None: the camera records nothing)."""
+    if view.recording is None:
+        return None
+    found = view.recording.to_json()
+    for key in ("reason", "current"):
+        if found[key] is not None:
+            found[key] = mask_url(found[key])
+    return found
+
+
 def camera_state(view: View, name_of: Optional[Callable[[int], str]] = None) -> Dict:
     """The JSON object of one camera (see the page's app.js and README's web section)."""
     figures = {str(k): _number(v) for k, v in dict(view.figures).items()}
@@ -81,6 +93,7 @@ def camera_state(view: View, name_of: Optional[Callable[[int], str]] = None) -> 
         "outputs": [mask_url(str(path)) for path in view.outputs],
         "counts": None if view.counts is None else view.counts.to_json(),
         "events": [_event_item(item) for item in view.events],
+        "recording": recording_json(view),
     }
 
 

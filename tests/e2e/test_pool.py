@@ -159,7 +159,7 @@ def test_live_a_slow_server_never_holds_the_picture_and_its_frame_is_given_up(tm
     n, stall = 400, 6.0
     clip = camera_clip(tmp_path / "cam.mp4", n)  # 25 fps: 16 s
     a, b = two_servers
-    proc = start_streamer("watch", clip, "--out-dir", tmp_path, "--triton", f"{a.grpc_url},{b.grpc_url}",
+    proc = start_streamer("watch", clip, "--out-dir", tmp_path, "--segment", "0", "--triton", f"{a.grpc_url},{b.grpc_url}",
                           "--summary", tmp_path / "summary.json", "--status-every", "0")
     try:
         wait_until(lambda: inference_count(b.http_url) >= 3, 180, what="server b at work")

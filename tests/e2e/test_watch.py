@@ -275,7 +275,8 @@ def test_files_as_cameras_play_at_their_pace_and_end(tmp_path, server_empty):
     a = camera_clip(tmp_path / "a.mp4", 30, rate=15)
     b = camera_clip(tmp_path / "b.mp4", 45, rate=15)
     started = time.monotonic()
-    result = streamer("watch", a, b, "--out-dir", tmp_path, "--triton", server_empty.grpc_url, timeout=180)
+    result = streamer("watch", a, b, "--out-dir", tmp_path, "--segment", "0", "--triton", server_empty.grpc_url,
+                      timeout=180)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     counts = per_camera(result.stdout)

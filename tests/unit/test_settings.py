@@ -102,8 +102,12 @@ def test_a_missing_variable_never_shows_the_other_secrets(tmp_path):
 def test_quick_cameras_are_named_cam1_cam2(tmp_path):
     cams = quick_cameras(["rtsp://a/1", "0"], tmp_path, Selection(), None, 5)
     assert [c.name for c in cams] == ["cam1", "cam2"]
-    assert cams[1].record == tmp_path / "cam2.mp4" and cams[1].detections == tmp_path / "cam2.jsonl"
+    # --out-dir records in 60 s segments by default: the camera's record is its segment folder
+    assert cams[1].record == tmp_path / "cam2" and cams[1].detections == tmp_path / "cam2.jsonl"
+    assert cams[1].segment == 60 and cams[1].retain is None
     assert all(c.max_frames == 5 for c in cams)
+    one_file = quick_cameras(["rtsp://a/1"], tmp_path, Selection(), None, None, segment=0)[0]
+    assert one_file.record == tmp_path / "cam1.mp4" and one_file.segment is None
 
 
 def test_watch_cameras_flags_fill_what_the_file_leaves_unset(tmp_path):
