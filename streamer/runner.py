@@ -332,8 +332,12 @@ def run_file(settings: RunSettings, path: Path, console: Console) -> RunReport:
             policy = parts.infer_policy(settings.rule, settings.tracking, SourceKind.FILE)
             stages = parts.file_stages(settings.selection, label_ids,
                                        parts.file_tracker(settings.selection, settings.tracking, policy), events)
-        if outputs is not None:
+        if outputs is not None and events is None:
             outputs.watch(stages, policy)
+        elif outputs is not None:  # counts and open events are not checkpointed: a --resume starts over
+            outputs.without_checkpoints()
+            if settings.resume and start == 0:
+                say("note: a run with zones, lines or event outputs keeps no checkpoints: --resume starts it over")
         stream = parts.file_inference(inference_for(settings.server, client, server, settings.inference, False, say),
                                       policy)
         count0, compute0 = stream.compute_stats()
@@ -423,8 +427,16 @@ def resumable_outputs(settings: RunSettings, path: Path, info: contract.ModelInf
         raise SinkError(f"another streamer run is writing {anchor} now (its partial files are locked); "
                         "wait for it, or choose another output")
     identity = input_identity(path)
+    rule = settings.rule
+    inference = {"infer_on": str(rule.resolved(SourceKind.FILE, settings.tracking)),
+                 "stationary_s": rule.stationary_interval,
+                 "motion": {"threshold": rule.motion.threshold, "min_area": rule.motion.min_area,
+                            "mask": [[list(map(float, p)) for p in poly] for poly in rule.motion.mask]},
+                 "draw_zones": settings.draw_zones, "zones": repr(settings.regions) if settings.regions else None,
+                 "event_outputs": settings.events.any}
     options = run_options(settings.selection.threshold, label_ids, settings.tracking.enabled,
-                          settings.tracking.infer_every, settings.audio, settings.max_frames, report_model(info, client))
+                          settings.tracking.infer_every, settings.audio, settings.max_frames, report_model(info, client),
+                          inference)
     plan = None
     if settings.resume:
         plan = plan_resume(anchor, identity, options, settings.out, settings.detections, say)

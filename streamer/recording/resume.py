@@ -428,6 +428,11 @@ class FileRunOutputs:
         """The stage chain (and the inference policy) whose state the checkpoints keep."""
         self.stages, self.policy = stages, policy
 
+    def without_checkpoints(self) -> None:
+        """A run whose state cannot be saved (its event stage: counts, open events and the outputs they
+        went to): no checkpoints, so a `--resume` of it starts over (exact, not quicker)."""
+        self._checkpoints_failed = True
+
     def settled(self, frame: Frame) -> None:
         """After `frame` was written with nothing held back: a checkpoint, about once a second of video."""
         from ..sinks import KEY_EVERY_S
@@ -529,8 +534,10 @@ class ResumedSource:
 
 
 def run_options(threshold: float, classes, tracking_enabled: bool, infer_every: int, audio: bool,
-                max_frames: Optional[int], model: Dict) -> dict:
-    """The options a resumed run must share with the killed one (they change the output)."""
+                max_frames: Optional[int], model: Dict, inference: Optional[Dict] = None) -> dict:
+    """The options a resumed run must share with the killed one (they change the output).
+    `inference`: which frames went to the model (--infer-on and the motion detector's settings)
+    and what is drawn besides the boxes (--draw-zones), as plain values."""
     return {"threshold": threshold, "classes": sorted(classes) if classes is not None else None,
             "track": tracking_enabled, "infer_every": infer_every, "audio": audio, "max_frames": max_frames,
-            "model": model}
+            "model": model, "inference": inference or {}}

@@ -336,3 +336,19 @@ def test_a_checkpoint_is_read_back_only_with_the_stages_classes(tmp_path):
     (tmp_path / "state" / "000000004.ckpt").write_bytes(pickle.dumps(Planted()))
     with pytest.raises(pickle.UnpicklingError, match="may not hold posix.system"):
         store.load(4)
+
+
+def test_a_run_with_events_keeps_no_checkpoints_and_options_name_the_inference(tmp_path):
+    """A file run's event stage (counts, open events, where they went) is not checkpointed: its outputs
+    keep no checkpoints at all, so a --resume starts it over instead of going on without the events.
+    And the options a resume must share name which frames went to the model."""
+    from streamer.recording.resume import FileRunOutputs, run_options
+
+    options = run_options(0.5, None, True, 1, True, None, {"arch": "a"}, {"infer_on": "always"})
+    assert options != run_options(0.5, None, True, 1, True, None, {"arch": "a"}, {"infer_on": "motion"})
+    outputs = FileRunOutputs(None, tmp_path / "a.jsonl", {"size": 1}, options, None, say=lambda line: None)
+    outputs.without_checkpoints()
+    for i in range(0, 100, 5):  # four seconds of frames at 25 fps, all settled
+        outputs.settled(Frame(i, i, Fraction(1, 25), 0.0, np.zeros((2, 2, 3), np.uint8)))
+    assert outputs.checkpoints.frames() == []
+    outputs.abandon()
