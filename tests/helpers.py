@@ -197,13 +197,15 @@ def inference_count(http_url: str, model: Optional[str] = None) -> int:
         return 0
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition") -> None:
+def wait_until(predicate, timeout: float, interval: float = 0.1, what="condition") -> None:
+    """Poll `predicate` until it holds or `timeout` s pass; `what` (text, or a function giving it
+    when the wait failed) names what was waited for."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
 
 
 def children(pid: int) -> List[int]:

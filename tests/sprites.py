@@ -179,12 +179,16 @@ class U8Empty(torch.nn.Module):
                 torch.zeros((n, self.k), dtype=torch.float32), torch.zeros((n, 1), dtype=torch.int32))
 
 
-def export_empty(repo: Path) -> Path:
-    """The empty detector (SeedEmpty, U8Empty) written as an export would write a model."""
+def empty_modules() -> Tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
+    """The scripted empty detector (SeedEmpty, U8Empty): (fasterrcnn, fasterrcnn_u8)."""
     from streamer import contract
 
-    modules = (torch.jit.script(SeedEmpty().eval()), torch.jit.script(U8Empty(contract.DEFAULT_MAX_DETECTIONS).eval()))
-    return export_sprites(repo, modules=modules, arch="empty (test detector: never detects)")
+    return torch.jit.script(SeedEmpty().eval()), torch.jit.script(U8Empty(contract.DEFAULT_MAX_DETECTIONS).eval())
+
+
+def export_empty(repo: Path) -> Path:
+    """The empty detector written as an export would write a model."""
+    return export_sprites(repo, modules=empty_modules(), arch="empty (test detector: never detects)")
 
 
 def build_modules(max_detections: int = 100) -> Tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:

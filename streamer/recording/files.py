@@ -133,19 +133,33 @@ class DurableFile:
     def __init__(self, path: Path, target: Path, append: bool = False):
         self.path = Path(path)
         self.target = Path(target)
+        # a new partial is made under a name no reader takes for a partial, locked, then renamed: a
+        # partial on disk is always locked while its writer lives (`streamer recover`, or a recorder
+        # finishing what a killed run left, never takes one that is being opened for a stale one)
+        opening = self.path if append else self.path.with_name(self.path.name + ".opening")
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
         try:
-            self._fd: Optional[int] = os.open(self.path, flags, 0o644)
+            self._fd: Optional[int] = os.open(opening, flags, 0o644)
         except OSError as err:
             raise OutputFailed(self.target, reason_of(err)) from err
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(self._fd)
-            self._fd = None
+            if opening != self.path:
+                os.rename(opening, self.path)
+        except BlockingIOError as err:
+            self._close_unopened(opening)
             raise OutputFailed(self.target, f"{self.path.name} is being written by another running streamer") from err
+        except OSError as err:
+            self._close_unopened(opening)
+            raise OutputFailed(self.target, reason_of(err)) from err
         self._pending = bytearray()
         self.size = os.fstat(self._fd).st_size  # bytes handed to the OS so far (whole pieces)
+
+    def _close_unopened(self, opening: Path) -> None:
+        os.close(self._fd)
+        self._fd = None
+        if opening != self.path:
+            Path(opening).unlink(missing_ok=True)
 
     # -- the file object PyAV writes into -------------------------------------------------------
     def write(self, data) -> int:

@@ -321,6 +321,7 @@ class LiveRecorder:
                 self._gap_before = epoch - seg.last if gap else None
                 self._close(seg)
                 seg = None
+                self._retry_at = 0.0  # a file opened by a retry ended whole: the next one opens now
         if seg is None:
             seg = self._open(frame, image, epoch)
             if seg is None:

@@ -39,12 +39,14 @@ def wait_for_a_frame(display: VirtualDisplay, window: str, code: bool = True) ->
     """Until the window shows a camera frame: a picture at the camera's size (before its first frame the
     window is 400x300 and grey; a window that is all black reads as code 0) with, if `code`, its index code
     readable."""
+    last = {}
+
     def shown() -> bool:
         image = display.window_image(window)
-        return image.shape[:2] == (240, 320) and float(image.std()) > 20 and \
-            (not code or read_bottom_code(image) is not None)
+        last.update(shape=image.shape[:2], std=round(float(image.std()), 1), code=read_bottom_code(image))
+        return image.shape[:2] == (240, 320) and last["std"] > 20 and (not code or last["code"] is not None)
 
-    wait_until(shown, 60, interval=0.25, what="a camera frame in the window")
+    wait_until(shown, 60, interval=0.25, what=lambda: f"a camera frame in the window (last seen: {last})")
 
 
 def differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:

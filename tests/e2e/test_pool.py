@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -24,6 +23,8 @@ from streamer.server import EmbeddedServer, EmbeddedServerSettings, free_port
 
 from ..helpers import (STREAMER, inference_count, read_jsonl, read_video, start_streamer, streamer, wait_until,
                        write_clip)
+from ..conftest import start_server
+from ..proxy import PausableRelay
 from .test_run_faults import finish, kill_server
 from .test_run_file import accounting
 
@@ -38,11 +39,37 @@ def start(repo: Path, host: str = "127.0.0.1", grpc_port: int = 0) -> EmbeddedSe
                                          threads=1, startup_timeout=180)).start()
 
 
+# The pool's tests are about routing, not about a model: the empty detector (tests/sprites.py: no
+# detection, almost no CPU), made to answer in PACE_S by Triton's dynamic batcher (it holds a lone
+# request that long, waiting for batch mates): a model slow enough that a run is still going when a
+# server is killed, paused, restarted or renamed, while the CPU stays free for the other tests.
+PACE_S = 0.1
+
+
+@pytest.fixture(scope="module")
+def repo_paced(tmp_path_factory) -> Path:
+    from .. import sprites
+    from ..conftest import shared
+
+    return shared(tmp_path_factory, "repo_paced",
+                  lambda repo: sprites.export_sprites(repo, max_queue_delay_us=int(PACE_S * 1e6),
+                                                      modules=sprites.empty_modules(),
+                                                      arch="empty, paced (test detector: never detects)"))
+
+
+@pytest.fixture(scope="module")
+def server_paced(repo_paced):
+    server = start(repo_paced)
+    yield server
+    server.stop()
+    server.cleanup()
+
+
 @pytest.fixture
-def two_servers(repo_mobilenet):
+def two_servers(repo_paced):
     servers = []
     try:
-        servers = [start(repo_mobilenet), start(repo_mobilenet)]
+        servers = [start(repo_paced), start(repo_paced)]
         yield servers
     finally:
         for s in servers:
@@ -51,11 +78,11 @@ def two_servers(repo_mobilenet):
 
 
 @pytest.fixture
-def session_and_own(server_mobilenet, repo_mobilenet):
-    """The session's MobileNet server, and a server of this test's own: the one it kills."""
-    own = start(repo_mobilenet)
+def session_and_own(server_paced, repo_paced):
+    """The module's server, and a server of this test's own: the one it kills."""
+    own = start(repo_paced)
     try:
-        yield server_mobilenet, own
+        yield server_paced, own
     finally:
         own.stop()
         own.cleanup()
@@ -68,9 +95,10 @@ def taken(stdout: str) -> dict:
     return {"servers": per, "moved": int(match.group(2))}
 
 
-def test_two_servers_write_exactly_what_one_writes(tmp_path, repo_v2):
+def test_two_servers_write_exactly_what_one_writes(tmp_path, server_v2, repo_v2):
     clip = write_clip(tmp_path / "in.mp4", 24)
-    servers = [start(repo_v2), start(repo_v2)]
+    own = start_server(repo_v2)  # as the session's: the same threads, the same float results
+    servers = [server_v2, own]
     try:
         # one request in flight per server: every frame is inferred alone in both runs (Triton batches
         # requests that wait together, and a batch of two may differ from one alone in float noise)
@@ -81,9 +109,8 @@ def test_two_servers_write_exactly_what_one_writes(tmp_path, repo_v2):
                         tmp_path / "two.jsonl", "--in-flight", 1, timeout=300)
         counts = [inference_count(s.http_url) for s in servers]
     finally:
-        for s in servers:
-            s.stop()
-            s.cleanup()
+        own.stop()
+        own.cleanup()
     assert one.returncode == 0 and both.returncode == 0, one.stderr + both.stderr
     assert accounting(both.stdout) == {"read": 24, "inferred": 24, "written": 24, "failed": 0}
     spread = taken(both.stdout)
@@ -122,23 +149,24 @@ def test_a_slow_server_is_routed_around_and_its_frames_resent(tmp_path, two_serv
     clip = write_clip(tmp_path / "in.mp4", n)
     a, b = two_servers
     started = time.monotonic()
-    proc = start_streamer("run", clip, "--out", tmp_path / "out.mp4", "--detections", tmp_path / "d.jsonl",
-                          "--triton", f"{a.grpc_url},{b.grpc_url}", "--request-timeout", "120",
-                          "--summary", tmp_path / "summary.json")
-    try:
-        wait_until(lambda: inference_count(b.http_url) >= 10, 180, what="server b at work")
-        os.killpg(b.proc.pid, signal.SIGSTOP)  # tritonserver and its model stub freeze: slow, not gone
-        time.sleep(stall)  # the stall's length
-    finally:
-        os.killpg(b.proc.pid, signal.SIGCONT)
-        code, stdout, stderr = finish(proc, timeout=400)
+    with PausableRelay(("127.0.0.1", b.settings.grpc_port)) as relay:  # b's answers wait there: slow, not gone
+        proc = start_streamer("run", clip, "--out", tmp_path / "out.mp4", "--detections", tmp_path / "d.jsonl",
+                              "--triton", f"{a.grpc_url},{relay.url}", "--request-timeout", "120",
+                              "--summary", tmp_path / "summary.json")
+        try:
+            wait_until(lambda: inference_count(b.http_url) >= 10, 180, what="server b at work")
+            relay.pause()
+            time.sleep(stall)  # the stall's length
+        finally:
+            relay.resume()
+            code, stdout, stderr = finish(proc, timeout=400)
     elapsed = time.monotonic() - started
     assert code == 0, stderr
     assert elapsed < 120, "finished before --request-timeout (a sanity bound, not a timing test)"
     assert accounting(stdout) == {"read": n, "inferred": n, "written": n, "failed": 0}
     assert "WARNING: shared memory" not in stderr, stderr  # each server's client has its own regions
-    assert f"Triton server {b.grpc_url} is slow" in stderr, stderr
-    assert f"Triton server {b.grpc_url} is no longer slow" in stderr, stderr
+    assert f"Triton server {relay.url} is slow" in stderr, stderr
+    assert f"Triton server {relay.url} is no longer slow" in stderr, stderr
     report = json.loads((tmp_path / "summary.json").read_text())
     # frames the frozen server held are resent for slowness; a stream that broke meanwhile (seen once
     # on a loaded CI machine: moved 2) hands its frames back as a broken server's. Either way, once each:
@@ -159,17 +187,18 @@ def test_live_a_slow_server_never_holds_the_picture_and_its_frame_is_given_up(tm
     n, stall = 400, 6.0
     clip = camera_clip(tmp_path / "cam.mp4", n)  # 25 fps: 16 s
     a, b = two_servers
-    proc = start_streamer("watch", clip, "--out-dir", tmp_path, "--segment", "0", "--triton", f"{a.grpc_url},{b.grpc_url}",
-                          "--summary", tmp_path / "summary.json", "--status-every", "0")
-    try:
-        wait_until(lambda: inference_count(b.http_url) >= 3, 180, what="server b at work")
-        os.killpg(b.proc.pid, signal.SIGSTOP)  # slow, not gone
-        time.sleep(stall)  # the stall's length
-    finally:
-        os.killpg(b.proc.pid, signal.SIGCONT)
-        code, stdout, stderr = finish(proc, timeout=300)
+    with PausableRelay(("127.0.0.1", b.settings.grpc_port)) as relay:  # b's answers wait there: slow, not gone
+        proc = start_streamer("watch", clip, "--out-dir", tmp_path, "--segment", "0", "--triton",
+                              f"{a.grpc_url},{relay.url}", "--summary", tmp_path / "summary.json", "--status-every", "0")
+        try:
+            wait_until(lambda: inference_count(b.http_url) >= 3, 180, what="server b at work")
+            relay.pause()
+            time.sleep(stall)  # the stall's length
+        finally:
+            relay.resume()
+            code, stdout, stderr = finish(proc, timeout=300)
     assert code == 0, stderr
-    assert f"Triton server {b.grpc_url} is slow" in stderr
+    assert f"Triton server {relay.url} is slow" in stderr
     report = json.loads((tmp_path / "summary.json").read_text())
     frames = report["streams"][0]["frames"]
     assert frames["captured"] == frames["shown"] == n and frames["dropped"] == 0, frames  # never waited
@@ -180,7 +209,7 @@ def test_live_a_slow_server_never_holds_the_picture_and_its_frame_is_given_up(tm
 
 
 def test_a_restarted_server_rejoins(tmp_path, session_and_own):
-    n = 200
+    n = 600  # A alone answers 10 to 20 a second: still running when B is back
     clip = write_clip(tmp_path / "in.mp4", n)
     a, b = session_and_own
     proc = start_streamer("run", clip, "--detections", tmp_path / "d.jsonl", "--triton",
@@ -216,12 +245,12 @@ def test_every_server_gone_follows_the_single_server_rules(tmp_path, two_servers
     assert read_video(tmp_path / "out.mp4").codes == list(range(n))
 
 
-def test_a_dns_name_stands_for_every_address(tmp_path, repo_mobilenet):
+def test_a_dns_name_stands_for_every_address(tmp_path, repo_paced):
     assert os.path.exists(NSS_WRAPPER), "apt-get install libnss-wrapper (.ci/run installs it)"
     port = free_port("127.0.0.2")
     servers = []
     try:
-        servers = [start(repo_mobilenet, "127.0.0.2", port), start(repo_mobilenet, "127.0.0.3", port)]
+        servers = [start(repo_paced, "127.0.0.2", port), start(repo_paced, "127.0.0.3", port)]
         hosts = tmp_path / "hosts"
         hosts.write_text("127.0.0.2 tritons\n127.0.0.3 tritons\n")
         env = {**os.environ, "LD_PRELOAD": NSS_WRAPPER, "NSS_WRAPPER_HOSTS": str(hosts)}
@@ -258,7 +287,7 @@ class Drained:
         return "".join(self.lines)
 
 
-def test_a_dns_name_looked_up_again_mid_run_adds_and_removes_servers(tmp_path, repo_mobilenet):
+def test_a_dns_name_looked_up_again_mid_run_adds_and_removes_servers(tmp_path, repo_paced):
     """--dns-refresh 1 over a name whose hosts file changes mid-run: 127.0.0.2 alone, then both
     (B joins and takes frames), then 127.0.0.3 alone (A finishes what it holds and takes nothing
     more); the file is still every frame exactly once, in order. nss_wrapper reads NSS_WRAPPER_HOSTS
@@ -275,7 +304,7 @@ def test_a_dns_name_looked_up_again_mid_run_adds_and_removes_servers(tmp_path, r
 
     servers, proc = [], None
     try:
-        servers = [start(repo_mobilenet, "127.0.0.2", port), start(repo_mobilenet, "127.0.0.3", port)]
+        servers = [start(repo_paced, "127.0.0.2", port), start(repo_paced, "127.0.0.3", port)]
         a, b = servers
         url_a, url_b = f"127.0.0.2:{port}", f"127.0.0.3:{port}"
         name("127.0.0.2")

@@ -25,7 +25,8 @@ from streamer import detlog
 from streamer.errors import SourceError
 from streamer.frames import Detections, Frame
 from streamer.recording import fragments
-from streamer.recording.files import is_locked, parse_partial
+from streamer.recording import files
+from streamer.recording.files import DurableFile, is_locked, parse_partial, partial_path
 from streamer.recording.lines import read_json_lines
 from streamer.recording.retention import parse_retention
 from streamer.recording.segments import LiveRecorder, SegmentIndex, apply_retention
@@ -79,6 +80,24 @@ def killed_writer(tmp_path: Path, n: int):
             proc.kill()
             proc.wait()
     return out, log, video, lines
+
+
+def test_a_partial_appears_on_disk_only_once_its_writer_holds_the_lock(tmp_path, monkeypatch):
+    """A recorder finishing a killed run's partials (or `streamer recover`) looks at every unlocked
+    partial: one seen between its creation and its lock would be taken for stale (and removed)."""
+    target = tmp_path / "rec.mp4"
+    partial = partial_path(target, "20261206T102356-e4ed")
+    seen_at_lock = []
+    real_flock = files.fcntl.flock
+    monkeypatch.setattr(files.fcntl, "flock", lambda fd, op: seen_at_lock.append(partial.exists()) or real_flock(fd, op))
+    writer = DurableFile(partial, target)
+    try:
+        assert seen_at_lock == [False] and is_locked(partial) and os.listdir(tmp_path) == [partial.name]
+        with pytest.raises(files.OutputFailed, match="being written by another running streamer"):
+            DurableFile(partial, target, append=True)
+    finally:
+        writer.close()
+    assert os.listdir(tmp_path) == [partial.name]
 
 
 def test_a_killed_writer_keeps_all_but_its_last_second_and_recover_finishes_it(tmp_path):
@@ -226,6 +245,36 @@ def test_segments_split_at_the_clock_and_at_gaps_with_every_frame_once_and_an_in
     assert starts == pytest.approx([0.01, 2.01, 4.01, 8.01], abs=0.005)
     assert [e["gap_before_s"] for e in index][:3] == [None, None, None] and index[3]["gap_before_s"] > 3
     assert index[2]["end_unix"] - EPOCH == pytest.approx(5.01, abs=0.005)
+
+
+def test_a_retry_that_opens_a_segment_just_before_its_boundary_goes_on_recording(tmp_path):
+    """The segment a retry opens may end before its first fragment is written (so before the state
+    says "recording"): the next segment opens at once, not one retry interval later."""
+    parent = tmp_path / "disk"
+    parent.mkdir()
+    said = []
+    with recorder(parent / "cam1", segment_s=2.0, retry_s=2.0, log=said.append) as rec:
+        frames = camera_frames(8.0)
+        for frame in frames:
+            rec.write(frame, frame.image, None)
+            if frame.index == 25:
+                break
+        shutil.rmtree(parent)
+        for frame in frames:  # until the recording notices
+            rec.write(frame, frame.image, None)
+            if rec.status().state is not RecordingState.RECORDING:
+                break
+        parent.mkdir()
+        time.sleep(2.1)  # one retry interval (the recorder retries on the real clock)
+        for frame in frames:  # frames up to 5.8 s are dropped unwritten: the camera's next frame is 0.2 s
+            if frame.wall_time >= 5.8:  # before a boundary, when the retry comes
+                rec.write(frame, frame.image, None)
+        missed = rec.status().not_recorded
+    assert rec.status().state is RecordingState.RECORDING, said
+    assert any("recording again" in line for line in said), said
+    index = SegmentIndex(parent / "cam1").entries()
+    after = [codes for entry, codes in zip(index, segment_codes(parent / "cam1", index)) if entry["start_unix"] - EPOCH > 5]
+    assert sum(after, []) == list(range(145, 200)) and missed <= 2, (after, missed)
 
 
 def test_retention_deletes_the_oldest_segments_never_the_one_being_written(tmp_path):
