@@ -120,6 +120,7 @@ class EmbeddedServer:
     workdir: Optional[Path] = field(default=None, init=False)
     shm_prefix: str = field(default="", init=False)
     starts: int = field(default=0, init=False)
+    _terminating: Optional[subprocess.Popen] = field(default=None, init=False, repr=False)  # SIGTERM sent to it
 
     @property
     def grpc_url(self) -> str:
@@ -301,11 +302,17 @@ class EmbeddedServer:
         line = (errors or lines or ["empty log"])[-1]
         return line[:400]
 
+    def request_stop(self) -> None:
+        """SIGTERM now, without waiting: several servers shut down side by side; stop() then waits."""
+        if self.proc is not None and self.proc.poll() is None and self._terminating is not self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminating = self.proc
+
     def stop(self) -> None:
         """SIGTERM (Triton finishes queued requests), then SIGKILL of its process group on timeout."""
-        proc, self.proc = self.proc, None
+        self.request_stop()
+        proc, self.proc, self._terminating = self.proc, None, None
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(self.settings.stop_timeout + 5)
             except subprocess.TimeoutExpired:

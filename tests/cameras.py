@@ -183,11 +183,14 @@ class VirtualDisplay:
 
     @property
     def env(self) -> dict:
-        return {**os.environ, "DISPLAY": self.name}
+        # Qt draws through plain X requests, not MIT-SHM segments: windows of runs on a loaded test
+        # machine were seen left black (painted through shared memory that never reached the screen)
+        return {**os.environ, "DISPLAY": self.name, "QT_X11_NO_MITSHM": "1"}
 
     def screenshot(self) -> np.ndarray:
         """The whole screen, RGB (FFmpeg's x11grab through PyAV)."""
-        with av.open(self.name, format="x11grab", options={"video_size": f"{self.width}x{self.height}"}) as grab:
+        with av.open(self.name, format="x11grab",
+                     options={"video_size": f"{self.width}x{self.height}", "use_shm": "0"}) as grab:
             frame = next(grab.decode(video=0))
             return frame.to_ndarray(format="rgb24")
 

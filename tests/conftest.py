@@ -27,6 +27,7 @@ V2_EXPORT = ("--arch", "fasterrcnn_resnet50_fpn_v2", "--weights", "random", "--m
 MOBILENET_EXPORT = ("--arch", "fasterrcnn_mobilenet_v3_large_320_fpn", "--weights", "random")
 
 SERVER_THREADS = 2
+PACE_S = 0.1  # how long the paced model (repo_paced) takes to answer
 
 
 def export_repo(repo: Path, args) -> Path:
@@ -74,12 +75,30 @@ def start_server(repo: Path) -> EmbeddedServer:
     return start_on_free_ports(repo, threads=SERVER_THREADS, startup_timeout=180)
 
 
-def serving(repo: Path):
-    """Fixture body: a server for the test(s), stopped by PID and cleaned up after."""
-    server = start_server(repo)
+# Servers the fixtures hold: at the worker's last teardown they are all asked to stop at once (each
+# takes seconds to shut down), then each fixture waits for its own.
+_HELD: list = []
+
+
+def holding(server: EmbeddedServer):
+    """Fixture body: `server` for the test(s), stopped by PID and cleaned up after."""
+    _HELD.append(server)
     yield server
+    _HELD.remove(server)
     server.stop()
     server.cleanup()
+
+
+def serving(repo: Path):
+    """Fixture body: a server for the test(s), stopped by PID and cleaned up after."""
+    yield from holding(start_server(repo))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    if nextitem is None:  # the session's fixtures go next
+        for server in list(_HELD):
+            server.request_stop()
 
 
 @pytest.fixture(scope="session")
@@ -94,10 +113,7 @@ def server_mobilenet(repo_mobilenet):
 
 def serve_sprites(repo: Path):
     """Fixture body: the sprite detector (tests/sprites.py) served on one thread."""
-    server = start_on_free_ports(repo, threads=1, startup_timeout=300)
-    yield server
-    server.stop()
-    server.cleanup()
+    yield from holding(start_on_free_ports(repo, threads=1, startup_timeout=300))
 
 
 @pytest.fixture(scope="session")
@@ -132,6 +148,24 @@ def server_empty(repo_empty):
 def killable_server(repo_empty):
     """A server of its own, for tests that kill it."""
     yield from serving(repo_empty)
+
+
+@pytest.fixture(scope="session")
+def repo_paced(tmp_path_factory) -> Path:
+    """The empty model made to answer in PACE_S by Triton's dynamic batcher (it holds a lone request
+    that long, waiting for batch mates): a model slower than the video that costs no CPU, for tests
+    of what a slow model does (progress and ETA, refresh sharing, queue time, a pool's routing)."""
+    from . import sprites
+
+    return shared(tmp_path_factory, "repo_paced",
+                  lambda repo: sprites.export_sprites(repo, max_queue_delay_us=int(PACE_S * 1e6),
+                                                      modules=sprites.empty_modules(),
+                                                      arch="empty, paced (test detector: never detects)"))
+
+
+@pytest.fixture(scope="session")
+def server_paced(repo_paced):
+    yield from serving(repo_paced)
 
 
 # -- the suite's time guard ---------------------------------------------------------------------------

@@ -205,7 +205,7 @@ def test_frame_image_helper_codes_survive_h264(tmp_path):
     assert read_video(clip).codes == list(range(5))
 
 
-def test_progress_bar_with_eta_on_a_terminal_only(tmp_path, server_mobilenet):  # a run slow enough for an ETA
+def test_progress_bar_with_eta_on_a_terminal_only(tmp_path, server_paced):  # a run slow enough for an ETA
     import os
     import pty
     import subprocess
@@ -214,7 +214,7 @@ def test_progress_bar_with_eta_on_a_terminal_only(tmp_path, server_mobilenet):  
 
     clip = write_clip(tmp_path / "in.mp4", 40)
     master, slave = pty.openpty()
-    proc = subprocess.Popen(STREAMER + ["run", str(clip), "--triton", server_mobilenet.grpc_url],
+    proc = subprocess.Popen(STREAMER + ["run", str(clip), "--triton", server_paced.grpc_url],
                             stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
     os.close(slave)
     chunks = []
@@ -234,5 +234,5 @@ def test_progress_bar_with_eta_on_a_terminal_only(tmp_path, server_mobilenet):  
     assert re.search(r"\d+/40 .*\d\d:\d\d:\d\d", terminal), terminal  # position and ETA
     assert "detecting" not in stdout.decode()
 
-    piped = streamer("run", clip, "--triton", server_mobilenet.grpc_url, "--max-frames", "3")
+    piped = streamer("run", clip, "--triton", server_paced.grpc_url, "--max-frames", "3")
     assert piped.returncode == 0 and "detecting" not in piped.stderr  # no bar when not a terminal

@@ -32,7 +32,7 @@ def leaks(name: str, data) -> list:
     return [f"{secret!r} in {name}" for secret in SECRETS if secret in text]
 
 
-def test_no_secret_anywhere_a_run_prints_writes_or_serves(tmp_path, server_mobilenet):
+def test_no_secret_anywhere_a_run_prints_writes_or_serves(tmp_path, server_empty):
     clip = camera_clip(tmp_path / "camera.mp4", 500)
     web, metrics = free_port(), free_port()
     summary, dets = tmp_path / "summary.json", tmp_path / "d.jsonl"
@@ -40,7 +40,7 @@ def test_no_secret_anywhere_a_run_prints_writes_or_serves(tmp_path, server_mobil
     with RtspCamera(clip, user=USER, password=PASSWORD) as cam:
         url = f"{cam.url}?token={TOKEN}&user={USER}"  # the camera ignores the query; FFmpeg sends it
         masked = f"rtsp://***@127.0.0.1:{cam.port}/cam?token=***&user=***"
-        run = Run("run", url, "--triton", server_mobilenet.grpc_url, "--web", f"127.0.0.1:{web}",
+        run = Run("run", url, "--triton", server_empty.grpc_url, "--web", f"127.0.0.1:{web}",
                   "--metrics-port", metrics, "--summary", summary, "--detections", dets, "--out", tmp_path / "r.mp4",
                   "--status-every", "1", "--max-reconnect-time", "2")
         try:

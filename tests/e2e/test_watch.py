@@ -118,9 +118,9 @@ def test_three_cameras_one_restarted_the_others_record_every_frame(tmp_path, lon
 STATUS = re.compile(r"^(cam\d): \[\d+ s\] display [\d.]+ fps, detections ([\d.]+)/s")
 
 
-def test_cameras_at_different_rates_get_the_same_refresh(tmp_path, long_clip, slow_clip, server_mobilenet):
+def test_cameras_at_different_rates_get_the_same_refresh(tmp_path, long_clip, slow_clip, server_paced):
     with RtspCamera(long_clip, path="/fast") as fast, RtspCamera(slow_clip, path="/slow") as slow:
-        run = Run("watch", fast.url, slow.url, "--triton", server_mobilenet.grpc_url, "--status-every", 3)
+        run = Run("watch", fast.url, slow.url, "--triton", server_paced.grpc_url, "--status-every", 3)
 
         def rates():
             """Detections/s per camera in each status interval since both cameras were inferred."""

@@ -102,8 +102,8 @@ def holder(url: str) -> subprocess.Popen:
     return proc
 
 
-def test_regions_of_a_dead_client_go_those_of_a_live_one_stay(server_mobilenet):
-    url = server_mobilenet.grpc_url
+def test_regions_of_a_dead_client_go_those_of_a_live_one_stay(server_empty):
+    url = server_empty.grpc_url
     dead, live = holder(url), holder(url)
     try:
         dead_files = region_files(dead.pid)
