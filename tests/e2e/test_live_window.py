@@ -35,7 +35,7 @@ def snapshots(display: VirtualDisplay, window: str, count: int, interval: float 
     return shots
 
 
-def wait_for_a_frame(display: VirtualDisplay, window: str, code: bool = True) -> None:
+def wait_for_a_frame(display: VirtualDisplay, window: str, run: Run, code: bool = True) -> None:
     """Until the window shows a camera frame: a picture at the camera's size (before its first frame the
     window is 400x300 and grey; a window that is all black reads as code 0) with, if `code`, its index code
     readable."""
@@ -46,7 +46,8 @@ def wait_for_a_frame(display: VirtualDisplay, window: str, code: bool = True) ->
         last.update(shape=image.shape[:2], std=round(float(image.std()), 1), code=read_bottom_code(image))
         return image.shape[:2] == (240, 320) and last["std"] > 20 and (not code or last["code"] is not None)
 
-    wait_until(shown, 60, interval=0.25, what=lambda: f"a camera frame in the window (last seen: {last})")
+    display.wait_shown(window, shown, 60, what=lambda: f"a camera frame in the window (last seen: {last}; windows: "
+                       f"{display.xdotool('search', '--name', 'streamer')!r}; the run's log:\n{run.stderr})")
 
 
 def differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,7 +83,7 @@ def test_window_shows_boxes_and_the_hud(tmp_path, clip, server_v2):
             window = display.find_window("streamer: rtsp://")
             run.wait_for(": live,")
             wait_until(lambda: inference_count(server_v2.http_url) >= before + 3, 120, what="detections to arrive")
-            wait_for_a_frame(display, window, code=False)  # the code may lie under a label
+            wait_for_a_frame(display, window, run, code=False)  # the code may lie under a label
             screenshots = snapshots(display, window, 10)
             display.press(window, "q")
             assert run.finish(timeout=60) == 0, run.stderr
@@ -126,7 +127,7 @@ def test_window_plays_distinct_frames_and_q_quits_cleanly(tmp_path, clip, server
         try:
             window = display.find_window("streamer: rtsp://")
             run.wait_for(": live,")
-            wait_for_a_frame(display, window)
+            wait_for_a_frame(display, window, run)
             codes = [code for code, _ in snapshots(display, window, 12, interval=0.25)]
             display.press(window, "q")
             assert run.finish(timeout=60) == 0, run.stderr
@@ -174,7 +175,7 @@ def test_window_shows_offline_while_the_camera_is_gone(clip, server_empty):
         try:
             window = display.find_window("streamer: rtsp://")
             run.wait_for(": live,")
-            wait_for_a_frame(display, window)
+            wait_for_a_frame(display, window, run)
             assert not red_banner(display.window_image(window))
             cam.stop()
             run.wait_for("dropped", timeout=60)

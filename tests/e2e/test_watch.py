@@ -239,7 +239,7 @@ def test_a_late_camera_has_its_tile_from_the_start_and_its_pictures_when_it_come
 
                 run.wait_for("late: [", timeout=60)  # a status line of the late camera ...
                 run.wait_for("(OFFLINE: connection refused, retrying", timeout=30)  # ... saying why it is down
-                wait_until(lambda: red_banner(tiles()[3]), 30, interval=0.25, what="the late camera's OFFLINE tile")
+                display.wait_shown(window, lambda: red_banner(tiles()[3]), 30, what="the late camera's OFFLINE tile")
                 titles = [t[:12] for t in tiles()]
                 assert all(not (titles[i] == titles[j]).all() for i in range(4) for j in range(i)), \
                     "four tiles, each with its own name"
@@ -306,6 +306,8 @@ def test_the_mosaic_shows_every_camera_and_the_offline_banner_on_its_tile(tmp_pa
                     [image[y:y + h, x:x + w] for x, y, w, h in (picture_rect(i, 2, (320, 240), tile_size)
                                                                 for i in range(2))]
 
+            display.wait_shown(window, lambda: all(read_bottom_code(p) is not None for p in tiles()[1]), 60,
+                               what="both cameras' pictures in their tiles")
             seen = {0: set(), 1: set()}
             for _ in range(8):
                 _, pictures = tiles()
@@ -320,7 +322,7 @@ def test_the_mosaic_shows_every_camera_and_the_offline_banner_on_its_tile(tmp_pa
             assert not any(red_banner(t) for t in tiles()[0])
             b.stop()
             run.wait_for("dropped", timeout=60)
-            wait_until(lambda: red_banner(tiles()[0][1]), 30, interval=0.25, what="the OFFLINE banner on yard's tile")
+            display.wait_shown(window, lambda: red_banner(tiles()[0][1]), 30, what="the OFFLINE banner on yard's tile")
             left, right = tiles()[0]
             assert red_banner(right) and not red_banner(left), "the OFFLINE banner belongs on yard's tile only"
             display.press(window, "q")
