@@ -14,7 +14,13 @@ from typing import Callable
 
 import pytest
 
-from streamer.server import EmbeddedServer, start_on_free_ports
+# The suite runs more torch threads than the machine has cores (3 workers, each server's stubs, the
+# in-process models): OpenMP threads that spin at their barriers then take the CPU from those that
+# work (an in-process v2 test took 70 s beside the others, 15 s with this). Set before any torch
+# loads, here and in every server and command the tests start (they inherit the environment).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from streamer.server import EmbeddedServer, start_on_free_ports  # noqa: E402
 
 from .helpers import streamer
 
