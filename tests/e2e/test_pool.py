@@ -28,7 +28,8 @@ from ..proxy import PausableRelay
 from .test_run_faults import finish, kill_server
 from .test_run_file import accounting
 
-pytestmark = pytest.mark.slow
+# One worker runs this module (mostly waiting, little CPU): its module servers start once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pool")]
 
 NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
 
@@ -44,6 +45,35 @@ def start(repo: Path, host: str = "127.0.0.1", grpc_port: int = 0) -> EmbeddedSe
 # restarted or renamed.
 
 
+def stop_all(servers: List[EmbeddedServer]) -> None:
+    for s in servers:
+        s.request_stop()  # side by side
+    for s in servers:
+        s.stop()
+        s.cleanup()
+
+
+@pytest.fixture(scope="module")
+def paced_pair(server_paced, repo_paced):
+    """The session's paced server and one of this module's: for tests that neither kill nor restart."""
+    second = start(repo_paced)
+    yield server_paced, second
+    stop_all([second])
+
+
+@pytest.fixture(scope="module")
+def dns_pair(repo_paced):
+    """Two paced servers on one port, at 127.0.0.2 and 127.0.0.3 (what a DNS name stands for)."""
+    assert os.path.exists(NSS_WRAPPER), "apt-get install libnss-wrapper (.ci/run installs it)"
+    port = free_port("127.0.0.2")
+    servers = []
+    try:
+        servers = [start(repo_paced, "127.0.0.2", port), start(repo_paced, "127.0.0.3", port)]
+        yield servers, port
+    finally:
+        stop_all(servers)
+
+
 @pytest.fixture
 def two_servers(repo_paced):
     servers = []
@@ -51,11 +81,7 @@ def two_servers(repo_paced):
         servers = [start(repo_paced), start(repo_paced)]
         yield servers
     finally:
-        for s in servers:
-            s.request_stop()  # side by side
-        for s in servers:
-            s.stop()
-            s.cleanup()
+        stop_all(servers)
 
 
 @pytest.fixture
@@ -126,17 +152,18 @@ def test_a_server_killed_mid_run_hands_its_frames_to_the_other(tmp_path, session
     assert read_video(tmp_path / "out.mp4").codes == list(range(n))
 
 
-def test_a_slow_server_is_routed_around_and_its_frames_resent(tmp_path, two_servers):
+def test_a_slow_server_is_routed_around_and_its_frames_resent(tmp_path, paced_pair):
     n, stall = 240, 6.0
     clip = write_clip(tmp_path / "in.mp4", n)
-    a, b = two_servers
+    a, b = paced_pair
+    b0 = inference_count(b.http_url)
     started = time.monotonic()
     with PausableRelay(("127.0.0.1", b.settings.grpc_port)) as relay:  # b's answers wait there: slow, not gone
         proc = start_streamer("run", clip, "--out", tmp_path / "out.mp4", "--detections", tmp_path / "d.jsonl",
                               "--triton", f"{a.grpc_url},{relay.url}", "--request-timeout", "120",
                               "--summary", tmp_path / "summary.json")
         try:
-            wait_until(lambda: inference_count(b.http_url) >= 10, 180, what="server b at work")
+            wait_until(lambda: inference_count(b.http_url) >= b0 + 10, 180, what="server b at work")
             relay.pause()
             time.sleep(stall)  # the stall's length
         finally:
@@ -159,7 +186,7 @@ def test_a_slow_server_is_routed_around_and_its_frames_resent(tmp_path, two_serv
     assert read_video(tmp_path / "out.mp4").codes == list(range(n))
 
 
-def test_live_a_slow_server_never_holds_the_picture_and_its_frame_is_given_up(tmp_path, two_servers):
+def test_live_a_slow_server_never_holds_the_picture_and_its_frame_is_given_up(tmp_path, paced_pair):
     """Live (a file played as a camera, at its own pace): one of two servers frozen for a while.
     Every captured frame is still shown and recorded (the display never waits for inference),
     the frame the frozen server held is given up as failed (stale by then), counted as moved for
@@ -168,12 +195,13 @@ def test_live_a_slow_server_never_holds_the_picture_and_its_frame_is_given_up(tm
 
     n, stall = 400, 6.0
     clip = camera_clip(tmp_path / "cam.mp4", n)  # 25 fps: 16 s
-    a, b = two_servers
+    a, b = paced_pair
+    b0 = inference_count(b.http_url)
     with PausableRelay(("127.0.0.1", b.settings.grpc_port)) as relay:  # b's answers wait there: slow, not gone
         proc = start_streamer("watch", clip, "--out-dir", tmp_path, "--segment", "0", "--triton",
                               f"{a.grpc_url},{relay.url}", "--summary", tmp_path / "summary.json", "--status-every", "0")
         try:
-            wait_until(lambda: inference_count(b.http_url) >= 3, 180, what="server b at work")
+            wait_until(lambda: inference_count(b.http_url) >= b0 + 3, 180, what="server b at work")
             relay.pause()
             time.sleep(stall)  # the stall's length
         finally:
@@ -227,23 +255,16 @@ def test_every_server_gone_follows_the_single_server_rules(tmp_path, two_servers
     assert read_video(tmp_path / "out.mp4").codes == list(range(n))
 
 
-def test_a_dns_name_stands_for_every_address(tmp_path, repo_paced):
-    assert os.path.exists(NSS_WRAPPER), "apt-get install libnss-wrapper (.ci/run installs it)"
-    port = free_port("127.0.0.2")
-    servers = []
-    try:
-        servers = [start(repo_paced, "127.0.0.2", port), start(repo_paced, "127.0.0.3", port)]
-        hosts = tmp_path / "hosts"
-        hosts.write_text("127.0.0.2 tritons\n127.0.0.3 tritons\n")
-        env = {**os.environ, "LD_PRELOAD": NSS_WRAPPER, "NSS_WRAPPER_HOSTS": str(hosts)}
-        clip = write_clip(tmp_path / "in.mp4", 40)
-        result = streamer("run", clip, "--triton", f"dns:///tritons:{port}", "--detections", tmp_path / "d.jsonl",
-                          env=env, timeout=300)
-        counts = [inference_count(s.http_url) for s in servers]
-    finally:
-        for s in servers:
-            s.stop()
-            s.cleanup()
+def test_a_dns_name_stands_for_every_address(tmp_path, dns_pair):
+    servers, port = dns_pair
+    before = [inference_count(s.http_url) for s in servers]
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.2 tritons\n127.0.0.3 tritons\n")
+    env = {**os.environ, "LD_PRELOAD": NSS_WRAPPER, "NSS_WRAPPER_HOSTS": str(hosts)}
+    clip = write_clip(tmp_path / "in.mp4", 40)
+    result = streamer("run", clip, "--triton", f"dns:///tritons:{port}", "--detections", tmp_path / "d.jsonl",
+                      env=env, timeout=300)
+    counts = [inference_count(s.http_url) - b for s, b in zip(servers, before)]
     assert result.returncode == 0, result.stderr
     assert f"Triton servers: 127.0.0.2:{port}, 127.0.0.3:{port}" in result.stderr
     spread = taken(result.stdout)
@@ -269,14 +290,13 @@ class Drained:
         return "".join(self.lines)
 
 
-def test_a_dns_name_looked_up_again_mid_run_adds_and_removes_servers(tmp_path, repo_paced):
+def test_a_dns_name_looked_up_again_mid_run_adds_and_removes_servers(tmp_path, dns_pair):
     """--dns-refresh 1 over a name whose hosts file changes mid-run: 127.0.0.2 alone, then both
     (B joins and takes frames), then 127.0.0.3 alone (A finishes what it holds and takes nothing
     more); the file is still every frame exactly once, in order. nss_wrapper reads NSS_WRAPPER_HOSTS
     again on a lookup once the file was replaced (os.replace) or its mtime (whole seconds) changed."""
-    assert os.path.exists(NSS_WRAPPER), "apt-get install libnss-wrapper (.ci/run installs it)"
     n, in_flight = 300, 1
-    port = free_port("127.0.0.2")
+    servers, port = dns_pair
     hosts = tmp_path / "hosts"
 
     def name(*addresses: str) -> None:  # atomically: a lookup never sees a half-written file
@@ -284,10 +304,10 @@ def test_a_dns_name_looked_up_again_mid_run_adds_and_removes_servers(tmp_path, r
         new.write_text("".join(f"{address} tritons\n" for address in addresses))
         os.replace(new, hosts)
 
-    servers, proc = [], None
+    proc = None
     try:
-        servers = [start(repo_paced, "127.0.0.2", port), start(repo_paced, "127.0.0.3", port)]
         a, b = servers
+        a0, b0 = inference_count(a.http_url), inference_count(b.http_url)
         url_a, url_b = f"127.0.0.2:{port}", f"127.0.0.3:{port}"
         name("127.0.0.2")
         clip = write_clip(tmp_path / "in.mp4", n)
@@ -305,8 +325,8 @@ def test_a_dns_name_looked_up_again_mid_run_adds_and_removes_servers(tmp_path, r
                 return predicate()
             return check
 
-        wait_until(running(lambda: inference_count(a.http_url) >= 20), 180, what="server A at work")
-        assert inference_count(b.http_url) == 0, "B is not in the name yet"
+        wait_until(running(lambda: inference_count(a.http_url) >= a0 + 20), 180, what="server A at work")
+        assert inference_count(b.http_url) == b0, "B is not in the name yet"
 
         name("127.0.0.2", "127.0.0.3")
         wait_until(running(lambda: err.has(f"Triton server {url_b} joins the pool")), 30, what="B to join")
@@ -329,9 +349,6 @@ def test_a_dns_name_looked_up_again_mid_run_adds_and_removes_servers(tmp_path, r
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(30)
-        for s in servers:
-            s.stop()
-            s.cleanup()
     stdout, stderr = out.text, err.text
     assert code == 0, stderr
     assert counts[url_a] == a_done, "A took nothing after it had left"
