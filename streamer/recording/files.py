@@ -72,20 +72,21 @@ def parse_partial(path: Path) -> Optional[Partial]:
     return Partial(path, target, match.group("run"))
 
 
+def partials_in(folder: Path) -> List[Partial]:
+    """Every partial in `folder` (none when it cannot be read)."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    return [p for p in map(parse_partial, entries) if p is not None]
+
+
 def partials_of(target: Path, suffix: Optional[str] = None) -> List[Partial]:
     """The partials beside `target` (with its extension, or `suffix`), oldest run first."""
     target = Path(target)
     ext = target.suffix if suffix is None else suffix
-    folder = target.parent if str(target.parent) else Path(".")
-    found = []
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return []
-    for path in entries:
-        partial = parse_partial(path)
-        if partial is not None and partial.target.stem == target.stem and path.suffix == ext:
-            found.append(Partial(path, target, partial.run_id))
+    found = [Partial(p.path, target, p.run_id) for p in partials_in(target.parent)
+             if p.target.stem == target.stem and p.path.suffix == ext]
     return sorted(found, key=lambda p: p.run_id)
 
 

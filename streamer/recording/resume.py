@@ -50,7 +50,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 from ..errors import ExitCode, SinkError, StreamerError
 from ..frames import Frame
-from .files import OutputFailed, finishing_path, is_locked, new_run_id, parse_partial, partial_path
+from .files import OutputFailed, finishing_path, is_locked, new_run_id, partial_path, partials_of
 from .fragments import scan
 from .lines import trim_torn_tail
 
@@ -148,18 +148,8 @@ class Manifest:
 def manifests_for(anchor: Path, locked: bool = False) -> List[Path]:
     """The manifests beside `anchor` that no running streamer holds (`locked`: those one holds),
     newest first."""
-    found = []
-    folder = anchor.parent if str(anchor.parent) else Path(".")
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return []
-    for path in entries:
-        partial = parse_partial(path)
-        if partial is not None and path.suffix == ".json" and partial.target.stem == anchor.stem \
-                and is_locked(path) == locked:
-            found.append((partial.run_id, path))
-    return [path for _, path in sorted(found, reverse=True)]
+    found = [p for p in partials_of(anchor, suffix=".json") if is_locked(p.path) == locked]
+    return [p.path for p in reversed(found)]
 
 
 class ManifestLock:

@@ -48,7 +48,7 @@ from ..errors import SinkError
 from ..frames import Detections, Frame
 from ..stages import RecordingStatus
 from ..states import RecordingState
-from .files import OutputFailed, finishing_path, is_locked, parse_partial, reason_of
+from .files import OutputFailed, finishing_path, is_locked, partials_in, reason_of
 from .fragments import join, trim
 from .lines import JsonLines, read_json_lines, trim_torn_tail
 from .retention import Retention
@@ -162,17 +162,10 @@ def finish_partial(partial: Path, target: Path) -> Tuple[int, int]:
 def _free_name(path: Path) -> Path:
     """`path`, or `NAME-2.mp4`, `NAME-3.mp4`, ... when it (or one being written) is taken."""
     candidate, n = path, 1
-    while candidate.exists() or any(p.target == candidate for p in _partials_in(candidate.parent)):
+    while candidate.exists() or any(p.target == candidate for p in partials_in(candidate.parent)):
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
-
-
-def _partials_in(folder: Path):
-    try:
-        return [p for p in (parse_partial(f) for f in folder.iterdir()) if p is not None]
-    except OSError:
-        return []
 
 
 def _media_seconds(path: Path) -> float:
@@ -221,7 +214,7 @@ def recover_segments(folder: Path, log: Say) -> List[str]:
                                             path.stat().st_size, None, None, recovered=True))
                 done.append(name)
     for day in days:
-        for partial in sorted(_partials_in(day), key=lambda p: p.path.name):
+        for partial in sorted(partials_in(day), key=lambda p: p.path.name):
             if partial.path.suffix != ".mp4" or is_locked(partial.path):
                 continue
             target = _free_name(partial.target)

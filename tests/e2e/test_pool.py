@@ -95,6 +95,23 @@ def session_and_own(server_paced, repo_paced):
         own.cleanup()
 
 
+def run_with_b_stalled(b: EmbeddedServer, command, answered: int, stall: float, timeout: float):
+    """Start streamer with `command(url)` (its arguments, b's gRPC reached through a relay at `url`);
+    once b answered `answered` more frames, its answers wait `stall` s (slow, not gone). The relay's
+    url and finish()'s (code, stdout, stderr)."""
+    b0 = inference_count(b.http_url)
+    with PausableRelay(("127.0.0.1", b.settings.grpc_port)) as relay:
+        proc = start_streamer(*command(relay.url))
+        try:
+            wait_until(lambda: inference_count(b.http_url) >= b0 + answered, 180, what="server b at work")
+            relay.pause()
+            time.sleep(stall)  # the stall's length
+        finally:
+            relay.resume()
+            result = finish(proc, timeout=timeout)
+    return relay.url, result
+
+
 def taken(stdout: str) -> dict:
     match = re.search(r"servers ([^;]+); moved (\d+)", stdout)
     assert match, stdout
@@ -156,26 +173,18 @@ def test_a_slow_server_is_routed_around_and_its_frames_resent(tmp_path, paced_pa
     n, stall = 240, 6.0
     clip = write_clip(tmp_path / "in.mp4", n)
     a, b = paced_pair
-    b0 = inference_count(b.http_url)
     started = time.monotonic()
-    with PausableRelay(("127.0.0.1", b.settings.grpc_port)) as relay:  # b's answers wait there: slow, not gone
-        proc = start_streamer("run", clip, "--out", tmp_path / "out.mp4", "--detections", tmp_path / "d.jsonl",
-                              "--triton", f"{a.grpc_url},{relay.url}", "--request-timeout", "120",
-                              "--summary", tmp_path / "summary.json")
-        try:
-            wait_until(lambda: inference_count(b.http_url) >= b0 + 10, 180, what="server b at work")
-            relay.pause()
-            time.sleep(stall)  # the stall's length
-        finally:
-            relay.resume()
-            code, stdout, stderr = finish(proc, timeout=400)
+    url_b, (code, stdout, stderr) = run_with_b_stalled(
+        b, lambda url: ("run", clip, "--out", tmp_path / "out.mp4", "--detections", tmp_path / "d.jsonl",
+                        "--triton", f"{a.grpc_url},{url}", "--request-timeout", "120",
+                        "--summary", tmp_path / "summary.json"), answered=10, stall=stall, timeout=400)
     elapsed = time.monotonic() - started
     assert code == 0, stderr
     assert elapsed < 120, "finished before --request-timeout (a sanity bound, not a timing test)"
     assert accounting(stdout) == {"read": n, "inferred": n, "written": n, "failed": 0}
     assert "WARNING: shared memory" not in stderr, stderr  # each server's client has its own regions
-    assert f"Triton server {relay.url} is slow" in stderr, stderr
-    assert f"Triton server {relay.url} is no longer slow" in stderr, stderr
+    assert f"Triton server {url_b} is slow" in stderr, stderr
+    assert f"Triton server {url_b} is no longer slow" in stderr, stderr
     report = json.loads((tmp_path / "summary.json").read_text())
     # frames the frozen server held are resent for slowness; a stream that broke meanwhile (seen once
     # on a loaded CI machine: moved 2) hands its frames back as a broken server's. Either way, once each:
@@ -196,19 +205,12 @@ def test_live_a_slow_server_never_holds_the_picture_and_its_frame_is_given_up(tm
     n, stall = 400, 6.0
     clip = camera_clip(tmp_path / "cam.mp4", n)  # 25 fps: 16 s
     a, b = paced_pair
-    b0 = inference_count(b.http_url)
-    with PausableRelay(("127.0.0.1", b.settings.grpc_port)) as relay:  # b's answers wait there: slow, not gone
-        proc = start_streamer("watch", clip, "--out-dir", tmp_path, "--segment", "0", "--triton",
-                              f"{a.grpc_url},{relay.url}", "--summary", tmp_path / "summary.json", "--status-every", "0")
-        try:
-            wait_until(lambda: inference_count(b.http_url) >= b0 + 3, 180, what="server b at work")
-            relay.pause()
-            time.sleep(stall)  # the stall's length
-        finally:
-            relay.resume()
-            code, stdout, stderr = finish(proc, timeout=300)
+    url_b, (code, stdout, stderr) = run_with_b_stalled(
+        b, lambda url: ("watch", clip, "--out-dir", tmp_path, "--segment", "0", "--triton", f"{a.grpc_url},{url}",
+                        "--summary", tmp_path / "summary.json", "--status-every", "0"), answered=3, stall=stall,
+        timeout=300)
     assert code == 0, stderr
-    assert f"Triton server {relay.url} is slow" in stderr
+    assert f"Triton server {url_b} is slow" in stderr
     report = json.loads((tmp_path / "summary.json").read_text())
     frames = report["streams"][0]["frames"]
     assert frames["captured"] == frames["shown"] == n and frames["dropped"] == 0, frames  # never waited
