@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,7 +48,29 @@ class EmbeddedServerSettings:
     niceness: int = 0  # added to the server's CPU niceness (live runs: the picture comes before inference)
 
 
+# How tritonserver's log says a port it should bind was taken (gRPC, HTTP or metrics): the one
+# contract a foreign process offers, turned into PortInUse at this boundary.
+_BIND_FAILED = "already in use"
+
+
+def _ephemeral_start() -> int:
+    """Where the kernel's range for outgoing connections' own ports begins (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = LOOPBACK) -> int:
+    """A port free to listen on now, below the ephemeral range where one can: a port the kernel
+    hands out itself (bind to 0) is one any process's next outgoing connection may also be given
+    before the server binds it."""
+    start = _ephemeral_start()
+    low = max(1024, start - 12000)
+    for _ in range(64 if start - low >= 1000 else 0):
+        port = random.randrange(low, start)
+        if not port_in_use(host, port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -281,6 +304,9 @@ class EmbeddedServer:
             if not self.alive():
                 code = self.proc.returncode if self.proc else None
                 reason = self.log_error()
+                if _BIND_FAILED in reason:  # taken after _check_ports looked (by any process on the host)
+                    raise PortInUse(f"tritonserver could not bind its ports: {reason} (another process took one "
+                                    f"since they were checked; choose other ports) (full log: {self.log_path})")
                 fix = "; re-export it with `streamer export-model`" if "failed to load" in reason else ""
                 raise ServerStartError(
                     f"tritonserver exited during start-up (exit code {code}): {reason}{fix} (full log: {self.log_path})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from streamer import contract
-from streamer.errors import ModelMismatch, ModelNotReady, ServerUnavailable
-from streamer.server import free_port
+from streamer import server as server_module
+from streamer.errors import ModelMismatch, ModelNotReady, PortInUse, ServerUnavailable
+from streamer.server import EmbeddedServer, EmbeddedServerSettings, free_port, start_on_free_ports
 from streamer.triton import TritonClient, to_input
 
 from ..conftest import SERVER_THREADS, start_server
@@ -124,3 +126,31 @@ def test_model_whose_outputs_break_the_contract(repo_mobilenet, tmp_path):
         server.stop()
         server.cleanup()
     shutil.rmtree(repo)
+
+
+def test_a_port_taken_after_the_check_is_port_in_use_and_free_ports_are_picked_again(repo_empty, monkeypatch):
+    """Ports are checked, then tritonserver binds them: another process (any client's outgoing
+    connection takes an ephemeral port) may take one in between. The server's bind failure is
+    PortInUse, not a generic start error, and start_on_free_ports picks other ports and starts."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(server_module, "port_in_use", lambda host, p: False)  # free when checked
+        lost = EmbeddedServer(EmbeddedServerSettings(repo=repo_empty, grpc_port=port, http_port=free_port(),
+                                                     metrics_port=free_port(), threads=1, startup_timeout=120))
+        with pytest.raises(PortInUse) as caught:
+            lost.start()
+        lost.cleanup()
+        assert f"127.0.0.1:{port}" in str(caught.value) and "already in use" in str(caught.value)
+        assert lost.proc is None, "no server process is left behind"
+
+        picks = iter([port])  # the first gRPC pick is the taken port; every later pick is really free
+        real_free_port = server_module.free_port
+        monkeypatch.setattr(server_module, "free_port", lambda host="127.0.0.1": next(picks, None) or real_free_port())
+        server = start_on_free_ports(repo_empty, threads=1, startup_timeout=120)
+        try:
+            assert server.ready() and port not in (server.settings.grpc_port, server.settings.http_port)
+        finally:
+            server.stop()
+            server.cleanup()
