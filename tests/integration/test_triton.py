@@ -129,23 +129,25 @@ def test_model_whose_outputs_break_the_contract(repo_mobilenet, tmp_path):
 
 
 def test_a_port_taken_after_the_check_is_port_in_use_and_free_ports_are_picked_again(repo_empty, monkeypatch):
-    """Ports are checked, then tritonserver binds them: another process (any client's outgoing
-    connection takes an ephemeral port) may take one in between. The server's bind failure is
-    PortInUse, not a generic start error, and start_on_free_ports picks other ports and starts."""
+    """Ports are checked, then tritonserver binds them: another process may take one in between.
+    The server's bind failure is PortInUse (as a port seen taken by the check is), not a generic
+    start error, and start_on_free_ports picks other ports on PortInUse and starts."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        monkeypatch.setattr(server_module, "port_in_use", lambda host, p: False)  # free when checked
-        lost = EmbeddedServer(EmbeddedServerSettings(repo=repo_empty, grpc_port=port, http_port=free_port(),
-                                                     metrics_port=free_port(), threads=1, startup_timeout=120))
-        with pytest.raises(PortInUse) as caught:
-            lost.start()
-        lost.cleanup()
+        with monkeypatch.context() as race:
+            race.setattr(server_module, "port_in_use", lambda host, p: False)  # free when checked
+            lost = EmbeddedServer(EmbeddedServerSettings(
+                repo=repo_empty, grpc_port=port, http_port=free_port(), metrics_port=free_port(), threads=1,
+                startup_timeout=120))
+            with pytest.raises(PortInUse) as caught:
+                lost.start()
+            lost.cleanup()
         assert f"127.0.0.1:{port}" in str(caught.value) and "already in use" in str(caught.value)
         assert lost.proc is None, "no server process is left behind"
 
-        picks = iter([port])  # the first gRPC pick is the taken port; every later pick is really free
+        picks = iter([port])  # the first pick is the taken port; every later pick is really free
         real_free_port = server_module.free_port
         monkeypatch.setattr(server_module, "free_port", lambda host="127.0.0.1": next(picks, None) or real_free_port())
         server = start_on_free_ports(repo_empty, threads=1, startup_timeout=120)
