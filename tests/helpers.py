@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -275,3 +276,10 @@ def recorded_in_order(name: str, count: dict, recorded: list, wrap: int = 1 << 3
     gaps = sum((b - a - 1) % wrap for a, b in zip(recorded, recorded[1:]))
     assert gaps <= count["dropped"] and count["dropped"] - gaps <= recorded[0], (name, count, recorded)
     assert count["captured"] >= count["shown"] + count["dropped"], (name, count)
+
+
+def kill_server(server) -> None:
+    """SIGKILL the server's process group (tritonserver and its model stubs), by PID."""
+    pid = server.proc.pid
+    os.killpg(pid, signal.SIGKILL)
+    server.proc.wait(10)

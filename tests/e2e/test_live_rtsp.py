@@ -17,8 +17,7 @@ import pytest
 from streamer.server import free_port
 
 from ..cameras import RtspCamera, Run, camera_clip, read_bottom_code
-from ..helpers import inference_count, read_jsonl, read_video, streamer, wait_until
-from .test_run_faults import kill_server
+from ..helpers import inference_count, kill_server, read_jsonl, read_video, streamer, wait_until
 
 pytestmark = pytest.mark.slow
 

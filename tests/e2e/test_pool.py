@@ -21,11 +21,11 @@ import pytest
 
 from streamer.server import EmbeddedServer, EmbeddedServerSettings, free_port
 
-from ..helpers import (STREAMER, inference_count, read_jsonl, read_video, start_streamer, streamer, wait_until,
+from ..helpers import (STREAMER, inference_count, kill_server, read_jsonl, read_video, start_streamer, streamer, wait_until,
                        write_clip)
 from ..conftest import start_server
 from ..proxy import PausableRelay
-from .test_run_faults import finish, kill_server
+from .test_run_faults import finish
 from .test_run_file import accounting
 
 # One worker runs this module (mostly waiting, little CPU): its module servers start once.

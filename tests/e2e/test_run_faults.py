@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import (alive, children, inference_count, owned_by, process_name, read_video, region_files,
+from ..helpers import (alive, children, inference_count, kill_server, owned_by, process_name, read_video, region_files,
                        registered, start_streamer, wait_until, write_clip)
 from .test_run_file import accounting
 
 pytestmark = pytest.mark.slow
-
-
-def kill_server(server) -> None:
-    """SIGKILL the server's process group (tritonserver and its model stub), by PID."""
-    pid = server.proc.pid
-    os.killpg(pid, signal.SIGKILL)
-    server.proc.wait(10)
 
 
 def finish(proc, timeout=240):
