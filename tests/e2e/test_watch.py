@@ -309,14 +309,15 @@ def test_the_mosaic_shows_every_camera_and_the_offline_banner_on_its_tile(tmp_pa
             display.wait_shown(window, lambda: all(read_bottom_code(p) is not None for p in tiles()[1]), 60,
                                what="both cameras' pictures in their tiles")
             seen = {0: set(), 1: set()}
-            for _ in range(8):
-                _, pictures = tiles()
-                for i, picture in enumerate(pictures):
+
+            def both_play() -> bool:  # both cameras play in their tiles: 3 pictures seen in each
+                for i, picture in enumerate(tiles()[1]):
                     code = read_bottom_code(picture)
                     if code is not None:
                         seen[i].add(code)
-                time.sleep(0.5)
-            assert len(seen[0]) >= 3 and len(seen[1]) >= 3, seen  # both cameras play in their tiles
+                return len(seen[0]) >= 3 and len(seen[1]) >= 3
+
+            display.wait_shown(window, both_play, 60, what="3 pictures in each camera's tile")
             titles = [t[:12] for t in tiles()[0]]
             assert not (titles[0] == titles[1]).all(), "the two tiles should carry different names"
             assert not any(red_banner(t) for t in tiles()[0])

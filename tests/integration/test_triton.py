@@ -19,7 +19,7 @@ from streamer.server import EmbeddedServer, EmbeddedServerSettings, free_port, s
 from streamer.triton import TritonClient, to_input
 
 from ..conftest import SERVER_THREADS, start_server
-from ..helpers import frame_image
+from ..helpers import frame_image, kill_server
 
 pytestmark = pytest.mark.slow
 
@@ -154,5 +154,6 @@ def test_a_port_taken_after_the_check_is_port_in_use_and_free_ports_are_picked_a
         try:
             assert server.ready() and port not in (server.settings.grpc_port, server.settings.http_port)
         finally:
+            kill_server(server)  # nothing to finish: no graceful unload to wait for
             server.stop()
             server.cleanup()
