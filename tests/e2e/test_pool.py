@@ -28,7 +28,10 @@ from ..proxy import PausableRelay
 from .test_run_faults import finish
 from .test_run_file import accounting
 
-# One worker runs this module (mostly waiting, little CPU): its module servers start once.
+# Meant for one worker (mostly waiting, little CPU; module servers started once). pytest-xdist 3.8 applies
+# the group by rewriting an item's private _nodeid, which pytest 9 no longer reads: with pytest 9.2 (what
+# installs here) the mark has no effect, and each worker given a pool test starts its own module pair
+# (paced servers: a few seconds each). With pytest 8 it groups as meant.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pool")]
 
 NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
